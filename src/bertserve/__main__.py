@@ -1,0 +1,5 @@
+import sys
+
+from bertserve.cli import main
+
+sys.exit(main())

@@ -1,0 +1,130 @@
+"""The backend interface: autocomplete a config from a model file, load instances, run batches."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from bertserve.errors import ConfigError, Unsupported
+
+if TYPE_CHECKING:
+    from tritonclient.grpc import model_config_pb2
+
+__all__ = ["Backend", "Device", "LoadContext", "ModelInstance", "backend_for_config", "get_backend"]
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """Where an instance runs: kind "cpu" or "gpu" (gpu_id set)."""
+
+    kind: str = "cpu"
+    gpu_id: int | None = None
+
+    def __str__(self) -> str:
+        return "cpu" if self.kind == "cpu" else f"cuda:{self.gpu_id}"
+
+
+@dataclass(slots=True)
+class LoadContext:
+    """What a backend may need beyond its own files.
+
+    `call_model(name, version, inputs)` runs another served model synchronously from a worker
+    thread (used by pipeline backends such as question answering); None where unavailable.
+    """
+
+    model_name: str
+    version: int
+    call_model: Callable[[str, str, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelInstance(ABC):
+    """One independent copy of a model (Triton: one instance of an instance_group)."""
+
+    #: Batch sizes this instance runs natively (e.g. captured CUDA graphs); the dynamic batcher
+    #: prefers them. None = any size up to max_batch_size.
+    batch_buckets: tuple[int, ...] | None = None
+
+    @abstractmethod
+    def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        """Run one batch; return the requested outputs (first axis = batch when batching)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release sessions, memory, threads."""
+
+
+class Backend(ABC):
+    """A runtime. Subclasses set `name`, the platforms they serve and their default file name."""
+
+    name: ClassVar[str]
+    platforms: ClassVar[tuple[str, ...]] = ()
+    default_model_filename: ClassVar[str]
+
+    @abstractmethod
+    def autocomplete(self, config: model_config_pb2.ModelConfig, model_path: Path) -> None:
+        """Fill missing inputs/outputs (names, data types, dims with -1 for dynamic axes) and
+        check the ones given against the model file; raise ConfigError naming the field."""
+
+    @abstractmethod
+    def load(
+        self,
+        config: model_config_pb2.ModelConfig,
+        model_path: Path,
+        device: Device,
+        context: LoadContext,
+    ) -> ModelInstance:
+        """Create one instance on `device`."""
+
+
+# name -> "module:Class"; imported on first use.
+_BACKENDS: dict[str, str] = {
+    "onnxruntime": "bertserve.backends.onnxruntime:OnnxRuntimeBackend",
+    "bertserve_torch": "bertserve.backends.torch_gpu:TorchBackend",
+    "bertserve_qa": "bertserve.backends.qa_pipeline:QAPipelineBackend",
+}
+_PLATFORMS: dict[str, str] = {
+    "onnxruntime_onnx": "onnxruntime",
+}
+_loaded: dict[str, Backend] = {}
+
+
+def get_backend(name: str) -> Backend:
+    if name not in _loaded:
+        try:
+            target = _BACKENDS[name]
+        except KeyError:
+            raise Unsupported(
+                f"unknown backend '{name}': this server offers {', '.join(sorted(_BACKENDS))}"
+            ) from None
+        module_name, _, class_name = target.partition(":")
+        module = importlib.import_module(module_name)
+        _loaded[name] = getattr(module, class_name)()
+    return _loaded[name]
+
+
+def backend_for_config(config: model_config_pb2.ModelConfig, model_dir: Path) -> Backend:
+    """Pick the backend from `backend`, else `platform`, else the model file present."""
+    if config.backend:
+        return get_backend(config.backend)
+    if config.platform:
+        if config.platform not in _PLATFORMS:
+            raise ConfigError(
+                f"platform '{config.platform}' is not served here; "
+                f"use one of {', '.join(sorted(_PLATFORMS))} or set 'backend'"
+            )
+        return get_backend(_PLATFORMS[config.platform])
+    # Neither given: guess from the files in the version folders, as Triton's autocomplete does.
+    if any(model_dir.glob("*/model.onnx")):
+        config.platform = "onnxruntime_onnx"
+        config.backend = "onnxruntime"
+        return get_backend("onnxruntime")
+    raise ConfigError(
+        "config has neither 'backend' nor 'platform' and no version folder holds model.onnx; "
+        "set one of them"
+    )

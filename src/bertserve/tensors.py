@@ -1,0 +1,118 @@
+"""KServe v2 datatypes <-> numpy, shapes and element counts, BYTES serialization."""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+
+from bertserve.errors import InvalidInput
+
+__all__ = [
+    "DATATYPES",
+    "datatype_to_numpy",
+    "numpy_to_datatype",
+    "element_count",
+    "element_size",
+    "serialize_bytes",
+    "deserialize_bytes",
+    "config_type_to_datatype",
+    "datatype_to_config_type",
+]
+
+# KServe v2 datatype -> numpy dtype (little-endian, as the binary extension requires).
+_TO_NUMPY: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "BYTES": np.dtype(np.object_),
+}
+DATATYPES: frozenset[str] = frozenset(_TO_NUMPY)
+_FROM_NUMPY: dict[np.dtype, str] = {v: k for k, v in _TO_NUMPY.items()}
+
+
+def datatype_to_numpy(datatype: str) -> np.dtype:
+    try:
+        return _TO_NUMPY[datatype]
+    except KeyError:
+        raise InvalidInput(
+            f"unknown datatype '{datatype}': expected one of {', '.join(sorted(DATATYPES))}"
+        ) from None
+
+
+def numpy_to_datatype(dtype: np.dtype) -> str:
+    dtype = np.dtype(dtype)
+    if dtype.kind in ("O", "S", "U"):
+        return "BYTES"
+    try:
+        return _FROM_NUMPY[dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype]
+    except KeyError:
+        raise InvalidInput(f"numpy dtype {dtype} has no KServe v2 datatype") from None
+
+
+def element_size(datatype: str) -> int:
+    """Bytes per element of a fixed-size datatype (BYTES has none: returns 0)."""
+    if datatype == "BYTES":
+        return 0
+    return datatype_to_numpy(datatype).itemsize
+
+
+def element_count(shape: Sequence[int]) -> int:
+    return math.prod(shape) if shape else 1
+
+
+# model_config.proto's DataType enum names are TYPE_<x>, except STRING for BYTES.
+def config_type_to_datatype(config_type: str) -> str:
+    name = config_type.removeprefix("TYPE_")
+    return "BYTES" if name == "STRING" else name
+
+
+def datatype_to_config_type(datatype: str) -> str:
+    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
+
+
+_LEN = struct.Struct("<I")
+
+
+def serialize_bytes(array: np.ndarray) -> bytes:
+    """BYTES tensor -> Triton's wire form: each element as a 4-byte little-endian length + bytes."""
+    parts: list[bytes] = []
+    for item in array.reshape(-1):
+        b = item if isinstance(item, bytes) else str(item).encode("utf-8")
+        parts.append(_LEN.pack(len(b)))
+        parts.append(b)
+    return b"".join(parts)
+
+
+def deserialize_bytes(buffer: bytes | memoryview, count: int, name: str = "") -> np.ndarray:
+    """Triton's length-prefixed BYTES wire form -> object array of `count` bytes elements."""
+    view = memoryview(buffer)
+    out = np.empty(count, dtype=np.object_)
+    offset = 0
+    for i in range(count):
+        if offset + 4 > len(view):
+            raise InvalidInput(
+                f"input '{name}': BYTES data holds fewer than the {count} elements its shape says"
+            )
+        (length,) = _LEN.unpack_from(view, offset)
+        offset += 4
+        if offset + length > len(view):
+            raise InvalidInput(f"input '{name}': BYTES element {i} runs past the end of its data")
+        out[i] = bytes(view[offset : offset + length])
+        offset += length
+    if offset != len(view):
+        raise InvalidInput(
+            f"input '{name}': BYTES data has {len(view) - offset} bytes beyond its {count} elements"
+        )
+    return out
