@@ -68,7 +68,9 @@ class Backend(ABC):
 
     @abstractmethod
     def autocomplete(self, config: model_config_pb2.ModelConfig, model_path: Path) -> None:
-        """Fill missing inputs/outputs (names, data types, dims with -1 for dynamic axes) and
+        """`model_path` is the version folder (`<repo>/<model>/<version>/`).
+
+        Fill missing inputs/outputs (names, data types, dims with -1 for dynamic axes) and
         check the ones given against the model file; raise ConfigError naming the field."""
 
     @abstractmethod

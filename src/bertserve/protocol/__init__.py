@@ -1,0 +1,1 @@
+"""Wire formats: pure translation between bytes and protocol-neutral messages."""

@@ -1,0 +1,159 @@
+"""ONNX Runtime backend: each instance is an independent InferenceSession."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2
+
+from bertserve.backends.base import Backend, Device, LoadContext, ModelInstance
+from bertserve.backends.io_spec import TensorSpec, complete_io
+from bertserve.errors import ConfigError, InternalError
+
+__all__ = ["OnnxRuntimeBackend", "OnnxRuntimeInstance"]
+
+# ONNX TensorProto element types -> KServe datatypes (the ones a BERT model can carry).
+_ONNX_TO_DATATYPE = {
+    1: "FP32",
+    2: "UINT8",
+    3: "INT8",
+    4: "UINT16",
+    5: "INT16",
+    6: "INT32",
+    7: "INT64",
+    8: "BYTES",
+    9: "BOOL",
+    10: "FP16",
+    11: "FP64",
+    12: "UINT32",
+    13: "UINT64",
+}
+
+
+def _model_file(config: model_config_pb2.ModelConfig, version_dir: Path) -> Path:
+    filename = config.default_model_filename or OnnxRuntimeBackend.default_model_filename
+    return version_dir / filename
+
+
+def _graph_specs(model_file: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    import onnx
+
+    if not model_file.is_file():
+        raise ConfigError(f"model file {model_file} not found")
+    try:
+        model = onnx.load(str(model_file), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types
+        raise ConfigError(f"{model_file} is not a readable ONNX model: {exc}") from None
+    initializers = {init.name for init in model.graph.initializer}
+
+    def specs(values: Any) -> list[TensorSpec]:
+        out = []
+        for value in values:
+            if value.name in initializers:
+                continue
+            tensor_type = value.type.tensor_type
+            datatype = _ONNX_TO_DATATYPE.get(tensor_type.elem_type)
+            if datatype is None:
+                raise ConfigError(
+                    f"{model_file}: tensor '{value.name}' has ONNX element type "
+                    f"{tensor_type.elem_type}, which this server does not serve"
+                )
+            dims = tuple(
+                int(d.dim_value) if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim
+            )
+            out.append(TensorSpec(value.name, datatype, dims))
+        return out
+
+    return specs(model.graph.input), specs(model.graph.output)
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    platforms = ("onnxruntime_onnx",)
+    default_model_filename = "model.onnx"
+
+    def autocomplete(self, config: model_config_pb2.ModelConfig, model_path: Path) -> None:
+        inputs, outputs = _graph_specs(_model_file(config, model_path))
+        complete_io(config, inputs, outputs, source=str(_model_file(config, model_path)))
+        if not config.platform:
+            config.platform = "onnxruntime_onnx"
+        if not config.backend:
+            config.backend = "onnxruntime"
+
+    def load(
+        self,
+        config: model_config_pb2.ModelConfig,
+        model_path: Path,
+        device: Device,
+        context: LoadContext,
+    ) -> ModelInstance:
+        return OnnxRuntimeInstance(config, _model_file(config, model_path), device, context)
+
+
+def _parameter(config: model_config_pb2.ModelConfig, key: str) -> str | None:
+    if key in config.parameters:
+        return config.parameters[key].string_value
+    return None
+
+
+def _default_threads(config: model_config_pb2.ModelConfig) -> int:
+    """Share the cores among the CPU instances, so N instances don't oversubscribe the machine."""
+    instances = sum(max(g.count, 1) for g in config.instance_group) or 1
+    return max(1, (os.cpu_count() or 1) // instances)
+
+
+class OnnxRuntimeInstance(ModelInstance):
+    def __init__(
+        self,
+        config: model_config_pb2.ModelConfig,
+        model_file: Path,
+        device: Device,
+        context: LoadContext,
+    ) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        threads = _parameter(config, "intra_op_thread_count")
+        try:
+            options.intra_op_num_threads = int(threads) if threads else _default_threads(config)
+            inter = _parameter(config, "inter_op_thread_count")
+            if inter:
+                options.inter_op_num_threads = int(inter)
+        except ValueError:
+            raise ConfigError(
+                "parameters intra_op_thread_count / inter_op_thread_count must be integers"
+            ) from None
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if device.kind == "gpu":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ConfigError(
+                    "instance_group kind KIND_GPU needs onnxruntime-gpu with a CUDA GPU, and this "
+                    "onnxruntime offers only "
+                    f"{', '.join(ort.get_available_providers())}; use KIND_CPU"
+                )
+            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": device.gpu_id or 0})]
+        else:
+            providers = ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(
+                str(model_file), sess_options=options, providers=providers
+            )
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            raise ConfigError(f"onnxruntime could not load {model_file}: {exc}") from None
+        self.device = device
+
+    def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        try:
+            results = self.session.run(outputs, dict(inputs))
+        except Exception as exc:  # noqa: BLE001
+            raise InternalError(f"onnxruntime failed to run the batch: {exc}") from None
+        return dict(zip(outputs, results, strict=True))
+
+    def close(self) -> None:
+        del self.session

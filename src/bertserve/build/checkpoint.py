@@ -1,0 +1,224 @@
+"""Where weights come from: the Hugging Face Hub, a local checkpoint folder, or a seeded
+random initialisation of the exact architecture.
+
+Every loader returns a `Checkpoint`: an eval-mode transformers QA model using eager attention
+(ONNX Runtime's optimizer recognises the attention subgraph the TorchScript exporter writes
+for it) and a way to write the matching tokenizer files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bertserve.build.errors import BuildError
+from bertserve.build.presets import Architecture
+from bertserve.build.vocabulary import write_generated_tokenizer
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Checkpoint", "WeightsSource", "load_checkpoint", "parse_weights"]
+
+#: "hub", "random" or a local folder.
+WeightsSource = str | Path
+
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+_QA_HEADS = ("qa_outputs.weight", "qa_outputs.bias")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded QA model and where it came from."""
+
+    architecture: Architecture
+    model: torch.nn.Module
+    #: "random", "hub" or "dir" (recorded in config parameters and build reports).
+    weights: str
+    #: Hub id, folder path, or "seed=N" for random weights.
+    source: str
+    #: Writes tokenizer files (tokenizer.json, vocab.txt, tokenizer_config.json) into a folder.
+    write_tokenizer: Callable[[Path], None]
+    #: True when the tokenizer is generated (not the checkpoint's real vocabulary).
+    generated_tokenizer: bool
+    #: Input names the model's forward takes, in order (DistilBERT has no token_type_ids).
+    input_names: tuple[str, ...]
+
+    @property
+    def max_positions(self) -> int:
+        return int(self.model.config.max_position_embeddings)
+
+
+def parse_weights(value: str) -> WeightsSource:
+    """`--weights` value: "hub", "random" or an existing folder."""
+    if value in ("hub", "random"):
+        return value
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise BuildError(
+            f"--weights {value!r} is neither 'hub', 'random' nor an existing folder: "
+            "pass a checkpoint folder written by save_pretrained."
+        )
+    return path
+
+
+def load_checkpoint(arch: Architecture, weights: WeightsSource, seed: int = 0) -> Checkpoint:
+    """Load `arch` from the given weights source."""
+    if weights == "random":
+        return _random(arch, seed)
+    if weights == "hub":
+        return _from_folder(arch, _download(arch), weights="hub", source=str(arch.hub_id))
+    folder = _checkpoint_folder(arch, Path(weights))
+    return _from_folder(arch, folder, weights="dir", source=str(folder))
+
+
+def _input_names(model_type: str) -> tuple[str, ...]:
+    if model_type == "distilbert":
+        return ("input_ids", "attention_mask")
+    return ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _config_class(model_type: str) -> Any:
+    from transformers import BertConfig, DistilBertConfig
+
+    return DistilBertConfig if model_type == "distilbert" else BertConfig
+
+
+def _model_class(model_type: str) -> Any:
+    from transformers import BertForQuestionAnswering, DistilBertForQuestionAnswering
+
+    return DistilBertForQuestionAnswering if model_type == "distilbert" else (
+        BertForQuestionAnswering
+    )
+
+
+def _random(arch: Architecture, seed: int) -> Checkpoint:
+    import torch
+
+    config = _config_class(arch.model_type)(**arch.config, attn_implementation="eager")
+    # Seed a private generator state so building never disturbs the caller's RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _model_class(arch.model_type)(config).eval()
+    max_len = int(config.max_position_embeddings)
+    return Checkpoint(
+        architecture=arch,
+        model=model,
+        weights="random",
+        source=f"seed={seed}",
+        write_tokenizer=lambda folder: write_generated_tokenizer(folder, arch.vocab_size, max_len),
+        generated_tokenizer=True,
+        input_names=_input_names(arch.model_type),
+    )
+
+
+def _download(arch: Architecture) -> Path:
+    if arch.hub_id is None:
+        raise BuildError(
+            f"Architecture {arch.key!r} has no Hub checkpoint: use --weights random or DIR."
+        )
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.txt", "*.safetensors", "*.model"]
+    try:
+        return Path(snapshot_download(arch.hub_id, allow_patterns=patterns))
+    except Exception as exc:  # offline, DNS, HTTP, or missing from the cache
+        raise BuildError(
+            f"Could not fetch {arch.hub_id} from the Hugging Face Hub ({type(exc).__name__}); "
+            "when offline, pass --weights DIR with a local checkpoint folder or --weights random."
+        ) from exc
+
+
+def _checkpoint_folder(arch: Architecture, root: Path) -> Path:
+    """`root` itself when it is a checkpoint, else root/<key> or root/<hub name>."""
+    if (root / "config.json").is_file():
+        return root
+    candidates = [root / arch.key]
+    if arch.hub_id:
+        candidates += [root / arch.hub_id.split("/")[-1], root / arch.hub_id.replace("/", "--")]
+    for c in candidates:
+        if (c / "config.json").is_file():
+            return c
+    raise BuildError(
+        f"No checkpoint for {arch.key!r} in {root}: expected config.json there or in one of "
+        f"{', '.join(str(c.name) for c in candidates)}/ (write one with save_pretrained)."
+    )
+
+
+def _from_folder(arch: Architecture, folder: Path, weights: str, source: str) -> Checkpoint:
+    import json
+
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BuildError(
+            f"{folder / 'config.json'} is unreadable ({exc}): re-save the checkpoint."
+        ) from exc
+    model_type = cfg.get("model_type")
+    if model_type != arch.model_type:
+        raise BuildError(
+            f"{folder} holds a {model_type!r} checkpoint but {arch.key!r} needs "
+            f"{arch.model_type!r}: point --weights at the right folder."
+        )
+    if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
+        raise BuildError(
+            f"{folder} has no tokenizer (tokenizer.json or vocab.txt): save the tokenizer "
+            "beside the weights with tokenizer.save_pretrained(folder)."
+        )
+    model = _load_model(arch, folder)
+    tokenizer = _load_tokenizer(folder)
+    return Checkpoint(
+        architecture=arch,
+        model=model,
+        weights=weights,
+        source=source,
+        write_tokenizer=lambda out: _save_tokenizer(tokenizer, out),
+        generated_tokenizer=False,
+        input_names=_input_names(arch.model_type),
+    )
+
+
+def _load_model(arch: Architecture, folder: Path) -> torch.nn.Module:
+    import transformers
+
+    cls = _model_class(arch.model_type)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model, info = cls.from_pretrained(
+            str(folder), attn_implementation="eager", output_loading_info=True
+        )
+    except Exception as exc:  # corrupt safetensors, shape mismatch, missing weight file...
+        raise BuildError(
+            f"Could not load the {arch.model_type} weights in {folder} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
+            "re-save the checkpoint with save_pretrained."
+        ) from exc
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    missing = [k for k in info.get("missing_keys", ()) if k.endswith(_QA_HEADS)]
+    if missing:
+        raise BuildError(
+            f"{folder} has no question-answering head ({', '.join(missing)} missing): "
+            "use a checkpoint fine-tuned for extractive QA (…ForQuestionAnswering)."
+        )
+    return model.eval()
+
+
+def _load_tokenizer(folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except Exception as exc:
+        raise BuildError(
+            f"Could not load the tokenizer in {folder} ({type(exc).__name__}): "
+            "re-save it with tokenizer.save_pretrained(folder)."
+        ) from exc
+
+
+def _save_tokenizer(tokenizer: Any, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(folder))

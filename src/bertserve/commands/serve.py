@@ -1,0 +1,90 @@
+"""`bertserve serve`: tritonserver's flags over a Triton-layout model repository."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from bertserve.settings import MODEL_CONTROL_MODES, ServerSettings
+
+HELP = "serve a Triton-layout model repository over Triton's HTTP/REST and gRPC protocols"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = ServerSettings()
+    p.add_argument("--model-repository", "--model-store", dest="model_repository",
+                   action="append", required=True, type=Path, metavar="PATH",
+                   help="model repository folder (repeatable)")
+    p.add_argument("--host", default=d.host,
+                   help="interface to bind (default %(default)s; 0.0.0.0 exposes the server)")
+    p.add_argument("--http-port", type=int, default=d.http_port,
+                   help="HTTP port (default %(default)s; 0 = a free port, logged)")
+    p.add_argument("--grpc-port", type=int, default=d.grpc_port,
+                   help="gRPC port (default %(default)s; 0 = a free port, logged)")
+    p.add_argument("--metrics-port", type=int, default=d.metrics_port,
+                   help="Prometheus metrics port (default %(default)s; 0 = a free port)")
+    p.add_argument("--allow-http", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--allow-grpc", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--allow-metrics", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--model-control-mode", choices=MODEL_CONTROL_MODES,
+                   default=d.model_control_mode)
+    p.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                   help="with --model-control-mode explicit: model to load at start "
+                   "(repeatable; '*' = all)")
+    p.add_argument("--repository-poll-secs", type=float, default=d.repository_poll_secs)
+    p.add_argument("--strict-model-config", type=_bool, nargs="?", const=True, default=False,
+                   metavar="BOOL", help="refuse configs without inputs/outputs")
+    p.add_argument("--log-verbose", type=int, default=0, metavar="LEVEL")
+    p.add_argument("--http-max-input-size", type=int, default=d.http_max_input_size,
+                   metavar="BYTES", help="largest HTTP request body (default %(default)s)")
+    p.add_argument("--grpc-max-message-size", type=int, default=d.grpc_max_message_size,
+                   metavar="BYTES")
+    p.add_argument("--exit-timeout-secs", type=float, default=d.exit_timeout_secs,
+                   help="time to finish in-flight requests on SIGTERM/SIGINT")
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    return ServerSettings(
+        model_repositories=list(args.model_repository),
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        allow_http=args.allow_http,
+        allow_grpc=args.allow_grpc,
+        allow_metrics=args.allow_metrics,
+        model_control_mode=args.model_control_mode,
+        load_models=list(args.load_model),
+        repository_poll_secs=args.repository_poll_secs,
+        strict_model_config=args.strict_model_config,
+        log_verbose=args.log_verbose,
+        http_max_input_size=args.http_max_input_size,
+        grpc_max_message_size=args.grpc_max_message_size,
+        exit_timeout_secs=args.exit_timeout_secs,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import uvloop
+
+    from bertserve.server import serve
+
+    settings = settings_from_args(args)
+    logging.basicConfig(
+        level=logging.INFO if settings.log_verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve(settings))

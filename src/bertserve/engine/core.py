@@ -1,0 +1,387 @@
+"""Engine: the one place requests from every front end go through."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2
+
+from bertserve import __version__
+from bertserve.batching.policy import BatchingPolicy
+from bertserve.batching.scheduler import Scheduler
+from bertserve.engine.loader import create_instances, prepare_config, warm_up
+from bertserve.engine.table import ModelEntry, ModelState, ServedVersion
+from bertserve.engine.validation import Signature
+from bertserve.errors import (
+    BertserveError,
+    ConfigError,
+    InvalidInput,
+    ModelLoadError,
+    ModelNotFound,
+    ModelNotReady,
+    QueueFull,
+    ServerShuttingDown,
+    Unsupported,
+)
+from bertserve.messages import InferInput, InferOutput, InferRequest, InferResponse
+from bertserve.repository import config_to_json, find_models, read_model_source
+from bertserve.settings import ServerSettings
+from bertserve.stats import ModelStats, RequestTiming
+from bertserve.tensors import numpy_to_datatype
+
+__all__ = ["Engine", "EXTENSIONS"]
+
+log = logging.getLogger("bertserve.engine")
+_now = time.perf_counter_ns
+
+#: Triton protocol extensions this server implements (server metadata lists them).
+EXTENSIONS = (
+    "binary_tensor_data",
+    "statistics",
+    "model_configuration",
+    "model_repository",
+    "schedule_policy",
+    "parameters",
+)
+
+
+class Engine:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.models: dict[str, ModelEntry] = {}
+        self._started = False
+        self._stopping = False
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        found = find_models(self.settings.model_repositories)
+        mode = self.settings.model_control_mode
+        if mode == "explicit":
+            wanted = self.settings.load_models
+            names = list(found) if "*" in wanted else wanted
+        else:
+            names = list(found)
+        for name in names:
+            await self.load(name)
+        if mode == "poll":
+            self._poll_task = asyncio.create_task(self._poll())
+        self._started = True
+
+    async def stop(self) -> None:
+        """Refuse new requests, finish the queued ones, close every instance."""
+        self._stopping = True
+        if self._poll_task:
+            self._poll_task.cancel()
+        await asyncio.gather(
+            *(self._stop_versions(entry, drain=True) for entry in self.models.values())
+        )
+
+    @property
+    def live(self) -> bool:
+        return not self._stopping
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self._started
+            and not self._stopping
+            and all(e.state == ModelState.READY for e in self.models.values())
+        )
+
+    # -- repository --------------------------------------------------------------------------
+
+    async def load(self, name: str, config_json: dict[str, Any] | None = None) -> None:
+        """Load (or reload) a model. A failure leaves it UNAVAILABLE with the reason, and
+        does not touch the other models."""
+        async with self._lock(name):
+            found = find_models(self.settings.model_repositories)
+            if name not in found:
+                self.models.pop(name, None)
+                raise ModelNotFound(
+                    f"no model '{name}' in the model repository "
+                    f"({', '.join(map(str, self.settings.model_repositories))})"
+                )
+            old = self.models.get(name)
+            entry = ModelEntry(name=name, path=found[name], fingerprint=_fingerprint(found[name]))
+            self.models[name] = entry if old is None else old
+            try:
+                new_versions, config = await asyncio.to_thread(
+                    self._load_versions, name, found[name], config_json
+                )
+            except BertserveError as exc:
+                log.error("model '%s' failed to load: %s", name, exc)
+                if old is not None:
+                    await self._stop_versions(old, drain=True)
+                entry.state, entry.reason = ModelState.UNAVAILABLE, str(exc)
+                self.models[name] = entry
+                raise ModelLoadError(f"failed to load '{name}': {exc}") from None
+            for served in new_versions.values():
+                served.scheduler.start()
+            if old is not None:
+                await self._stop_versions(old, drain=True)
+            entry.config, entry.versions = config, new_versions
+            entry.state, entry.reason = ModelState.READY, ""
+            self.models[name] = entry
+            log.info("model '%s' ready (versions %s)", name, sorted(new_versions))
+
+    def _load_versions(
+        self, name: str, path: Path, config_json: dict[str, Any] | None
+    ) -> tuple[dict[int, ServedVersion], model_config_pb2.ModelConfig]:
+        from bertserve.repository import config_from_json
+
+        source = read_model_source(name, path)
+        override = None
+        if config_json is not None:
+            override = config_from_json(config_json, f"load request config for '{name}'")
+            if override.name and override.name != name:
+                raise ConfigError(
+                    f"load request config names '{override.name}' but loads model '{name}'"
+                )
+        config, backend, versions = prepare_config(
+            source, override, self.settings.strict_model_config
+        )
+        policy = BatchingPolicy.from_config(config)
+        served: dict[int, ServedVersion] = {}
+        try:
+            for version in versions:
+                instances = create_instances(
+                    config, backend, path / str(version), version, self._call_model
+                )
+                served[version] = ServedVersion(
+                    version=version,
+                    config=config,
+                    signature=Signature(config),
+                    scheduler=Scheduler(
+                        name, policy, instances, stats := ModelStats(name, str(version))
+                    ),
+                    stats=stats,
+                )
+                warm_up(config, instances, path)
+        except BaseException:
+            for s in served.values():
+                for instance in s.scheduler.instances:
+                    instance.close()
+            raise
+        return served, config
+
+    async def unload(self, name: str) -> None:
+        async with self._lock(name):
+            entry = self.models.get(name)
+            if entry is None:
+                raise ModelNotFound(f"no model '{name}' is loaded")
+            entry.state = ModelState.UNLOADING
+            await self._stop_versions(entry, drain=True)
+            entry.versions = {}
+            entry.state, entry.reason = ModelState.UNAVAILABLE, "unloaded"
+
+    def check_control(self) -> None:
+        if self.settings.model_control_mode != "explicit":
+            raise Unsupported(
+                "explicit model load / unload is not allowed in model control mode "
+                f"'{self.settings.model_control_mode}': start the server with "
+                "--model-control-mode explicit"
+            )
+
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        try:
+            found = find_models(self.settings.model_repositories)
+        except BertserveError:
+            found = {}
+        for name in sorted(set(found) | set(self.models)):
+            entry = self.models.get(name)
+            if entry is None:
+                if not ready_only:
+                    rows.append({"name": name})
+                continue
+            if entry.versions and entry.state == ModelState.READY:
+                rows.extend(
+                    {"name": name, "version": str(v), "state": "READY", "reason": ""}
+                    for v in sorted(entry.versions)
+                )
+            elif not ready_only:
+                rows.append({"name": name, "version": "", "state": str(entry.state),
+                             "reason": entry.reason})
+        return rows
+
+    async def _stop_versions(self, entry: ModelEntry, drain: bool) -> None:
+        await asyncio.gather(*(s.scheduler.stop(drain) for s in entry.versions.values()))
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.repository_poll_secs)
+            try:
+                found = find_models(self.settings.model_repositories)
+            except BertserveError as exc:
+                log.error("repository poll failed: %s", exc)
+                continue
+            for name in list(self.models):
+                if name not in found:
+                    await self.unload(name)
+                    self.models.pop(name, None)
+            for name, path in found.items():
+                entry = self.models.get(name)
+                if entry is None or entry.fingerprint != _fingerprint(path):
+                    with contextlib.suppress(BertserveError):  # recorded in the index
+                        await self.load(name)
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def _entry(self, name: str) -> ModelEntry:
+        entry = self.models.get(name)
+        if entry is None:
+            raise ModelNotFound(
+                f"unknown model '{name}': the repository index lists the models served"
+            )
+        return entry
+
+    def served(self, name: str, version: str = "") -> ServedVersion:
+        entry = self._entry(name)
+        if entry.state != ModelState.READY or not entry.versions:
+            raise ModelNotReady(
+                f"model '{name}' is not ready ({entry.state}"
+                f"{': ' + entry.reason if entry.reason else ''})"
+            )
+        if not version:
+            served = entry.latest()
+            assert served is not None
+            return served
+        try:
+            number = int(version)
+        except ValueError:
+            raise InvalidInput(f"model version '{version}' is not a number") from None
+        found = entry.versions.get(number)
+        if found is None:
+            raise ModelNotFound(
+                f"model '{name}' has no version {version} being served (versions "
+                f"{', '.join(map(str, sorted(entry.versions)))})"
+            )
+        return found
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.served(name, version)
+        except (ModelNotReady, ModelNotFound):
+            return False
+        return True
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": "bertserve", "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
+        served = self.served(name, version)
+        entry = self._entry(name)
+        sig = served.signature
+        batch = [-1] if sig.max_batch_size > 0 else []
+        return {
+            "name": name,
+            "versions": [str(v) for v in sorted(entry.versions)],
+            "platform": served.config.platform or served.config.backend,
+            "inputs": [
+                {"name": s.name, "datatype": s.datatype, "shape": batch + list(s.dims)}
+                for s in sig.inputs.values()
+            ],
+            "outputs": [
+                {"name": s.name, "datatype": s.datatype, "shape": batch + list(s.dims)}
+                for s in sig.outputs.values()
+            ],
+        }
+
+    def model_config(self, name: str, version: str = "") -> dict[str, Any]:
+        return config_to_json(self.served(name, version).config)
+
+    def model_config_proto(self, name: str, version: str = "") -> model_config_pb2.ModelConfig:
+        return self.served(name, version).config
+
+    def statistics(self, name: str = "", version: str = "") -> list[dict[str, Any]]:
+        if name:
+            if version:
+                return [self.served(name, version).stats.to_json()]
+            entry = self._entry(name)
+            return [entry.versions[v].stats.to_json() for v in sorted(entry.versions)]
+        return [
+            entry.versions[v].stats.to_json()
+            for entry in self.models.values()
+            for v in sorted(entry.versions)
+        ]
+
+    def all_stats(self) -> list[ModelStats]:
+        return [s.stats for e in self.models.values() for s in e.versions.values()]
+
+    # -- inference ---------------------------------------------------------------------------
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        timing = RequestTiming(_now())
+        if self._stopping:
+            raise ServerShuttingDown("the server is shutting down; retry on another replica")
+        served = self.served(request.model_name, request.model_version)
+        stats = served.stats
+        try:
+            feed, batch = served.signature.check_inputs(request)
+            outputs = served.signature.check_outputs(request.outputs)
+            future = served.scheduler.submit(feed, outputs, batch, timing, request.timeout_us)
+            results = await future
+        except BertserveError as exc:
+            reason = "REJECTED" if isinstance(exc, (InvalidInput, QueueFull)) else "BACKEND"
+            stats.record_failure(timing, reason, _now())
+            raise
+        stats.record_success(timing, batch, _now())
+        sig_outputs = served.signature.outputs
+        return InferResponse(
+            model_name=request.model_name,
+            model_version=str(served.version),
+            id=request.id,
+            outputs=[
+                InferOutput(
+                    name=name,
+                    datatype=sig_outputs[name].datatype
+                    if array.dtype.kind != "O"
+                    else "BYTES",
+                    shape=array.shape,
+                    data=array,
+                )
+                for name, array in results.items()
+            ],
+        )
+
+    def _call_model(
+        self, name: str, version: str, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """For pipeline backends, from an instance thread: run another model through its
+        scheduler (so its batching applies) and wait for the result."""
+        assert self._loop is not None
+        request = InferRequest(
+            model_name=name,
+            model_version=version,
+            inputs=[
+                InferInput(n, numpy_to_datatype(a.dtype), tuple(a.shape), a)
+                for n, a in inputs.items()
+            ],
+        )
+        future = asyncio.run_coroutine_threadsafe(self.infer(request), self._loop)
+        response = future.result()
+        return {o.name: o.data for o in response.outputs}
+
+
+def _fingerprint(path: Path) -> tuple:
+    """What poll mode compares: config and version folders with their modification times."""
+    items = []
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            items.append((str(p.relative_to(path)), st.st_mtime_ns, st.st_size))
+    return tuple(items)

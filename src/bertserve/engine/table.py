@@ -1,0 +1,46 @@
+"""The model table: each model's versions, their state and what serves them."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tritonclient.grpc import model_config_pb2
+
+from bertserve.batching.scheduler import Scheduler
+from bertserve.engine.validation import Signature
+from bertserve.stats import ModelStats
+
+__all__ = ["ModelState", "ServedVersion", "ModelEntry"]
+
+
+class ModelState(enum.StrEnum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass
+class ServedVersion:
+    version: int
+    config: model_config_pb2.ModelConfig
+    signature: Signature
+    scheduler: Scheduler
+    stats: ModelStats
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    path: Path | None
+    state: ModelState = ModelState.LOADING
+    reason: str = ""
+    config: model_config_pb2.ModelConfig | None = None
+    versions: dict[int, ServedVersion] = field(default_factory=dict)
+    #: What the last load saw, so poll mode can tell a change.
+    fingerprint: tuple = ()
+
+    def latest(self) -> ServedVersion | None:
+        return self.versions[max(self.versions)] if self.versions else None

@@ -1,0 +1,27 @@
+"""How numbers appear in tables: one place, so the Markdown, HTML and console agree."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["dollars", "load", "ms", "rate"]
+
+
+def ms(microseconds: float) -> str:
+    return f"{microseconds / 1000.0:,.1f}"
+
+
+def rate(per_second: float) -> str:
+    return f"{per_second:,.4g}"
+
+
+def dollars(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if math.isinf(value):
+        return "inf"
+    return f"${value:,.4g}"
+
+
+def load(value: float, mode: str) -> str:
+    return f"{value:g}" if mode == "concurrency" else f"{value:g} req/s"
