@@ -103,8 +103,9 @@ async def serve(settings: ServerSettings) -> int:
         print(f"Started Metrics Service at {settings.host}:{port}", flush=True)
 
     start = asyncio.create_task(engine.start())
-    done, _ = await asyncio.wait({start, asyncio.create_task(stop.wait())},
-                                 return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        {start, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
+    )
     if start in done and start.exception() is not None:
         log.error("startup failed: %s", start.exception())
         stop.set()

@@ -18,9 +18,7 @@ def stack_inputs(requests: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.n
     """Concatenate along the batch axis. One request passes through without a copy."""
     if len(requests) == 1:
         return dict(requests[0])
-    return {
-        name: np.concatenate([r[name] for r in requests], axis=0) for name in requests[0]
-    }
+    return {name: np.concatenate([r[name] for r in requests], axis=0) for name in requests[0]}
 
 
 def split_outputs(

@@ -283,8 +283,7 @@ class Scheduler:
         else:
             parts = [outputs]
         results = [
-            {name: part[name] for name in p.outputs}
-            for p, part in zip(batch, parts, strict=True)
+            {name: part[name] for name in p.outputs} for p, part in zip(batch, parts, strict=True)
         ]
         t3 = _now()
         for pending in batch:

@@ -13,35 +13,79 @@ HELP = "serve a Triton-layout model repository over Triton's HTTP/REST and gRPC 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = ServerSettings()
-    p.add_argument("--model-repository", "--model-store", dest="model_repository",
-                   action="append", required=True, type=Path, metavar="PATH",
-                   help="model repository folder (repeatable)")
-    p.add_argument("--host", default=d.host,
-                   help="interface to bind (default %(default)s; 0.0.0.0 exposes the server)")
-    p.add_argument("--http-port", type=int, default=d.http_port,
-                   help="HTTP port (default %(default)s; 0 = a free port, logged)")
-    p.add_argument("--grpc-port", type=int, default=d.grpc_port,
-                   help="gRPC port (default %(default)s; 0 = a free port, logged)")
-    p.add_argument("--metrics-port", type=int, default=d.metrics_port,
-                   help="Prometheus metrics port (default %(default)s; 0 = a free port)")
+    p.add_argument(
+        "--model-repository",
+        "--model-store",
+        dest="model_repository",
+        action="append",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="model repository folder (repeatable)",
+    )
+    p.add_argument(
+        "--host",
+        default=d.host,
+        help="interface to bind (default %(default)s; 0.0.0.0 exposes the server)",
+    )
+    p.add_argument(
+        "--http-port",
+        type=int,
+        default=d.http_port,
+        help="HTTP port (default %(default)s; 0 = a free port, logged)",
+    )
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=d.grpc_port,
+        help="gRPC port (default %(default)s; 0 = a free port, logged)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=d.metrics_port,
+        help="Prometheus metrics port (default %(default)s; 0 = a free port)",
+    )
     p.add_argument("--allow-http", type=_bool, default=True, metavar="BOOL")
     p.add_argument("--allow-grpc", type=_bool, default=True, metavar="BOOL")
     p.add_argument("--allow-metrics", type=_bool, default=True, metavar="BOOL")
-    p.add_argument("--model-control-mode", choices=MODEL_CONTROL_MODES,
-                   default=d.model_control_mode)
-    p.add_argument("--load-model", action="append", default=[], metavar="NAME",
-                   help="with --model-control-mode explicit: model to load at start "
-                   "(repeatable; '*' = all)")
+    p.add_argument(
+        "--model-control-mode", choices=MODEL_CONTROL_MODES, default=d.model_control_mode
+    )
+    p.add_argument(
+        "--load-model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --model-control-mode explicit: model to load at start (repeatable; '*' = all)",
+    )
     p.add_argument("--repository-poll-secs", type=float, default=d.repository_poll_secs)
-    p.add_argument("--strict-model-config", type=_bool, nargs="?", const=True, default=False,
-                   metavar="BOOL", help="refuse configs without inputs/outputs")
+    p.add_argument(
+        "--strict-model-config",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="BOOL",
+        help="refuse configs without inputs/outputs",
+    )
     p.add_argument("--log-verbose", type=int, default=0, metavar="LEVEL")
-    p.add_argument("--http-max-input-size", type=int, default=d.http_max_input_size,
-                   metavar="BYTES", help="largest HTTP request body (default %(default)s)")
-    p.add_argument("--grpc-max-message-size", type=int, default=d.grpc_max_message_size,
-                   metavar="BYTES")
-    p.add_argument("--exit-timeout-secs", type=float, default=d.exit_timeout_secs,
-                   help="time to finish in-flight requests on SIGTERM/SIGINT")
+    p.add_argument(
+        "--http-max-input-size",
+        type=int,
+        default=d.http_max_input_size,
+        metavar="BYTES",
+        help="largest HTTP request body (default %(default)s)",
+    )
+    p.add_argument(
+        "--grpc-max-message-size", type=int, default=d.grpc_max_message_size, metavar="BYTES"
+    )
+    p.add_argument(
+        "--exit-timeout-secs",
+        type=float,
+        default=d.exit_timeout_secs,
+        help="time to finish in-flight requests on SIGTERM/SIGINT",
+    )
 
 
 def _bool(text: str) -> bool:

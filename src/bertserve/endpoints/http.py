@@ -79,7 +79,9 @@ class HttpApp:
             return _json(engine.server_metadata())
         head = parts[1]
         if head == "health" and n == 3:
-            ok = engine.live if parts[2] == "live" else engine.ready if parts[2] == "ready" else None
+            ok = (
+                engine.live if parts[2] == "live" else engine.ready if parts[2] == "ready" else None
+            )
             if ok is None:
                 return _json({"error": f"unknown path '{scope['path']}'"}, 404)
             return _Reply(200 if ok else 400, b"")
@@ -89,7 +91,9 @@ class HttpApp:
             return await self._repository(scope, receive, parts)
         return _json({"error": f"unknown path '{scope['path']}'"}, 404)
 
-    async def _models(self, scope: Scope, receive: Receive, method: str, parts: list[str]) -> _Reply:
+    async def _models(
+        self, scope: Scope, receive: Receive, method: str, parts: list[str]
+    ) -> _Reply:
         engine = self.engine
         if len(parts) == 3 and parts[2] == "stats":
             return _json({"model_stats": engine.statistics()})

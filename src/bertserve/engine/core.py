@@ -73,7 +73,9 @@ class Engine:
         else:
             names = list(found)
         for name in names:
-            await self.load(name)
+            # A model that fails is listed UNAVAILABLE with its reason; the others still load.
+            with contextlib.suppress(BertserveError):
+                await self.load(name)
         if mode == "poll":
             self._poll_task = asyncio.create_task(self._poll())
         self._started = True
@@ -211,8 +213,9 @@ class Engine:
                     for v in sorted(entry.versions)
                 )
             elif not ready_only:
-                rows.append({"name": name, "version": "", "state": str(entry.state),
-                             "reason": entry.reason})
+                rows.append(
+                    {"name": name, "version": "", "state": str(entry.state), "reason": entry.reason}
+                )
         return rows
 
     async def _stop_versions(self, entry: ModelEntry, drain: bool) -> None:
@@ -348,9 +351,7 @@ class Engine:
             outputs=[
                 InferOutput(
                     name=name,
-                    datatype=sig_outputs[name].datatype
-                    if array.dtype.kind != "O"
-                    else "BYTES",
+                    datatype=sig_outputs[name].datatype if array.dtype.kind != "O" else "BYTES",
                     shape=array.shape,
                     data=array,
                 )

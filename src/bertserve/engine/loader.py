@@ -65,8 +65,8 @@ def _complete_instance_groups(config: model_config_pb2.ModelConfig, backend: Bac
         if group.count < 1:
             group.count = 1
         if group.kind == _GROUP.KIND_AUTO:
-            group.kind = _GROUP.KIND_GPU if gpus and backend.name != "onnxruntime" else (
-                _GROUP.KIND_CPU
+            group.kind = (
+                _GROUP.KIND_GPU if gpus and backend.name != "onnxruntime" else (_GROUP.KIND_CPU)
             )
         if group.kind == _GROUP.KIND_GPU:
             if not gpus:

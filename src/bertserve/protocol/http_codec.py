@@ -96,9 +96,7 @@ def decode_request(
     )
 
 
-def _decode_input(
-    raw: Any, index: int, binary: memoryview, offset: int
-) -> tuple[InferInput, int]:
+def _decode_input(raw: Any, index: int, binary: memoryview, offset: int) -> tuple[InferInput, int]:
     if not isinstance(raw, dict):
         raise InvalidInput(f"inputs[{index}] must be a JSON object")
     name = raw.get("name")
@@ -191,16 +189,12 @@ def _decode_outputs(raw: Any) -> list[RequestedOutput] | None:
     return outputs
 
 
-def encode_response(
-    response: InferResponse, request: InferRequest
-) -> tuple[bytes, int | None]:
+def encode_response(response: InferResponse, request: InferRequest) -> tuple[bytes, int | None]:
     """The response body and, when binary tensors follow the JSON, the JSON part's length."""
     binary_for: dict[str, bool] = {}
     if request.outputs:
         for out in request.outputs:
-            binary_for[out.name] = (
-                out.binary if out.binary is not None else request.binary_outputs
-            )
+            binary_for[out.name] = out.binary if out.binary is not None else request.binary_outputs
     chunks: list[bytes | memoryview] = []
     outputs_json = []
     for out in response.outputs:

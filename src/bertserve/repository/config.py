@@ -69,7 +69,7 @@ def _int64_as_numbers(message: Message, data: dict[str, Any]) -> None:
                         _int64_as_numbers(sub[_map_key(sub, key)], value[key])
                     elif value_fd.type in _INT64_TYPES:
                         value[key] = int(value[key])
-            elif fd.label == FieldDescriptor.LABEL_REPEATED:
+            elif fd.is_repeated:
                 for item_msg, item in zip(sub, value, strict=True):
                     _int64_as_numbers(item_msg, item)
             else:

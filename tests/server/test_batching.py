@@ -1,0 +1,156 @@
+"""The scheduler: merging, preferred sizes, splitting, queue policy, timeouts, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from bertserve.backends.base import ModelInstance
+from bertserve.batching import BatchingPolicy, Scheduler, split_outputs, stack_inputs
+from bertserve.errors import QueueFull, RequestTimeout, ServerShuttingDown
+from bertserve.stats import ModelStats, RequestTiming
+
+
+class Doubler(ModelInstance):
+    """Returns 2*x, records the batch sizes it ran, can be held to build up a queue."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        self.gate.wait(5)
+        self.batches.append(len(inputs["x"]))
+        return {"y": inputs["x"] * 2}
+
+
+def _scheduler(instance: ModelInstance, **policy) -> Scheduler:
+    policy.setdefault("max_batch_size", 8)
+    policy.setdefault("dynamic", True)
+    return Scheduler("m", BatchingPolicy(**policy), [instance], ModelStats("m", "1"))
+
+
+def _submit(s: Scheduler, value: float, batch: int = 1, timeout_us: int = 0):
+    x = np.full((batch, 3), value, np.float32)
+    return s.submit({"x": x}, ["y"], batch, RequestTiming(time.perf_counter_ns()), timeout_us)
+
+
+def test_stack_and_split_are_inverse():
+    a, b = np.ones((2, 3)), np.zeros((1, 3))
+    stacked = stack_inputs([{"x": a}, {"x": b}])
+    assert stacked["x"].shape == (3, 3)
+    parts = split_outputs(stacked, [2, 1])
+    np.testing.assert_array_equal(parts[0]["x"], a)
+    np.testing.assert_array_equal(parts[1]["x"], b)
+
+
+async def test_concurrent_requests_merge_and_split_exactly():
+    inst = Doubler()
+    s = _scheduler(inst, max_queue_delay_us=50_000)
+    s.start()
+    futures = [_submit(s, float(i), batch=1 + i % 2) for i in range(5)]  # 1+2+1+2+1 = 7 items
+    results = await asyncio.gather(*futures)
+    for i, out in enumerate(results):
+        assert out["y"].shape == (1 + i % 2, 3)
+        assert np.all(out["y"] == 2 * i)
+    assert inst.batches == [7]
+    assert s.stats.to_json()["batch_stats"][0]["batch_size"] == 7
+    await s.stop()
+
+
+async def test_preferred_batch_size_cuts_the_batch():
+    inst = Doubler()
+    inst.gate.clear()
+    s = _scheduler(inst, preferred_batch_sizes=(4,), max_queue_delay_us=0)
+    s.start()
+    first = _submit(s, 0)
+    await asyncio.sleep(0.05)  # the instance holds the first request; 6 more queue up
+    rest = [_submit(s, 1) for _ in range(6)]
+    inst.gate.set()
+    await asyncio.gather(first, *rest)
+    assert inst.batches == [1, 4, 2]
+    await s.stop()
+
+
+async def test_full_batch_goes_without_waiting_for_the_delay():
+    inst = Doubler()
+    s = _scheduler(inst, max_batch_size=4, max_queue_delay_us=10_000_000)
+    s.start()
+    started = time.monotonic()
+    await asyncio.gather(*[_submit(s, 1) for _ in range(4)])
+    assert time.monotonic() - started < 5
+    assert inst.batches == [4]
+    await s.stop()
+
+
+async def test_without_dynamic_batching_each_request_runs_alone():
+    inst = Doubler()
+    s = _scheduler(inst, dynamic=False)
+    s.start()
+    await asyncio.gather(*[_submit(s, 1, batch=2) for _ in range(3)])
+    assert inst.batches == [2, 2, 2]
+    await s.stop()
+
+
+async def test_incompatible_shapes_are_not_merged():
+    inst = Doubler()
+    s = _scheduler(inst, max_queue_delay_us=20_000)
+    s.start()
+    x3 = s.submit({"x": np.ones((1, 3), np.float32)}, ["y"], 1, RequestTiming(time.perf_counter_ns()))
+    x5 = s.submit({"x": np.ones((1, 5), np.float32)}, ["y"], 1, RequestTiming(time.perf_counter_ns()))
+    a, b = await asyncio.gather(x3, x5)
+    assert a["y"].shape == (1, 3) and b["y"].shape == (1, 5)
+    assert sorted(inst.batches) == [1, 1]
+    await s.stop()
+
+
+async def test_queue_full_is_refused_with_a_named_error():
+    inst = Doubler()
+    inst.gate.clear()
+    s = _scheduler(inst, max_queue_size=2, max_queue_delay_us=0)
+    s.start()
+    running = _submit(s, 0)
+    await asyncio.sleep(0.05)
+    queued = [_submit(s, 1), _submit(s, 2)]
+    with pytest.raises(QueueFull, match="max_queue_size"):
+        _submit(s, 3)
+    inst.gate.set()
+    await asyncio.gather(running, *queued)  # nothing admitted is lost
+    await s.stop()
+
+
+async def test_request_timeout_in_queue():
+    inst = Doubler()
+    inst.gate.clear()
+    s = _scheduler(inst, max_queue_delay_us=0)
+    s.start()
+    running = _submit(s, 0)
+    await asyncio.sleep(0.05)
+    doomed = _submit(s, 1, timeout_us=1000)
+    await asyncio.sleep(0.05)
+    inst.gate.set()
+    await running
+    with pytest.raises(RequestTimeout, match="timed out"):
+        await doomed
+    await s.stop()
+
+
+async def test_stop_drains_queued_requests_then_refuses_new_ones():
+    inst = Doubler()
+    inst.gate.clear()
+    s = _scheduler(inst, max_queue_delay_us=0)
+    s.start()
+    futures = [_submit(s, i) for i in range(3)]
+    stopping = asyncio.create_task(s.stop())
+    await asyncio.sleep(0.05)
+    with pytest.raises(ServerShuttingDown):
+        _submit(s, 9)
+    inst.gate.set()
+    await stopping
+    assert all(f.done() and not f.exception() for f in futures)

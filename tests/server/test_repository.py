@@ -1,0 +1,124 @@
+"""config.pbtxt parsing, auto-completion from the ONNX graph, version policy."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bertserve.engine.loader import prepare_config
+from bertserve.errors import ConfigError
+from bertserve.repository import (
+    config_to_json,
+    find_models,
+    parse_config_text,
+    read_model_source,
+    select_versions,
+)
+from tests.conftest import TINY
+
+
+def _model(tmp_path: Path, tiny_repo: Path, config: str, versions: tuple[int, ...] = (1,)) -> Path:
+    folder = tmp_path / "m"
+    for v in versions:
+        shutil.copytree(tiny_repo / TINY / "1", folder / str(v))
+    (folder / "config.pbtxt").write_text(config)
+    return folder
+
+
+def test_reference_style_config_is_completed_from_the_graph(tmp_path: Path, tiny_repo: Path):
+    folder = _model(tmp_path, tiny_repo, 'platform: "onnxruntime_onnx"\nmax_batch_size: 4\n')
+    config, backend, versions = prepare_config(read_model_source("m", folder), None, False)
+    assert backend.name == "onnxruntime" and versions == [1]
+    assert config.name == "m"
+    assert [i.name for i in config.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert [list(i.dims) for i in config.input] == [[-1], [-1], [-1]]
+    assert [o.name for o in config.output] == ["start_logits", "end_logits"]
+    as_json = config_to_json(config)
+    assert as_json["max_batch_size"] == 4
+    assert as_json["input"][0]["dims"] == [-1]  # numbers, not protobuf's strings
+    assert as_json["input"][0]["data_type"] == "TYPE_INT64"
+    assert as_json["instance_group"][0]["kind"] == "KIND_CPU"
+
+
+def test_missing_config_file_is_guessed_from_model_file(tmp_path: Path, tiny_repo: Path):
+    folder = _model(tmp_path, tiny_repo, "")
+    (folder / "config.pbtxt").unlink()
+    config, _, _ = prepare_config(read_model_source("m", folder), None, False)
+    assert config.platform == "onnxruntime_onnx" and len(config.input) == 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ('input { name: "nope" data_type: TYPE_INT64 dims: [-1] }', "nope"),
+        (
+            'input { name: "input_ids" data_type: TYPE_FP32 dims: [-1] }\n'
+            'input { name: "attention_mask" data_type: TYPE_INT64 dims: [-1] }\n'
+            'input { name: "token_type_ids" data_type: TYPE_INT64 dims: [-1] }',
+            "data_type",
+        ),
+        (
+            'input { name: "input_ids" data_type: TYPE_INT64 dims: [-1, 3] }\n'
+            'input { name: "attention_mask" data_type: TYPE_INT64 dims: [-1] }\n'
+            'input { name: "token_type_ids" data_type: TYPE_INT64 dims: [-1] }',
+            "dims",
+        ),
+        ('input { name: "input_ids" data_type: TYPE_INT64 dims: [-1] }', "also needs"),
+        ("dynamic_batching { preferred_batch_size: 64 }", "preferred_batch_size"),
+        ('instance_group { kind: KIND_GPU }', "KIND_GPU"),
+    ],
+)
+def test_contradicting_config_names_the_field(tmp_path, tiny_repo, extra, field):
+    folder = _model(
+        tmp_path, tiny_repo, f'platform: "onnxruntime_onnx"\nmax_batch_size: 4\n{extra}\n'
+    )
+    with pytest.raises(ConfigError, match=field):
+        prepare_config(read_model_source("m", folder), None, False)
+
+
+def test_text_format_errors_carry_the_position():
+    with pytest.raises(ConfigError, match=r"config.pbtxt: 2:1 .*not_a_field"):
+        parse_config_text('max_batch_size: 4\nnot_a_field: 1\n')
+
+
+def test_name_must_match_folder(tmp_path, tiny_repo):
+    folder = _model(tmp_path, tiny_repo, 'name: "other"\n')
+    with pytest.raises(ConfigError, match="differs from the folder name"):
+        read_model_source("m", folder)
+
+
+def test_strict_model_config_refuses_incomplete_configs(tmp_path, tiny_repo):
+    folder = _model(tmp_path, tiny_repo, 'platform: "onnxruntime_onnx"\n')
+    with pytest.raises(ConfigError, match="strict-model-config"):
+        prepare_config(read_model_source("m", folder), None, True)
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ("", [3]),
+        ("version_policy { all {} }", [1, 2, 3]),
+        ("version_policy { latest { num_versions: 2 } }", [2, 3]),
+        ("version_policy { specific { versions: [1, 3] } }", [1, 3]),
+    ],
+)
+def test_version_policy(tmp_path, tiny_repo, policy, expected):
+    folder = _model(tmp_path, tiny_repo, policy, versions=(1, 2, 3))
+    source = read_model_source("m", folder)
+    assert select_versions(source.config, folder) == expected
+
+
+def test_specific_version_that_does_not_exist(tmp_path, tiny_repo):
+    folder = _model(tmp_path, tiny_repo, "version_policy { specific { versions: [7] } }")
+    with pytest.raises(ConfigError, match=r"\[7\]"):
+        select_versions(read_model_source("m", folder).config, folder)
+
+
+def test_same_model_in_two_repositories_is_refused(tmp_path, tiny_repo):
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "x").mkdir(parents=True)
+    (b / "x").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="two repositories"):
+        find_models([a, b])
