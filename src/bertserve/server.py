@@ -66,7 +66,7 @@ async def serve(settings: ServerSettings) -> int:
             access_log=False,
             log_level="warning",
             timeout_keep_alive=60,
-            timeout_graceful_shutdown=settings.exit_timeout_secs,
+            timeout_graceful_shutdown=int(settings.exit_timeout_secs),
             backlog=2048,
         )
         http_server = _UvicornServer(config)

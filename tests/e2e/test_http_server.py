@@ -391,3 +391,27 @@ def test_graceful_shutdown_finishes_requests_in_flight(tiny_repo, tmp_path):
         t.join(30)
     assert results == [(1, 16)] * 6, results
     assert "bertserve stopped" in server.output()
+
+
+def test_poll_mode_picks_up_added_and_removed_models(tiny_repo, tmp_path):
+    import time
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    server = start_server(repo, extra=["--model-control-mode", "poll",
+                                       "--repository-poll-secs", "0.3"])
+    try:
+        client = httpclient.InferenceServerClient(server.http_url)
+        copy_model(tiny_repo, TINY, repo, "late", 'platform: "onnxruntime_onnx"\n'
+                   "max_batch_size: 2\n")
+        deadline = time.monotonic() + 30
+        while not client.is_model_ready("late") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.is_model_ready("late")
+        client.infer("late", inputs(feed()))
+        shutil.rmtree(repo / "late")
+        while client.get_model_repository_index() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.get_model_repository_index() == []
+    finally:
+        assert server.stop() == 0

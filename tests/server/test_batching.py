@@ -154,3 +154,19 @@ async def test_stop_drains_queued_requests_then_refuses_new_ones():
     inst.gate.set()
     await stopping
     assert all(f.done() and not f.exception() for f in futures)
+
+
+async def test_instances_run_in_parallel():
+    held, free = Doubler(), Doubler()
+    held.gate.clear()
+    s = Scheduler("m", BatchingPolicy(max_batch_size=8, dynamic=False), [held, free],
+                  ModelStats("m", "1"))
+    s.start()
+    first = _submit(s, 1)
+    await asyncio.sleep(0.05)  # one instance is now busy with `first`
+    second = await asyncio.wait_for(_submit(s, 2), 5)  # the other instance serves this one
+    assert np.all(second["y"] == 4)
+    held.gate.set()
+    await first
+    assert held.batches == [1] and free.batches == [1]
+    await s.stop()

@@ -42,6 +42,26 @@ def test_reference_style_config_is_completed_from_the_graph(tmp_path: Path, tiny
     assert as_json["instance_group"][0]["kind"] == "KIND_CPU"
 
 
+def test_config_json_keeps_maps_and_nested_numbers(tmp_path: Path, tiny_repo: Path):
+    folder = _model(
+        tmp_path,
+        tiny_repo,
+        'platform: "onnxruntime_onnx"\nmax_batch_size: 4\n'
+        'parameters { key: "weights" value { string_value: "random" } }\n'
+        "dynamic_batching { max_queue_delay_microseconds: 200000 "
+        "default_queue_policy { max_queue_size: 3 default_timeout_microseconds: 9 } }\n"
+        'model_warmup { name: "w" batch_size: 1 inputs { key: "input_ids" value { '
+        "data_type: TYPE_INT64 dims: [8] zero_data: true } } }\n",
+    )
+    config, _, _ = prepare_config(read_model_source("m", folder), None, False)
+    as_json = config_to_json(config)
+    assert as_json["parameters"] == {"weights": {"string_value": "random"}}
+    policy = as_json["dynamic_batching"]["default_queue_policy"]
+    assert policy["max_queue_size"] == 3 and policy["default_timeout_microseconds"] == 9
+    assert as_json["dynamic_batching"]["max_queue_delay_microseconds"] == 200000
+    assert as_json["model_warmup"][0]["inputs"]["input_ids"]["dims"] == [8]
+
+
 def test_missing_config_file_is_guessed_from_model_file(tmp_path: Path, tiny_repo: Path):
     folder = _model(tmp_path, tiny_repo, "")
     (folder / "config.pbtxt").unlink()

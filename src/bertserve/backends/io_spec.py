@@ -62,12 +62,13 @@ def _complete(
         return
     for i, entry in enumerate(written):
         where = f"{kind}[{i}] '{entry.name}'"
-        spec = by_name.get(entry.name)
-        if spec is None:
+        found = by_name.get(entry.name)
+        if found is None:
             raise ConfigError(
                 f"config {where} is not a {kind} of {source}, whose {kind}s are "
                 f"{', '.join(by_name) or 'none'}"
             )
+        spec = found
         config_datatype = config_type_to_datatype(model_config_pb2.DataType.Name(entry.data_type))
         if entry.data_type == model_config_pb2.TYPE_INVALID:
             entry.data_type = model_config_pb2.DataType.Value(

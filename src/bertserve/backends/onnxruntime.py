@@ -127,6 +127,12 @@ class OnnxRuntimeInstance(ModelInstance):
             raise ConfigError(
                 "parameters intra_op_thread_count / inter_op_thread_count must be integers"
             ) from None
+        # ORT's pool threads spin after each run by default; on a machine whose cores are
+        # shared with the server's event loop (and often the load generator) that spinning
+        # starves the loop. Opt back in with parameters { key: "allow_spinning" value "1" }.
+        spinning = _parameter(config, "allow_spinning") or "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3

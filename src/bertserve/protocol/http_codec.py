@@ -193,8 +193,9 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
     """The response body and, when binary tensors follow the JSON, the JSON part's length."""
     binary_for: dict[str, bool] = {}
     if request.outputs:
-        for out in request.outputs:
-            binary_for[out.name] = out.binary if out.binary is not None else request.binary_outputs
+        for wanted in request.outputs:
+            binary = wanted.binary
+            binary_for[wanted.name] = binary if binary is not None else request.binary_outputs
     chunks: list[bytes | memoryview] = []
     outputs_json = []
     for out in response.outputs:
@@ -229,7 +230,7 @@ def _tensor_bytes(array: np.ndarray, datatype: str) -> bytes | memoryview:
     if datatype == "BYTES":
         return serialize_bytes(array)
     contiguous = np.ascontiguousarray(array, dtype=datatype_to_numpy(datatype))
-    return memoryview(contiguous).cast("B")
+    return contiguous.data.cast("B")
 
 
 def _json_values(array: np.ndarray, datatype: str) -> Any:

@@ -77,8 +77,10 @@ def _int64_as_numbers(message: Message, data: dict[str, Any]) -> None:
 
 
 def _map_key(mapping: Any, key: str) -> Any:
-    # JSON map keys are strings; integer-keyed proto maps need the int back.
+    """JSON map keys are strings; integer-keyed proto maps need the int back."""
     try:
-        return mapping[key] if key in mapping else mapping[int(key)]
-    except (ValueError, TypeError, KeyError):
-        return mapping[key]
+        if key in mapping:
+            return key
+    except TypeError:
+        pass
+    return int(key)

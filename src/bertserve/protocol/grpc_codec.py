@@ -1,0 +1,344 @@
+"""Triton's gRPC messages (the compiled protos shipped in tritonclient) <-> protocol-neutral
+requests and responses, both directions.
+
+Server side: `decode_request` / `encode_response` / `stream_response` / `stream_error`, and
+`from_json` for the engine's metadata, statistics and index documents. Client side (the perf
+load generator): `encode_request` / `decode_response`.
+
+Tensor bytes bypass protobuf's parser and serializer: upb copies every `bytes` field into its
+arena on parse and again on each access, so `raw_input_contents` are cut out of the received
+buffer by a small wire scan and become numpy views over it, and `raw_output_contents` are
+appended to the serialized header as length-delimited fields (protobuf allows fields in any
+order, and repeated fields may come in pieces)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from tritonclient.grpc import service_pb2
+
+from bertserve.errors import InvalidInput
+from bertserve.messages import InferInput, InferRequest, InferResponse, RequestedOutput
+from bertserve.tensors import (
+    datatype_to_numpy,
+    deserialize_bytes,
+    numpy_to_datatype,
+    serialize_bytes,
+)
+
+__all__ = [
+    "decode_request",
+    "encode_response",
+    "stream_response",
+    "stream_error",
+    "from_json",
+    "parameters_to_dict",
+    "encode_request",
+    "decode_response",
+]
+
+M = TypeVar("M", bound=Message)
+
+_REQUEST = service_pb2.ModelInferRequest
+_RESPONSE = service_pb2.ModelInferResponse
+_RAW_INPUT = _REQUEST.DESCRIPTOR.fields_by_name["raw_input_contents"].number
+_RAW_OUTPUT = _RESPONSE.DESCRIPTOR.fields_by_name["raw_output_contents"].number
+_STREAM_RESPONSE = service_pb2.ModelStreamInferResponse.DESCRIPTOR.fields_by_name["infer_response"]
+
+# InferTensorContents field that carries each datatype (FP16 and BF16 travel raw only).
+_CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+# -- wire format ------------------------------------------------------------------------------
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while shift < 64:
+        if pos >= len(buf):
+            raise InvalidInput("the message ends inside a field: it is truncated")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+    raise InvalidInput("the message holds a malformed varint")
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes | memoryview) -> list[bytes | memoryview]:
+    """A length-delimited field, as pieces to join."""
+    return [_varint_bytes(number << 3 | 2), _varint_bytes(len(payload)), payload]
+
+
+def _cut(buf: bytes, number: int) -> tuple[bytes | memoryview, list[memoryview]]:
+    """Split a serialized message into the rest of it and the payloads of top-level
+    length-delimited field `number`, which stay views over `buf`."""
+    view = memoryview(buf)
+    rest: list[memoryview] = []
+    found: list[memoryview] = []
+    pos = kept = 0
+    size = len(buf)
+    while pos < size:
+        start = pos
+        key, pos = _varint(buf, pos)
+        wire = key & 7
+        if wire == 2:
+            length, pos = _varint(buf, pos)
+            if key >> 3 == number:
+                if pos + length > size:
+                    break
+                if kept < start:
+                    rest.append(view[kept:start])
+                found.append(view[pos : pos + length])
+                kept = pos = pos + length
+                continue
+            pos += length
+        elif wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise InvalidInput(f"the message holds a field of unsupported wire type {wire}")
+    if pos > size:
+        raise InvalidInput("the message ends inside a field: it is truncated")
+    if not found:
+        return buf, found
+    rest.append(view[kept:])
+    return b"".join(rest), found
+
+
+def _parse(message_type: type[M], buf: bytes | memoryview) -> M:
+    try:
+        return message_type.FromString(buf)
+    except DecodeError as exc:
+        raise InvalidInput(
+            f"the message is not a valid {message_type.DESCRIPTOR.name}: {exc}"
+        ) from None
+
+
+# -- parameters -------------------------------------------------------------------------------
+
+
+def parameters_to_dict(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """A protobuf map of InferParameter / ModelRepositoryParameter -> plain values."""
+    out: dict[str, Any] = {}
+    for key, param in parameters.items():
+        which = param.WhichOneof("parameter_choice")
+        out[key] = getattr(param, which) if which else None
+    return out
+
+
+def _set_parameters(target: Any, values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        param = target[key]
+        if isinstance(value, bool):
+            param.bool_param = value
+        elif isinstance(value, int):
+            if value > 2**63 - 1:
+                param.uint64_param = value
+            else:
+                param.int64_param = value
+        elif isinstance(value, float):
+            param.double_param = value
+        else:
+            param.string_param = str(value)
+
+
+# -- server side ------------------------------------------------------------------------------
+
+
+def decode_request(buf: bytes) -> InferRequest:
+    """A serialized ModelInferRequest -> InferRequest (raw tensors as views over `buf`)."""
+    rest, raw = _cut(buf, _RAW_INPUT)
+    msg = _parse(_REQUEST, rest)
+    if not msg.inputs:
+        raise InvalidInput("the request needs a non-empty 'inputs' list")
+    if raw and len(raw) != len(msg.inputs):
+        raise InvalidInput(
+            f"the request carries {len(raw)} raw_input_contents for {len(msg.inputs)} inputs: "
+            "send one per input, in the order of 'inputs', or none and typed 'contents'"
+        )
+    inputs = [
+        _decode_input(tensor, i, raw[i] if raw else None) for i, tensor in enumerate(msg.inputs)
+    ]
+    parameters = parameters_to_dict(msg.parameters)
+    timeout = parameters.get("timeout", 0)
+    return InferRequest(
+        model_name=msg.model_name,
+        model_version=msg.model_version,
+        inputs=inputs,
+        id=msg.id,
+        outputs=[_decode_output(o) for o in msg.outputs] or None,
+        parameters=parameters,
+        timeout_us=timeout if isinstance(timeout, int) and timeout > 0 else 0,
+    )
+
+
+def _decode_input(tensor: Any, index: int, raw: memoryview | None) -> InferInput:
+    name = tensor.name
+    if not name:
+        raise InvalidInput(f"inputs[{index}] has no 'name'")
+    datatype = tensor.datatype
+    dtype = datatype_to_numpy(datatype)
+    shape = tuple(tensor.shape)
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers")
+    count = math.prod(shape)
+    if raw is None:
+        return InferInput(name, datatype, shape, _contents(tensor, datatype, count, shape))
+    if tensor.HasField("contents"):
+        raise InvalidInput(
+            f"input '{name}' has typed 'contents' while the request uses raw_input_contents: "
+            "use one form for every input"
+        )
+    if datatype == "BYTES":
+        return InferInput(name, datatype, shape, deserialize_bytes(raw, count, name).reshape(shape))
+    expected = count * dtype.itemsize
+    if len(raw) != expected:
+        raise InvalidInput(
+            f"input '{name}': raw_input_contents holds {len(raw)} bytes but shape "
+            f"{list(shape)} of {datatype} needs {expected}"
+        )
+    return InferInput(name, datatype, shape, np.frombuffer(raw, dtype=dtype).reshape(shape))
+
+
+def _contents(tensor: Any, datatype: str, count: int, shape: tuple[int, ...]) -> np.ndarray:
+    name = tensor.name
+    field = _CONTENTS.get(datatype)
+    if field is None:
+        raise InvalidInput(
+            f"input '{name}': {datatype} has no typed 'contents' field; send it in "
+            "raw_input_contents"
+        )
+    values = getattr(tensor.contents, field)
+    if len(values) != count:
+        others = [f.name for f, _ in tensor.contents.ListFields() if f.name != field]
+        hint = f" (it fills {', '.join(others)}; {datatype} reads {field})" if others else ""
+        raise InvalidInput(
+            f"input '{name}' has {len(values)} elements but shape {list(shape)} needs "
+            f"{count}{hint}"
+        )
+    if datatype == "BYTES":
+        data = np.empty(count, dtype=np.object_)
+        data[:] = list(values)
+    else:
+        data = np.fromiter(values, dtype=datatype_to_numpy(datatype), count=count)
+    return data.reshape(shape)
+
+
+def _decode_output(output: Any) -> RequestedOutput:
+    parameters = parameters_to_dict(output.parameters)
+    if parameters.get("classification"):
+        raise InvalidInput(
+            f"output '{output.name}': the classification extension is not served here"
+        )
+    return RequestedOutput(output.name, None, parameters)
+
+
+def _raw(array: np.ndarray, datatype: str) -> bytes | memoryview:
+    if datatype == "BYTES":
+        return serialize_bytes(array)
+    contiguous = np.ascontiguousarray(array, dtype=datatype_to_numpy(datatype))
+    return memoryview(contiguous).cast("B")
+
+
+def encode_response(response: InferResponse) -> bytes:
+    """InferResponse -> a serialized ModelInferResponse, tensors in raw_output_contents."""
+    msg = _RESPONSE(
+        model_name=response.model_name, model_version=response.model_version, id=response.id
+    )
+    pieces: list[bytes | memoryview] = []
+    for out in response.outputs:
+        msg.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
+        pieces += _field(_RAW_OUTPUT, _raw(out.data, out.datatype))
+    _set_parameters(msg.parameters, response.parameters)
+    return b"".join([msg.SerializeToString(), *pieces])
+
+
+def stream_response(infer_response: bytes) -> bytes:
+    """A serialized ModelInferResponse wrapped as a ModelStreamInferResponse."""
+    return b"".join(_field(_STREAM_RESPONSE.number, infer_response))
+
+
+def stream_error(message: str, request_id: str = "", model_name: str = "") -> bytes:
+    """A stream's error reply; it names the request so the client can match it."""
+    return service_pb2.ModelStreamInferResponse(
+        error_message=message,
+        infer_response=_RESPONSE(id=request_id, model_name=model_name),
+    ).SerializeToString()
+
+
+def from_json(doc: Mapping[str, Any], message_type: type[M]) -> M:
+    """One of the engine's JSON documents (Triton's HTTP shapes) -> the gRPC message of the
+    same schema. Unknown fields raise, so a drift between the two shows up in tests."""
+    return json_format.ParseDict(doc, message_type())
+
+
+# -- client side ------------------------------------------------------------------------------
+
+
+def encode_request(
+    model_name: str,
+    inputs: Mapping[str, np.ndarray],
+    outputs: Sequence[str] | None = None,
+    model_version: str = "",
+    request_id: str = "",
+    parameters: Mapping[str, Any] | None = None,
+) -> bytes:
+    """A serialized ModelInferRequest as tritonclient sends it: tensors in raw_input_contents."""
+    msg = _REQUEST(model_name=model_name, model_version=model_version, id=request_id)
+    pieces: list[bytes | memoryview] = []
+    for name, array in inputs.items():
+        datatype = numpy_to_datatype(array.dtype)
+        msg.inputs.add(name=name, datatype=datatype, shape=array.shape)
+        pieces += _field(_RAW_INPUT, _raw(array, datatype))
+    for name in outputs or ():
+        msg.outputs.add(name=name)
+    _set_parameters(msg.parameters, parameters or {})
+    return b"".join([msg.SerializeToString(), *pieces])
+
+
+def decode_response(buf: bytes) -> dict[str, np.ndarray]:
+    """A serialized ModelInferResponse -> output name -> array (raw ones are views)."""
+    rest, raw = _cut(buf, _RAW_OUTPUT)
+    msg = _parse(_RESPONSE, rest)
+    result: dict[str, np.ndarray] = {}
+    for i, out in enumerate(msg.outputs):
+        shape = tuple(out.shape)
+        if i < len(raw):
+            if out.datatype == "BYTES":
+                array = deserialize_bytes(raw[i], math.prod(shape), out.name)
+            else:
+                array = np.frombuffer(raw[i], dtype=datatype_to_numpy(out.datatype))
+            result[out.name] = array.reshape(shape)
+        else:
+            result[out.name] = _contents(out, out.datatype, math.prod(shape), shape)
+    return result
