@@ -81,8 +81,9 @@ class ServerProcess:
                 self.proc.stdout.close()
 
 
-def start_server(*repos: Path, extra: list[str] | None = None, timeout: float = 90,
-                 wait_ready: bool = True) -> ServerProcess:
+def start_server(
+    *repos: Path, extra: list[str] | None = None, timeout: float = 90, wait_ready: bool = True
+) -> ServerProcess:
     args = [sys.executable, "-m", "bertserve", "serve"]
     for repo in repos:
         args += ["--model-repository", str(repo)]

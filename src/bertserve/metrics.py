@@ -10,7 +10,7 @@ from prometheus_client.registry import Collector
 
 from bertserve.stats import ModelStats
 
-__all__ = ["TritonMetrics", "METRIC_NAMES"]
+__all__ = ["TritonMetrics", "GpuMetrics", "METRIC_NAMES", "visible_gpu_filter"]
 
 # name -> (help, how to read it from ModelStats)
 _COUNTERS: dict[str, tuple[str, Callable[[ModelStats], float]]] = {
@@ -92,3 +92,68 @@ class TritonMetrics(Collector):
                     length,
                 )
             yield pending
+
+
+def visible_gpu_filter(environ: dict[str, str]) -> list[str] | None:
+    """CUDA_VISIBLE_DEVICES as a list of indices or UUID prefixes; None = every GPU."""
+    value = environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+class GpuMetrics(Collector):
+    """Triton's per-GPU metrics (`nv_gpu_*`, labelled by gpu_uuid) read through NVML at scrape
+    time. Yields nothing where NVML is absent (no NVIDIA driver): a CPU machine has no GPU."""
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        self._visible = visible_gpu_filter(environ)
+        self._nvml = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+        except Exception:  # noqa: BLE001 - no driver or no library: no GPU metrics
+            self._nvml = None
+
+    @property
+    def available(self) -> bool:
+        return self._nvml is not None
+
+    def _handles(self) -> list[tuple[str, object]]:
+        nvml = self._nvml
+        assert nvml is not None
+        handles = []
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            uuid = nvml.nvmlDeviceGetUUID(handle)
+            uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+            if self._visible is not None and not any(
+                v == str(index) or uuid.startswith(v) for v in self._visible
+            ):
+                continue
+            handles.append((uuid, handle))
+        return handles
+
+    def collect(self) -> Iterator[Metric]:
+        nvml = self._nvml
+        if nvml is None:
+            return
+        util = Metric("nv_gpu_utilization", "GPU utilization rate [0.0 - 1.0)", "gauge")
+        used = Metric("nv_gpu_memory_used_bytes", "GPU used memory, in bytes", "gauge")
+        total = Metric("nv_gpu_memory_total_bytes", "GPU total memory, in bytes", "gauge")
+        power = Metric("nv_gpu_power_usage", "GPU power usage in watts", "gauge")
+        for uuid, handle in self._handles():
+            labels = {"gpu_uuid": uuid}
+            rates = nvml.nvmlDeviceGetUtilizationRates(handle)
+            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            util.add_sample("nv_gpu_utilization", labels, rates.gpu / 100.0)
+            used.add_sample("nv_gpu_memory_used_bytes", labels, float(memory.used))
+            total.add_sample("nv_gpu_memory_total_bytes", labels, float(memory.total))
+            try:
+                watts = nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
+                power.add_sample("nv_gpu_power_usage", labels, watts)
+            except nvml.NVMLError:  # some boards don't report power
+                continue
+        yield from (util, used, total, power)

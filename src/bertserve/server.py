@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
+import os
 import signal
 import socket
 from collections.abc import Generator
@@ -15,7 +16,7 @@ import uvicorn
 
 from bertserve.endpoints.http import HttpApp
 from bertserve.engine import Engine
-from bertserve.metrics import TritonMetrics
+from bertserve.metrics import GpuMetrics, TritonMetrics
 from bertserve.settings import ServerSettings
 
 __all__ = ["serve", "bind"]
@@ -96,6 +97,9 @@ async def serve(settings: ServerSettings) -> int:
                 ],
             )
         )
+        gpu_metrics = GpuMetrics(dict(os.environ))
+        if gpu_metrics.available:
+            registry.register(gpu_metrics)
         metrics_httpd, _thread = start_http_server(
             settings.metrics_port, addr=settings.host, registry=registry
         )

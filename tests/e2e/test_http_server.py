@@ -32,9 +32,12 @@ CONFIGS = {
     "nobatch": 'platform: "onnxruntime_onnx"\nmax_batch_size: 0\n',
     "warm": 'platform: "onnxruntime_onnx"\nmax_batch_size: 4\n'
     'model_warmup { name: "w" batch_size: 2 count: 2\n'
-    '  inputs { key: "input_ids" value { data_type: TYPE_INT64 dims: [16] zero_data: true } }\n'
-    '  inputs { key: "attention_mask" value { data_type: TYPE_INT64 dims: [16] random_data: true } }\n'
-    '  inputs { key: "token_type_ids" value { data_type: TYPE_INT64 dims: [16] zero_data: true } }\n'
+    '  inputs { key: "input_ids" value { data_type: TYPE_INT64 dims: [16]\n'
+    "    zero_data: true } }\n"
+    '  inputs { key: "attention_mask" value { data_type: TYPE_INT64 dims: [16]\n'
+    "    random_data: true } }\n"
+    '  inputs { key: "token_type_ids" value { data_type: TYPE_INT64 dims: [16]\n'
+    "    zero_data: true } }\n"
     "}\n",
 }
 
@@ -50,9 +53,13 @@ def make_repo(tiny_repo: Path, root: Path) -> Path:
             )
         else:
             copy_model(tiny_repo, TINY, repo, name, config)
-    versions = copy_model(tiny_repo, TINY, repo, "versions",
-                          'platform: "onnxruntime_onnx"\nmax_batch_size: 4\n'
-                          "version_policy { all {} }\n")
+    versions = copy_model(
+        tiny_repo,
+        TINY,
+        repo,
+        "versions",
+        'platform: "onnxruntime_onnx"\nmax_batch_size: 4\nversion_policy { all {} }\n',
+    )
     shutil.copytree(versions / "1", versions / "2")
     return repo
 
@@ -113,8 +120,10 @@ def test_config_completed_from_the_model_and_served_as_numbers(client):
 @pytest.mark.parametrize("binary", [True, False])
 def test_outputs_equal_onnxruntime_run_directly(client, tiny_repo, binary):
     data = feed(batch=3, seq=24, seed=1)
-    outputs = [httpclient.InferRequestedOutput(n, binary_data=binary)
-               for n in ("start_logits", "end_logits")]
+    outputs = [
+        httpclient.InferRequestedOutput(n, binary_data=binary)
+        for n in ("start_logits", "end_logits")
+    ]
     result = client.infer("tiny", inputs(data, binary), outputs=outputs, request_id="req-7")
     start, end = reference(tiny_repo, data)
     np.testing.assert_allclose(result.as_numpy("start_logits"), start, rtol=1e-5, atol=1e-5)
@@ -123,8 +132,9 @@ def test_outputs_equal_onnxruntime_run_directly(client, tiny_repo, binary):
 
 
 def test_requested_output_subset(client):
-    result = client.infer("tiny", inputs(feed()),
-                          outputs=[httpclient.InferRequestedOutput("end_logits")])
+    result = client.infer(
+        "tiny", inputs(feed()), outputs=[httpclient.InferRequestedOutput("end_logits")]
+    )
     names = [o["name"] for o in result.get_response()["outputs"]]
     assert names == ["end_logits"]
 
@@ -132,8 +142,9 @@ def test_requested_output_subset(client):
 def test_model_without_batch_axis(client, tiny_repo):
     data = feed(batch=2, seq=8)
     result = client.infer("nobatch", inputs(data))
-    np.testing.assert_allclose(result.as_numpy("start_logits"), reference(tiny_repo, data)[0],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        result.as_numpy("start_logits"), reference(tiny_repo, data)[0], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_versions_and_unknown_version(client):
@@ -231,47 +242,112 @@ def _post(srv: ServerProcess, path: str, body: bytes, headers: dict | None = Non
 
 
 def _good_json(**override):
-    doc = {"inputs": [{"name": n, "datatype": "INT64", "shape": [1, 4], "data": [1, 2, 3, 4]}
-                      for n in INPUTS]}
+    doc = {
+        "inputs": [
+            {"name": n, "datatype": "INT64", "shape": [1, 4], "data": [1, 2, 3, 4]} for n in INPUTS
+        ]
+    }
     doc.update(override)
     return doc
 
 
 BAD_REQUESTS = [
     ("invalid JSON", b"{nope", {}, 400, "not valid JSON"),
-    ("unknown datatype", orjson.dumps({"inputs": [dict(_good_json()["inputs"][0], datatype="I9")]}),
-     {}, 400, "unknown datatype"),
-    ("element count", orjson.dumps({"inputs": [dict(_good_json()["inputs"][0], shape=[1, 5])]}),
-     {}, 400, "has 4 elements but shape"),
-    ("datatype vs config",
-     orjson.dumps({"inputs": [dict(i, datatype="INT32") for i in _good_json()["inputs"]]}),
-     {}, 400, "expects INT64"),
-    ("missing input", orjson.dumps({"inputs": _good_json()["inputs"][:2]}), {}, 400,
-     "token_type_ids"),
-    ("extra input", orjson.dumps({"inputs": [*_good_json()["inputs"],
-                                             dict(_good_json()["inputs"][0], name="x")]}),
-     {}, 400, "unexpected inference input 'x'"),
-    ("batch above max",
-     orjson.dumps({"inputs": [dict(i, shape=[16, 1], data=[1] * 16)
-                              for i in _good_json()["inputs"]]}), {}, 400, "max_batch_size"),
-    ("rank", orjson.dumps({"inputs": [dict(i, shape=[4]) for i in _good_json()["inputs"]]}),
-     {}, 400, "expects [batch]"),
-    ("unknown output", orjson.dumps(_good_json(outputs=[{"name": "nope"}])), {}, 400,
-     "unknown requested output 'nope'"),
-    ("binary truncated", orjson.dumps({"inputs": [dict(
-        name="input_ids", datatype="INT64", shape=[1, 4],
-        parameters={"binary_data_size": 32})]}) + b"\0" * 8,
-     {"Inference-Header-Content-Length": None}, 400, "runs past the end"),
-    ("header length", b"{}", {"Inference-Header-Content-Length": "77"}, 400,
-     "Inference-Header-Content-Length is 77"),
+    (
+        "unknown datatype",
+        orjson.dumps({"inputs": [dict(_good_json()["inputs"][0], datatype="I9")]}),
+        {},
+        400,
+        "unknown datatype",
+    ),
+    (
+        "element count",
+        orjson.dumps({"inputs": [dict(_good_json()["inputs"][0], shape=[1, 5])]}),
+        {},
+        400,
+        "has 4 elements but shape",
+    ),
+    (
+        "datatype vs config",
+        orjson.dumps({"inputs": [dict(i, datatype="INT32") for i in _good_json()["inputs"]]}),
+        {},
+        400,
+        "expects INT64",
+    ),
+    (
+        "missing input",
+        orjson.dumps({"inputs": _good_json()["inputs"][:2]}),
+        {},
+        400,
+        "token_type_ids",
+    ),
+    (
+        "extra input",
+        orjson.dumps(
+            {"inputs": [*_good_json()["inputs"], dict(_good_json()["inputs"][0], name="x")]}
+        ),
+        {},
+        400,
+        "unexpected inference input 'x'",
+    ),
+    (
+        "batch above max",
+        orjson.dumps(
+            {"inputs": [dict(i, shape=[16, 1], data=[1] * 16) for i in _good_json()["inputs"]]}
+        ),
+        {},
+        400,
+        "max_batch_size",
+    ),
+    (
+        "rank",
+        orjson.dumps({"inputs": [dict(i, shape=[4]) for i in _good_json()["inputs"]]}),
+        {},
+        400,
+        "expects [batch]",
+    ),
+    (
+        "unknown output",
+        orjson.dumps(_good_json(outputs=[{"name": "nope"}])),
+        {},
+        400,
+        "unknown requested output 'nope'",
+    ),
+    (
+        "binary truncated",
+        orjson.dumps(
+            {
+                "inputs": [
+                    dict(
+                        name="input_ids",
+                        datatype="INT64",
+                        shape=[1, 4],
+                        parameters={"binary_data_size": 32},
+                    )
+                ]
+            }
+        )
+        + b"\0" * 8,
+        {"Inference-Header-Content-Length": None},
+        400,
+        "runs past the end",
+    ),
+    (
+        "header length",
+        b"{}",
+        {"Inference-Header-Content-Length": "77"},
+        400,
+        "Inference-Header-Content-Length is 77",
+    ),
     ("bad header length", b"{}", {"Inference-Header-Content-Length": "x"}, 400, "not an integer"),
     ("body too large", b" " * (1024 * 1024 + 10), {}, 400, "--http-max-input-size"),
     ("bad gzip", b"not gzip", {"Content-Encoding": "gzip"}, 400, "not valid gzip"),
 ]
 
 
-@pytest.mark.parametrize(("case", "body", "headers", "status", "message"), BAD_REQUESTS,
-                         ids=[c[0] for c in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    ("case", "body", "headers", "status", "message"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS]
+)
 def test_malformed_requests_get_clear_errors_and_server_keeps_serving(
     srv, client, case, body, headers, status, message
 ):
@@ -306,15 +382,23 @@ def test_repository_index(client):
 def test_prometheus_metrics_with_triton_names(srv, client):
     client.infer("tiny", inputs(feed()))
     text = urllib.request.urlopen(srv.metrics_url, timeout=10).read().decode()
-    for name in ("nv_inference_request_success", "nv_inference_request_failure",
-                 "nv_inference_count", "nv_inference_exec_count",
-                 "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
-                 "nv_inference_compute_input_duration_us",
-                 "nv_inference_compute_infer_duration_us",
-                 "nv_inference_compute_output_duration_us"):
+    for name in (
+        "nv_inference_request_success",
+        "nv_inference_request_failure",
+        "nv_inference_count",
+        "nv_inference_exec_count",
+        "nv_inference_request_duration_us",
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_input_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_compute_output_duration_us",
+    ):
         assert f'{name}{{model="tiny",' in text or f'{name}{{model="tiny"' in text, name
-    line = next(x for x in text.splitlines()
-                if x.startswith('nv_inference_request_success{model="tiny",version="1"}'))
+    line = next(
+        x
+        for x in text.splitlines()
+        if x.startswith('nv_inference_request_success{model="tiny",version="1"}')
+    )
     assert float(line.split()[-1]) >= 1
 
 
@@ -322,9 +406,14 @@ def test_broken_model_is_unavailable_and_does_not_stop_the_others(tiny_repo, tmp
     repo = tmp_path / "repo"
     shutil.copytree(tiny_repo / TINY, repo / "good")
     (repo / "good" / "config.pbtxt").write_text('platform: "onnxruntime_onnx"\nmax_batch_size: 2')
-    copy_model(tiny_repo, TINY, repo, "broken",
-               'platform: "onnxruntime_onnx"\nmax_batch_size: 2\n'
-               'output { name: "start_logits" data_type: TYPE_INT8 dims: [-1] }\n')
+    copy_model(
+        tiny_repo,
+        TINY,
+        repo,
+        "broken",
+        'platform: "onnxruntime_onnx"\nmax_batch_size: 2\n'
+        'output { name: "start_logits" data_type: TYPE_INT8 dims: [-1] }\n',
+    )
     server = start_server(repo)
     try:
         client = httpclient.InferenceServerClient(server.http_url)
@@ -347,9 +436,12 @@ def test_explicit_load_with_config_override_and_unload(tiny_repo, tmp_path):
         client = httpclient.InferenceServerClient(server.http_url)
         assert client.get_model_repository_index() == [{"name": "m"}]
         assert not client.is_model_ready("m")
-        client.load_model("m", config=orjson.dumps(
-            {"max_batch_size": 4, "dynamic_batching": {"max_queue_delay_microseconds": 100}}
-        ).decode())
+        client.load_model(
+            "m",
+            config=orjson.dumps(
+                {"max_batch_size": 4, "dynamic_batching": {"max_queue_delay_microseconds": 100}}
+            ).decode(),
+        )
         assert client.get_model_config("m")["max_batch_size"] == 4
         client.infer("m", inputs(feed(batch=4)))
         client.unload_model("m")
@@ -357,8 +449,10 @@ def test_explicit_load_with_config_override_and_unload(tiny_repo, tmp_path):
         with pytest.raises(InferenceServerException, match="not ready"):
             client.infer("m", inputs(feed()))
         with pytest.raises(InferenceServerException, match="max_batch_size"):
-            client.load_model("m", config='{"max_batch_size": 2, "dynamic_batching": '
-                                          '{"preferred_batch_size": [9]}}')
+            client.load_model(
+                "m",
+                config='{"max_batch_size": 2, "dynamic_batching": {"preferred_batch_size": [9]}}',
+            )
         client.load_model("m")
         assert client.is_model_ready("m")
     finally:
@@ -367,9 +461,14 @@ def test_explicit_load_with_config_override_and_unload(tiny_repo, tmp_path):
 
 def test_graceful_shutdown_finishes_requests_in_flight(tiny_repo, tmp_path):
     repo = tmp_path / "repo"
-    copy_model(tiny_repo, TINY, repo, "slow",
-               'platform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
-               "dynamic_batching { max_queue_delay_microseconds: 1500000 }\n")
+    copy_model(
+        tiny_repo,
+        TINY,
+        repo,
+        "slow",
+        'platform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
+        "dynamic_batching { max_queue_delay_microseconds: 1500000 }\n",
+    )
     server = start_server(repo)
     results: list[object] = []
 
@@ -398,12 +497,14 @@ def test_poll_mode_picks_up_added_and_removed_models(tiny_repo, tmp_path):
 
     repo = tmp_path / "repo"
     repo.mkdir()
-    server = start_server(repo, extra=["--model-control-mode", "poll",
-                                       "--repository-poll-secs", "0.3"])
+    server = start_server(
+        repo, extra=["--model-control-mode", "poll", "--repository-poll-secs", "0.3"]
+    )
     try:
         client = httpclient.InferenceServerClient(server.http_url)
-        copy_model(tiny_repo, TINY, repo, "late", 'platform: "onnxruntime_onnx"\n'
-                   "max_batch_size: 2\n")
+        copy_model(
+            tiny_repo, TINY, repo, "late", 'platform: "onnxruntime_onnx"\nmax_batch_size: 2\n'
+        )
         deadline = time.monotonic() + 30
         while not client.is_model_ready("late") and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -102,8 +102,12 @@ async def test_incompatible_shapes_are_not_merged():
     inst = Doubler()
     s = _scheduler(inst, max_queue_delay_us=20_000)
     s.start()
-    x3 = s.submit({"x": np.ones((1, 3), np.float32)}, ["y"], 1, RequestTiming(time.perf_counter_ns()))
-    x5 = s.submit({"x": np.ones((1, 5), np.float32)}, ["y"], 1, RequestTiming(time.perf_counter_ns()))
+    x3 = s.submit(
+        {"x": np.ones((1, 3), np.float32)}, ["y"], 1, RequestTiming(time.perf_counter_ns())
+    )
+    x5 = s.submit(
+        {"x": np.ones((1, 5), np.float32)}, ["y"], 1, RequestTiming(time.perf_counter_ns())
+    )
     a, b = await asyncio.gather(x3, x5)
     assert a["y"].shape == (1, 3) and b["y"].shape == (1, 5)
     assert sorted(inst.batches) == [1, 1]
@@ -159,8 +163,9 @@ async def test_stop_drains_queued_requests_then_refuses_new_ones():
 async def test_instances_run_in_parallel():
     held, free = Doubler(), Doubler()
     held.gate.clear()
-    s = Scheduler("m", BatchingPolicy(max_batch_size=8, dynamic=False), [held, free],
-                  ModelStats("m", "1"))
+    s = Scheduler(
+        "m", BatchingPolicy(max_batch_size=8, dynamic=False), [held, free], ModelStats("m", "1")
+    )
     s.start()
     first = _submit(s, 1)
     await asyncio.sleep(0.05)  # one instance is now busy with `first`

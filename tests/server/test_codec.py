@@ -44,9 +44,12 @@ def test_response_binary_and_json_outputs_per_request():
     request = decode_request(body, header, "m", "")
     request.outputs[1].binary = False  # type: ignore[index]
     response = InferResponse(
-        "m", "1",
-        [InferOutput("a", "FP32", (1, 2), np.array([[1, 2]], np.float32)),
-         InferOutput("b", "INT64", (1, 2), np.array([[3, 4]], np.int64))],
+        "m",
+        "1",
+        [
+            InferOutput("a", "FP32", (1, 2), np.array([[1, 2]], np.float32)),
+            InferOutput("b", "INT64", (1, 2), np.array([[3, 4]], np.int64)),
+        ],
         id="x",
     )
     payload, json_len = encode_response(response, request)
@@ -70,20 +73,34 @@ def _req(inputs, binary=b""):
         (b"{not json", "not valid JSON"),
         (b"[]", "JSON object"),
         (b"{}", "non-empty 'inputs'"),
-        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT65", "data": [1]}]}',
-         "unknown datatype 'INT65'"),
-        (b'{"inputs": [{"name": "x", "shape": [2], "datatype": "INT64", "data": [1]}]}',
-         "has 1 elements but shape"),
+        (
+            b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT65", "data": [1]}]}',
+            "unknown datatype 'INT65'",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "shape": [2], "datatype": "INT64", "data": [1]}]}',
+            "has 1 elements but shape",
+        ),
         (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT64"}]}', "neither 'data'"),
-        (b'{"inputs": [{"name": "x", "shape": "1", "datatype": "INT64", "data": [1]}]}',
-         "'shape' must be"),
-        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": ["a"]}]}',
-         "not INT64"),
-        (b'{"inputs": [{"name": "x", "shape": [2], "datatype": "INT64", "data": [[1], [2, 3]]}]}',
-         "regular array"),
+        (
+            b'{"inputs": [{"name": "x", "shape": "1", "datatype": "INT64", "data": [1]}]}',
+            "'shape' must be",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": ["a"]}]}',
+            "not INT64",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "shape": [2], "datatype": "INT64", '
+            b'"data": [[1], [2, 3]]}]}',
+            "regular array",
+        ),
         (b'{"inputs": [{"shape": [1], "datatype": "INT64", "data": [1]}]}', "no 'name'"),
-        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [1]}],'
-         b' "outputs": [{"name": "y", "parameters": {"classification": 3}}]}', "classification"),
+        (
+            b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [1]}],'
+            b' "outputs": [{"name": "y", "parameters": {"classification": 3}}]}',
+            "classification",
+        ),
     ],
 )
 def test_malformed_json_bodies(body, message):
@@ -92,8 +109,9 @@ def test_malformed_json_bodies(body, message):
 
 
 def test_binary_size_mismatches():
-    spec = [{"name": "x", "shape": [2], "datatype": "INT64",
-             "parameters": {"binary_data_size": 16}}]
+    spec = [
+        {"name": "x", "shape": [2], "datatype": "INT64", "parameters": {"binary_data_size": 16}}
+    ]
     with pytest.raises(InvalidInput, match="runs past the end"):
         _req(spec, b"\0" * 8)
     with pytest.raises(InvalidInput, match="add up to 16"):
@@ -106,7 +124,6 @@ def test_binary_size_mismatches():
 
 
 def test_truncated_bytes_tensor():
-    spec = [{"name": "s", "shape": [2], "datatype": "BYTES",
-             "parameters": {"binary_data_size": 9}}]
+    spec = [{"name": "s", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 9}}]
     with pytest.raises(InvalidInput, match="fewer than the 2 elements"):
         _req(spec, b"\x05\0\0\0hello")

@@ -87,7 +87,7 @@ def test_missing_config_file_is_guessed_from_model_file(tmp_path: Path, tiny_rep
         ),
         ('input { name: "input_ids" data_type: TYPE_INT64 dims: [-1] }', "also needs"),
         ("dynamic_batching { preferred_batch_size: 64 }", "preferred_batch_size"),
-        ('instance_group { kind: KIND_GPU }', "KIND_GPU"),
+        ("instance_group { kind: KIND_GPU }", "KIND_GPU"),
     ],
 )
 def test_contradicting_config_names_the_field(tmp_path, tiny_repo, extra, field):
@@ -100,7 +100,7 @@ def test_contradicting_config_names_the_field(tmp_path, tiny_repo, extra, field)
 
 def test_text_format_errors_carry_the_position():
     with pytest.raises(ConfigError, match=r"config.pbtxt: 2:1 .*not_a_field"):
-        parse_config_text('max_batch_size: 4\nnot_a_field: 1\n')
+        parse_config_text("max_batch_size: 4\nnot_a_field: 1\n")
 
 
 def test_name_must_match_folder(tmp_path, tiny_repo):

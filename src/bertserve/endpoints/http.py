@@ -14,8 +14,9 @@ import orjson
 
 from bertserve.endpoints.status import http_status
 from bertserve.engine import Engine
-from bertserve.errors import BertserveError, InvalidInput, ModelNotFound, Unsupported
+from bertserve.errors import BertserveError, InvalidInput, ModelNotFound
 from bertserve.protocol.http_codec import HEADER_LENGTH, decode_request, encode_response
+from bertserve.protocol.load_parameters import load_config
 from bertserve.settings import ServerSettings
 
 __all__ = ["HttpApp"]
@@ -171,20 +172,7 @@ class HttpApp:
             params = doc.get("parameters") or {}
             if not isinstance(params, dict):
                 raise InvalidInput("'parameters' of a load request must be an object")
-            if any(key.startswith("file:") for key in params):
-                raise Unsupported(
-                    "model files in the load request are not served here: put them in the "
-                    "model repository and load by name"
-                )
-            config = params.get("config")
-            config_json = None
-            if config is not None:
-                try:
-                    config_json = orjson.loads(config) if isinstance(config, str) else config
-                except orjson.JSONDecodeError as exc:
-                    raise InvalidInput(f"parameters.config is not valid JSON: {exc}") from None
-                if not isinstance(config_json, dict):
-                    raise InvalidInput("parameters.config must be a JSON object")
+            config_json = load_config(params)
             await engine.load(name, config_json)
             return _Reply(200, b"")
         return _json({"error": f"unknown path '{scope['path']}'"}, 404)

@@ -17,7 +17,14 @@ from bertserve.errors import ConfigError
 from bertserve.repository import ModelSource, select_versions
 from bertserve.tensors import config_type_to_datatype, datatype_to_numpy
 
-__all__ = ["prepare_config", "create_instances", "warm_up", "visible_gpus"]
+__all__ = [
+    "complete_instance_groups",
+    "create_instances",
+    "devices",
+    "prepare_config",
+    "visible_gpus",
+    "warm_up",
+]
 
 _GROUP = model_config_pb2.ModelInstanceGroup
 
@@ -51,23 +58,25 @@ def prepare_config(
         )
     backend.autocomplete(config, source.path / str(versions[-1]))
     BatchingPolicy.from_config(config)  # validates batching fields early
-    _complete_instance_groups(config, backend)
+    complete_instance_groups(config, backend.name, visible_gpus())
     return config, backend, versions
 
 
-def _complete_instance_groups(config: model_config_pb2.ModelConfig, backend: Backend) -> None:
+def complete_instance_groups(
+    config: model_config_pb2.ModelConfig, backend_name: str, gpus: list[int]
+) -> None:
+    """Resolve KIND_AUTO, default `gpus` to every visible GPU (count instances on each, as
+    Triton does), and check the GPUs named exist."""
     if not config.instance_group:
         config.instance_group.add(kind=_GROUP.KIND_AUTO, count=1)
-    gpus = visible_gpus()
     for i, group in enumerate(config.instance_group):
         if not group.name:
             group.name = f"{config.name}_{i}"
         if group.count < 1:
             group.count = 1
         if group.kind == _GROUP.KIND_AUTO:
-            group.kind = (
-                _GROUP.KIND_GPU if gpus and backend.name != "onnxruntime" else (_GROUP.KIND_CPU)
-            )
+            on_gpu = bool(gpus) and backend_name != "onnxruntime"
+            group.kind = _GROUP.KIND_GPU if on_gpu else _GROUP.KIND_CPU
         if group.kind == _GROUP.KIND_GPU:
             if not gpus:
                 raise ConfigError(

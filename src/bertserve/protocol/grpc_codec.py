@@ -114,7 +114,7 @@ def _cut(buf: bytes, number: int) -> tuple[bytes | memoryview, list[memoryview]]
             length, pos = _varint(buf, pos)
             if key >> 3 == number:
                 if pos + length > size:
-                    break
+                    raise InvalidInput("the message ends inside a field: it is truncated")
                 if kept < start:
                     rest.append(view[kept:start])
                 found.append(view[pos : pos + length])

@@ -1,0 +1,261 @@
+"""gRPC front end: Triton's `inference.GRPCInferenceService` over grpc.aio, on the engine the
+HTTP front end uses.
+
+Each method translates (protocol/grpc_codec.py) and calls the engine; errors become status
+codes through endpoints/status.py. ModelInfer and ModelStreamInfer take and return raw bytes
+(no protobuf (de)serializer on the channel) so the codec can keep tensors as views over the
+received buffer, and so message sizes are checked here with a message naming the flag."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+
+from bertserve.endpoints.status import grpc_code_name
+from bertserve.engine import Engine
+from bertserve.errors import BertserveError
+from bertserve.messages import InferRequest
+from bertserve.protocol.grpc_codec import (
+    decode_request,
+    encode_response,
+    from_json,
+    parameters_to_dict,
+    stream_error,
+    stream_response,
+)
+from bertserve.protocol.load_parameters import load_config
+from bertserve.settings import ServerSettings
+
+__all__ = ["GrpcService", "start_grpc_server", "SERVICE_NAME"]
+
+log = logging.getLogger("bertserve.grpc")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class MessageTooLarge(Exception):
+    """A request or response above --grpc-max-message-size (RESOURCE_EXHAUSTED)."""
+
+
+class GrpcService:
+    """The service's methods, each one translation and one engine call."""
+
+    def __init__(self, engine: Engine, settings: ServerSettings) -> None:
+        self.engine = engine
+        self.limit = settings.grpc_max_message_size
+
+    # -- health and metadata ------------------------------------------------------------------
+
+    async def server_live(self, request: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self.engine.live)
+
+    async def server_ready(self, request: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.engine.ready)
+
+    async def model_ready(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self.engine.model_ready(request.name, request.version))
+
+    async def server_metadata(
+        self, request: pb.ServerMetadataRequest
+    ) -> pb.ServerMetadataResponse:
+        return from_json(self.engine.server_metadata(), pb.ServerMetadataResponse)
+
+    async def model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
+        doc = self.engine.model_metadata(request.name, request.version)
+        return from_json(doc, pb.ModelMetadataResponse)
+
+    async def model_config(self, request: pb.ModelConfigRequest) -> pb.ModelConfigResponse:
+        config = self.engine.model_config_proto(request.name, request.version)
+        return pb.ModelConfigResponse(config=config)
+
+    async def model_statistics(
+        self, request: pb.ModelStatisticsRequest
+    ) -> pb.ModelStatisticsResponse:
+        stats = self.engine.statistics(request.name, request.version)
+        return from_json({"model_stats": stats}, pb.ModelStatisticsResponse)
+
+    # -- repository ---------------------------------------------------------------------------
+
+    async def repository_index(
+        self, request: pb.RepositoryIndexRequest
+    ) -> pb.RepositoryIndexResponse:
+        rows = self.engine.repository_index(request.ready)
+        return from_json({"models": rows}, pb.RepositoryIndexResponse)
+
+    async def repository_model_load(
+        self, request: pb.RepositoryModelLoadRequest
+    ) -> pb.RepositoryModelLoadResponse:
+        self.engine.check_control()
+        config = load_config(parameters_to_dict(request.parameters))
+        await self.engine.load(request.model_name, config)
+        return pb.RepositoryModelLoadResponse()
+
+    async def repository_model_unload(
+        self, request: pb.RepositoryModelUnloadRequest
+    ) -> pb.RepositoryModelUnloadResponse:
+        self.engine.check_control()
+        await self.engine.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    # -- inference ----------------------------------------------------------------------------
+
+    async def model_infer(self, raw: bytes) -> bytes:
+        return await self._infer(self._decode(raw))
+
+    async def model_stream_infer(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """Every request runs as soon as it arrives; replies go out as they complete (out of
+        order), each naming its request id. A failed request is an `error_message` reply; the
+        stream stays open."""
+        replies: asyncio.Queue[bytes | None] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(raw: bytes) -> None:
+            replies.put_nowait(await self._stream_reply(raw))
+
+        async def read() -> None:
+            try:
+                async for raw in requests:
+                    task = asyncio.create_task(one(raw))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                while running:
+                    await asyncio.wait(set(running))
+            finally:
+                replies.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (reply := await replies.get()) is not None:
+                yield reply
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+
+    async def _stream_reply(self, raw: bytes) -> bytes:
+        request: InferRequest | None = None
+        try:
+            request = self._decode(raw)
+            return stream_response(await self._infer(request))
+        except (BertserveError, MessageTooLarge) as exc:
+            message = str(exc)
+        except Exception as exc:  # noqa: BLE001 - one bad request must not end the stream
+            log.exception("unhandled error in ModelStreamInfer")
+            message = f"internal error: {exc}"
+        if request is None:
+            return stream_error(message)
+        return stream_error(message, request.id, request.model_name)
+
+    def _decode(self, raw: bytes) -> InferRequest:
+        self._check_size(len(raw), "request")
+        return decode_request(raw)
+
+    async def _infer(self, request: InferRequest) -> bytes:
+        payload = encode_response(await self.engine.infer(request))
+        self._check_size(len(payload), "response")
+        return payload
+
+    def _check_size(self, size: int, what: str) -> None:
+        if size > self.limit:
+            hint = (
+                "send smaller batches" if what == "request" else "ask for fewer outputs or a "
+                "smaller batch"
+            )
+            raise MessageTooLarge(
+                f"the {what} message of {size} bytes exceeds the limit of {self.limit} bytes "
+                f"(--grpc-max-message-size): {hint}, or raise the limit"
+            )
+
+    # -- wiring -------------------------------------------------------------------------------
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        # method name -> (behavior, request type); None = raw bytes both ways (ModelInfer).
+        unary: dict[str, tuple[Callable[[Any], Awaitable[Any]], Any]] = {
+            "ServerLive": (self.server_live, pb.ServerLiveRequest),
+            "ServerReady": (self.server_ready, pb.ServerReadyRequest),
+            "ModelReady": (self.model_ready, pb.ModelReadyRequest),
+            "ServerMetadata": (self.server_metadata, pb.ServerMetadataRequest),
+            "ModelMetadata": (self.model_metadata, pb.ModelMetadataRequest),
+            "ModelConfig": (self.model_config, pb.ModelConfigRequest),
+            "ModelStatistics": (self.model_statistics, pb.ModelStatisticsRequest),
+            "RepositoryIndex": (self.repository_index, pb.RepositoryIndexRequest),
+            "RepositoryModelLoad": (self.repository_model_load, pb.RepositoryModelLoadRequest),
+            "RepositoryModelUnload": (
+                self.repository_model_unload,
+                pb.RepositoryModelUnloadRequest,
+            ),
+            "ModelInfer": (self.model_infer, None),
+        }
+        methods: dict[str, grpc.RpcMethodHandler] = {
+            name: grpc.unary_unary_rpc_method_handler(
+                _translating_errors(method),
+                request_deserializer=None if kind is None else kind.FromString,
+                response_serializer=None if kind is None else _serialize,
+            )
+            for name, (method, kind) in unary.items()
+        }
+        methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+            self.model_stream_infer
+        )
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
+
+
+def _serialize(message: Any) -> bytes:
+    return message.SerializeToString()
+
+
+def _translating_errors(method: Callable[[Any], Awaitable[Any]]) -> Behavior:
+    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(request)
+        except BertserveError as exc:
+            await context.abort(getattr(grpc.StatusCode, grpc_code_name(exc)), str(exc))
+        except MessageTooLarge as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad request must not take the server down
+            log.exception("unhandled error in %s", getattr(method, "__name__", method))
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+
+    return behavior
+
+
+def _options(limit: int) -> list[tuple[str, int]]:
+    # grpc's own size check is a backstop at twice the limit: below it, ours answers with a
+    # message that names the flag.
+    backstop = min(2 * limit, 2**31 - 1)
+    return [
+        ("grpc.max_receive_message_length", backstop),
+        ("grpc.max_send_message_length", backstop),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_time_ms", 7_200_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+
+
+async def start_grpc_server(
+    engine: Engine, settings: ServerSettings
+) -> tuple[grpc.aio.Server, int]:
+    """Bind (port 0 = a free one) and start serving; returns the server and its port."""
+    server = grpc.aio.server(options=_options(settings.grpc_max_message_size))
+    server.add_generic_rpc_handlers((GrpcService(engine, settings).handler(),))
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    address = f"{host}:{settings.grpc_port}"
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise SystemExit(f"cannot bind gRPC to {address}: {exc}") from None
+    await server.start()
+    log.info("gRPC service listening on %s:%d", settings.host, port)
+    return server, port
