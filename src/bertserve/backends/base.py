@@ -51,6 +51,10 @@ class ModelInstance(ABC):
     #: prefers them. None = any size up to max_batch_size.
     batch_buckets: tuple[int, ...] | None = None
 
+    def check_request(self, inputs: Mapping[str, np.ndarray]) -> None:  # noqa: B027
+        """Check one request before it joins a batch (on the event loop: keep it cheap);
+        raise InvalidInput so that a bad request fails alone rather than its whole batch."""
+
     @abstractmethod
     def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """Run one batch; return the requested outputs (first axis = batch when batching)."""

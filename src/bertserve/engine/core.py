@@ -336,6 +336,7 @@ class Engine:
         try:
             feed, batch = served.signature.check_inputs(request)
             outputs = served.signature.check_outputs(request.outputs)
+            served.scheduler.instances[0].check_request(feed)
             future = served.scheduler.submit(feed, outputs, batch, timing, request.timeout_us)
             results = await future
         except BertserveError as exc:
