@@ -7,10 +7,9 @@ split into windows, sent to the QA model named in config.pbtxt through `LoadCont
 (so that model's dynamic batcher merges windows from concurrent pipeline runs), one call per
 sequence-length bucket, and decoded into the best span over each pair's windows.
 
-Bad input fails only its own request when the engine calls `QAPipelineInstance.check_request`
-on each request before queueing it (texts are decoded and checked there, per request); `run`
-checks again, so a batch that reaches it with a bad item fails as a whole with a message
-naming the input and item.
+Bad input fails only its own request: the engine calls `QAPipelineInstance.check_request`
+on each request before it joins a dynamic batch (texts are decoded and checked there); `run`
+checks again, so nothing unchecked is computed when an instance is driven directly.
 
 config.pbtxt parameters (all strings, as Triton's `parameters` are):
   qa_model            the QA model to call (required); qa_model_version ("" = latest)
@@ -18,7 +17,7 @@ config.pbtxt parameters (all strings, as Triton's `parameters` are):
                       newest version folder's tokenizer/tokenizer.json or tokenizer.json
   max_seq_len 384, doc_stride 128 (overlap in tokens), max_query_len 64, max_answer_len 30
   buckets             "64,128,256,384": each QA call is padded to the smallest that fits
-  max_windows_per_call 8 (keep <= the QA model's max_batch_size)
+  max_windows_per_call 4 (keep <= the QA model's max_batch_size)
   allow_impossible    "true" for SQuAD2-style models; null_threshold 0.0
   max_question_bytes 4096, max_context_bytes 65536
   qa_inputs           "input_ids,attention_mask,token_type_ids" (drop token_type_ids for
@@ -44,9 +43,18 @@ from bertserve.qa.windows import Window, Windower, WindowSettings
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2
 
-__all__ = ["PipelineSettings", "QAPipelineBackend", "QAPipelineInstance", "INPUTS", "OUTPUTS"]
+__all__ = [
+    "INPUTS",
+    "NO_TOKENS_ANSWER",
+    "OUTPUTS",
+    "PipelineSettings",
+    "QAPipelineBackend",
+    "QAPipelineInstance",
+    "find_tokenizer",
+    "pipeline_config",
+]
 
-#: name -> (config data type, KServe datatype)
+#: tensor name -> config.pbtxt data type
 INPUTS: dict[str, str] = {"question": "TYPE_STRING", "context": "TYPE_STRING"}
 OUTPUTS: dict[str, str] = {
     "answer": "TYPE_STRING",
@@ -57,6 +65,9 @@ OUTPUTS: dict[str, str] = {
 }
 _ROLES = ("input_ids", "attention_mask", "token_type_ids")
 _DEFAULT_BUCKETS = (64, 128, 256, 384)
+
+#: The answer of a pair whose context holds no token (e.g. only zero-width characters).
+NO_TOKENS_ANSWER = Answer("", 0.0, -1, -1, True)
 
 CallModel = Callable[[str, str, dict[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -98,15 +109,18 @@ class PipelineSettings:
             threshold = float(params.get("null_threshold", 0.0))
         except ValueError:
             raise ConfigError("parameters.null_threshold must be a number") from None
+        allow = params.get("allow_impossible", "false").strip().lower()
+        if allow not in ("true", "false", "1", "0"):
+            raise ConfigError(f"parameters.allow_impossible must be true or false, got '{allow}'")
         spans = SpanSettings(
             max_answer_len=number("max_answer_len", 30),
-            allow_impossible=params.get("allow_impossible", "false").lower() in ("1", "true"),
+            allow_impossible=allow in ("true", "1"),
             null_threshold=threshold,
         )
         if spans.max_answer_len < 1:
             raise ConfigError("parameters.max_answer_len must be at least 1")
         limits = TextLimits(number("max_question_bytes", 4096), number("max_context_bytes", 65536))
-        per_call = number("max_windows_per_call", 8)
+        per_call = number("max_windows_per_call", 4)
         if per_call < 1:
             raise ConfigError("parameters.max_windows_per_call must be at least 1")
         default_buckets = ",".join(str(b) for b in _DEFAULT_BUCKETS if b < windows.max_seq_len)
@@ -171,7 +185,8 @@ class QAPipelineInstance(ModelInstance):
         self.call_model = call_model
 
     def check_request(self, inputs: Mapping[str, np.ndarray]) -> None:
-        """Per-request validation before batching; raises InvalidInput naming the input."""
+        """One request's texts, before it joins a batch; raises InvalidInput naming the input
+        and item. Cheap enough for the event loop: the byte limits bound the decoding."""
         decode_pairs(inputs, self.settings.limits)
 
     def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
@@ -201,6 +216,8 @@ class QAPipelineInstance(ModelInstance):
                 [ends[i] for i in by_item[item]],
                 self.settings.spans,
             )
+            if item in by_item
+            else NO_TOKENS_ANSWER
             for item in range(len(questions))
         ]
 
@@ -276,3 +293,27 @@ class QAPipelineBackend(Backend):
             )
         windower = Windower.from_file(find_tokenizer(settings, model_path), settings.windows)
         return QAPipelineInstance(settings, windower, context.call_model)
+
+
+def pipeline_config(
+    name: str,
+    qa_model: str,
+    parameters: Mapping[str, str] | None = None,
+    max_batch_size: int = 8,
+    instances: int = 2,
+    max_queue_delay_us: int = 2000,
+) -> model_config_pb2.ModelConfig:
+    """A QA pipeline's config.pbtxt (write it with text_format) calling `qa_model`.
+
+    Several instances let concurrent requests tokenize in parallel and reach the QA model's
+    dynamic batcher together."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    config = pb.ModelConfig(name=name, backend=QAPipelineBackend.name)
+    config.max_batch_size = max_batch_size
+    config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
+    config.instance_group.add(count=instances, kind=pb.ModelInstanceGroup.KIND_CPU)
+    for key, value in {"qa_model": qa_model, **(parameters or {})}.items():
+        config.parameters[key].string_value = value
+    PipelineSettings.from_config(config)  # refuse bad parameters now, not at load
+    return config

@@ -37,6 +37,7 @@ class EncoderConfig:
     """The architecture, read from a Hugging Face config.json."""
 
     kind: str  # "bert" | "distilbert"
+    vocab: int
     hidden: int
     heads: int
     layers: int
@@ -54,6 +55,7 @@ class EncoderConfig:
         if model_type == "distilbert":
             return cls(
                 kind="distilbert",
+                vocab=int(cfg["vocab_size"]),
                 hidden=int(cfg["dim"]),
                 heads=int(cfg["n_heads"]),
                 layers=int(cfg["n_layers"]),
@@ -69,6 +71,7 @@ class EncoderConfig:
             )
         return cls(
             kind="bert",
+            vocab=int(cfg["vocab_size"]),
             hidden=int(cfg["hidden_size"]),
             heads=int(cfg["num_attention_heads"]),
             layers=int(cfg["num_hidden_layers"]),
@@ -102,9 +105,7 @@ class EncoderOptions:
             ("attention", self.attention, ATTENTION_BACKENDS),
         ):
             if value not in allowed:
-                raise ConfigError(
-                    f"parameter {name} '{value}' is not one of {', '.join(allowed)}"
-                )
+                raise ConfigError(f"parameter {name} '{value}' is not one of {', '.join(allowed)}")
 
     @property
     def activation_dtype(self) -> torch.dtype:
@@ -196,7 +197,8 @@ class QAEncoder:
             if fp8:
                 assert layer.ffn1.qweight_t is not None and layer.ffn1.wscale is not None
                 pre = self._scaled_mm(xq, xs, layer.ffn1, None)
-                gq, gs = bias_gelu_quant(pre, layer.ffn1.bias, use_triton=tri)
+                approx = "tanh" if opt.gelu == "tanh" else "none"
+                gq, gs = bias_gelu_quant(pre, layer.ffn1.bias, approximate=approx, use_triton=tri)
                 o = self._linear(layer.ffn2, None, gq, gs, "ffn2")
             else:
                 g = self._linear_gelu(layer.ffn1, x)
@@ -251,6 +253,7 @@ class QAEncoder:
 
         dtype = self.options.activation_dtype
         fast = self.options.fp8_fast_accum
+        assert lin.qweight_t is not None and lin.wscale is not None
         if bias is not None and self._bias_ok.get(name, True):
             try:
                 return torch._scaled_mm(
@@ -259,7 +262,9 @@ class QAEncoder:
                 )  # fmt: skip
             except RuntimeError:
                 self._bias_ok[name] = False
-        y = torch._scaled_mm(xq, lin.qweight_t, xs, lin.wscale, out_dtype=dtype, use_fast_accum=fast)
+        y = torch._scaled_mm(
+            xq, lin.qweight_t, xs, lin.wscale, out_dtype=dtype, use_fast_accum=fast
+        )
         return y if bias is None else y + bias
 
     def _linear_gelu(self, lin: _Linear, x: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ config.pbtxt parameters (all optional, string values):
 | attention | auto | SDPA kernel for unmasked batches: auto, flash, cudnn, efficient, math |
 | gelu | erf | erf, or tanh (bias+GELU in the GEMM epilogue) |
 | fused_layernorm | true | Triton residual-add + LayerNorm kernel on CUDA |
+| fp8_fast_accum | true | FP8 GEMMs accumulate in the tensor cores' fast (less exact) mode |
 
 Inputs `input_ids`, `attention_mask`, `token_type_ids` (INT64, [-1]; DistilBERT has no
 token_type_ids); outputs `start_logits`, `end_logits` (FP32, [-1]).
@@ -37,7 +38,6 @@ from bertserve.backends.torch_encoder import EncoderOptions, QAEncoder, load_enc
 from bertserve.errors import ConfigError, InvalidInput
 
 if TYPE_CHECKING:
-    import torch
     from tritonclient.grpc import model_config_pb2
 
 __all__ = [
@@ -134,6 +134,7 @@ class EngineSettings:
             gelu=params.get("gelu", "erf"),
             attention=params.get("attention", "auto"),
             fused_layernorm=_parse_bool(params.get("fused_layernorm", "true"), "fused_layernorm"),
+            fp8_fast_accum=_parse_bool(params.get("fp8_fast_accum", "true"), "fp8_fast_accum"),
         )
         if "batch_buckets" in params:
             batch = _parse_ints(params["batch_buckets"], "batch_buckets")
@@ -200,22 +201,37 @@ class TorchBackend(Backend):
 
 
 # ---- shared weights ------------------------------------------------------------------------
+_WeightsKey = tuple[str, str, EncoderOptions]
 _weights_lock = threading.Lock()
-_weights: dict[tuple[str, str, EncoderOptions], QAEncoder] = {}
+#: key -> [encoder, number of live instances using it]
+_weights: dict[_WeightsKey, list[Any]] = {}
 
 
-def _shared_encoder(
+def _acquire_encoder(
     version_dir: Path, filename: str, options: EncoderOptions, device: str
-) -> QAEncoder:
+) -> tuple[_WeightsKey, QAEncoder]:
     """Instances of one model on one device share one copy of the weights."""
     key = (str((version_dir / filename).resolve()), device, options)
     with _weights_lock:
         if key not in _weights:
-            _weights[key] = load_encoder(version_dir, filename, options, device)
-        return _weights[key]
+            _weights[key] = [load_encoder(version_dir, filename, options, device), 0]
+        _weights[key][1] += 1
+        return key, _weights[key][0]
+
+
+def _release_encoder(key: _WeightsKey) -> None:
+    with _weights_lock:
+        entry = _weights.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del _weights[key]
 
 
 # ---- instance ------------------------------------------------------------------------------
+_capture_lock = threading.Lock()
+
+
 class _Profile:
     """One (batch, seq) bucket: static device buffers, pinned host staging, two graphs."""
 
@@ -255,7 +271,11 @@ class _Profile:
                     self.compute(dense)
             self.stream.synchronize()
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool, stream=self.stream):
+            # thread_local: other threads keep serving (allocating, synchronizing) while this
+            # one captures; the default "global" mode would fail their calls or this capture.
+            with torch.cuda.graph(
+                graph, pool=pool, stream=self.stream, capture_error_mode="thread_local"
+            ):
                 self.compute(dense)
             self.graphs[dense] = graph
         self.stream.synchronize()
@@ -267,9 +287,7 @@ class _Profile:
         else:
             self.compute(dense)
 
-    def run(
-        self, ids: np.ndarray, mask: np.ndarray | None, types: np.ndarray | None
-    ) -> np.ndarray:
+    def run(self, ids: np.ndarray, mask: np.ndarray | None, types: np.ndarray | None) -> np.ndarray:
         """Pad (n, L) inputs into this profile, run, return (2, n, L) float32 logits."""
         n, length = ids.shape
         h = self.host_in_np
@@ -312,11 +330,16 @@ class TorchInstance(ModelInstance):
             )
         self.settings = settings
         self.device = device
-        self.torch_device = torch.device(str(device) if device.kind == "gpu" else "cpu")
-        self.encoder = _shared_encoder(
+        self.torch_device = (
+            torch.device("cuda", device.gpu_id or 0)
+            if device.kind == "gpu"
+            else torch.device("cpu")
+        )
+        self._weights_key: _WeightsKey | None
+        self._weights_key, self.encoder = _acquire_encoder(
             version_dir, filename, settings.encoder, str(self.torch_device)
         )
-        self.batch_buckets = settings.batch_buckets
+        self.batch_buckets: tuple[int, ...] = settings.batch_buckets
         self.seq_buckets = settings.seq_buckets
         self._lock = threading.Lock()
         self.stream: Any = None
@@ -328,13 +351,18 @@ class TorchInstance(ModelInstance):
             ctx = _nullcontext()
         with ctx, torch.inference_mode():
             self.profiles = {
-                (b, s): _Profile(self, b, s) for b in settings.batch_buckets for s in settings.seq_buckets
+                (b, s): _Profile(self, b, s)
+                for b in settings.batch_buckets
+                for s in settings.seq_buckets
             }
+            self.profiles_built = tuple(self.profiles)
             if settings.cuda_graphs:
                 pool = torch.cuda.graph_pool_handle()
-                # Largest first: later (smaller) captures reuse the pool's blocks.
-                for key in sorted(self.profiles, key=lambda k: k[0] * k[1], reverse=True):
-                    self.profiles[key].capture(pool)
+                # Largest first: later (smaller) captures reuse the pool's blocks. One capture
+                # at a time in the process (models load on several threads).
+                with _capture_lock:
+                    for key in sorted(self.profiles, key=lambda k: k[0] * k[1], reverse=True):
+                        self.profiles[key].capture(pool)
 
     def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         import torch
@@ -349,11 +377,18 @@ class TorchInstance(ModelInstance):
                 f"input '{INPUT_IDS}' has {length} tokens and this model's longest profile "
                 f"holds {self.seq_buckets[-1]}: split the text into windows of at most that"
             )
+        # An out-of-range index on the GPU is a device-side assert that kills the CUDA
+        # context for every model on it: refuse it here instead.
+        _check_range(ids, INPUT_IDS, self.encoder.config.vocab)
+        if types is not None:
+            _check_range(types, TOKEN_TYPE_IDS, max(1, self.encoder.config.type_vocab))
         seq = pick_bucket(length, self.seq_buckets)
         logits = np.empty((2, n, length), dtype=np.float32)
-        ctx: Any = torch.cuda.device(self.torch_device) if self.stream is not None else _nullcontext()
+        ctx: Any = (
+            torch.cuda.device(self.torch_device) if self.stream is not None else _nullcontext()
+        )
         with self._lock, ctx, torch.inference_mode():
-            for start, stop, bucket in plan_chunks(n, self.batch_buckets):
+            for start, stop, bucket in plan_chunks(n, self.settings.batch_buckets):
                 part = self.profiles[(bucket, seq)].run(
                     ids[start:stop],
                     None if mask is None else mask[start:stop],
@@ -364,7 +399,12 @@ class TorchInstance(ModelInstance):
         return {name: named[name] for name in outputs if name in named}
 
     def close(self) -> None:
-        self.profiles.clear()
+        """Drop graphs and buffers; the weights go with the model's last instance."""
+        with self._lock:
+            self.profiles.clear()
+            if self._weights_key is not None:
+                _release_encoder(self._weights_key)
+                self._weights_key = None
 
 
 def _as_2d(
@@ -384,6 +424,13 @@ def _as_2d(
             f"input '{name}' has shape {list(arr.shape)} but {INPUT_IDS} has {list(like.shape)}"
         )
     return arr
+
+
+def _check_range(arr: np.ndarray, name: str, limit: int) -> None:
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= limit):
+        raise InvalidInput(
+            f"input '{name}' holds ids outside [0, {limit}): tokenize with this model's vocabulary"
+        )
 
 
 class _nullcontext:

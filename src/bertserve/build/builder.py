@@ -19,10 +19,12 @@ build_report.json afterwards.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import platform
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,9 +66,13 @@ class BuildOptions:
     seed: int = 0
 
     def overrides(self) -> Overrides:
-        return Overrides(seq_len=self.seq_len, precision=self.precision,
-                         max_batch_size=self.max_batch_size, instances=self.instances,
-                         only=tuple(self.only))
+        return Overrides(
+            seq_len=self.seq_len,
+            precision=self.precision,
+            max_batch_size=self.max_batch_size,
+            instances=self.instances,
+            only=tuple(self.only),
+        )
 
 
 def default_weights(preset: str) -> str:
@@ -129,8 +135,9 @@ def build(preset: str, output: Path, options: BuildOptions) -> BuildOutcome:
 class _ArchitectureBuild:
     """Shared work for all variants of one checkpoint: export, fusion, reference logits."""
 
-    def __init__(self, checkpoint: Checkpoint, staging: Staging, preset: str,
-                 gpu_writer: GpuWriter | None) -> None:
+    def __init__(
+        self, checkpoint: Checkpoint, staging: Staging, preset: str, gpu_writer: GpuWriter | None
+    ) -> None:
         self.checkpoint = checkpoint
         self.staging = staging
         self.preset = preset
@@ -148,7 +155,9 @@ class _ArchitectureBuild:
             raw = self.staging.scratch / f"{key}.onnx"
             export_onnx(self.checkpoint.model, self.checkpoint.input_names, raw)
             fused = self.staging.scratch / f"{key}.fused.onnx"
-            self.fused_operators = fuse(raw, fused, self.checkpoint.architecture)
+            self.fused_operators = fuse(
+                raw, fused, self.checkpoint.num_heads, self.checkpoint.hidden_size
+            )
             raw.unlink()
             self._fused = fused
         return self._fused
@@ -162,8 +171,10 @@ class _ArchitectureBuild:
     def build(self, v: Variant) -> VariantOutcome:
         cp = self.checkpoint
         if v.seq_len > cp.max_positions:
-            raise BuildError(f"--seq-len {v.seq_len} exceeds the {cp.max_positions} positions "
-                             f"of {cp.architecture.key}: use at most {cp.max_positions}.")
+            raise BuildError(
+                f"--seq-len {v.seq_len} exceeds the {cp.max_positions} positions "
+                f"of {cp.architecture.key}: use at most {cp.max_positions}."
+            )
         model_dir = self.staging.model_dir(v.name)
         version_dir = model_dir / "1"
         tokenizer_dir = version_dir / TOKENIZER_DIR
@@ -172,17 +183,26 @@ class _ArchitectureBuild:
         report: dict[str, Any] = _report_header(v, cp, self.preset)
         if v.device == "cpu":
             model_path = version_dir / "model.onnx"
-            self._write_cpu_model(v.precision, model_path)
+            with _step(v.name, f"writing the {v.precision} ONNX model"):
+                self._write_cpu_model(v.precision, model_path)
             inputs, reference = self.reference(v.seq_len, tokenizer_dir)
-            parity = measure_parity(reference, run_onnx(model_path, inputs), inputs,
-                                    v.precision, check_agreement=cp.weights != "random")
+            with _step(v.name, "running the accuracy check"):
+                candidate = run_onnx(model_path, inputs)
+            parity = measure_parity(
+                reference,
+                candidate,
+                inputs,
+                v.precision,
+                check_agreement=cp.weights != "random",
+            )
             report["parity"] = parity.as_dict()
             report["fused_operators"] = self.fused_operators
             report["model_bytes"] = model_path.stat().st_size
             passed = parity.passed
         else:
             assert self.gpu_writer is not None
-            report.update(self.gpu_writer(v, cp.model, config, version_dir))
+            with _step(v.name, "running bertserve.build.gpu_variant.write_gpu_variant"):
+                report.update(self.gpu_writer(v, cp.model, config, version_dir))
             passed = bool(report.get("parity", {}).get("passed", True))
         write_model_config(config, model_dir)
         write_report(report, version_dir)
@@ -207,10 +227,33 @@ class _ArchitectureBuild:
             to_fp16(fused, path)
 
 
-def _outcome(v: Variant, status: str, reason: str,
-             report: dict[str, Any] | None = None) -> VariantOutcome:
-    return VariantOutcome(v.name, v.device, v.precision, v.seq_len, status, reason,
-                          report=report or {})
+@contextmanager
+def _step(name: str, what: str) -> Iterator[None]:
+    """Turn a library failure into a BuildError naming the model and the step; a full disk
+    passes through to Staging, which reports it."""
+    try:
+        yield
+    except BuildError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise
+        raise BuildError(f"{name}: {what} failed ({exc}); the repository is unchanged.") from exc
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise BuildError(
+            f"{name}: {what} failed ({type(exc).__name__}: {first}); the repository is "
+            "unchanged. Check that the checkpoint is a standard BERT/DistilBERT QA model, or "
+            "build another precision with --precision."
+        ) from exc
+
+
+def _outcome(
+    v: Variant, status: str, reason: str, report: dict[str, Any] | None = None
+) -> VariantOutcome:
+    return VariantOutcome(
+        v.name, v.device, v.precision, v.seq_len, status, reason, report=report or {}
+    )
 
 
 def _parameters(v: Variant, cp: Checkpoint) -> dict[str, str]:

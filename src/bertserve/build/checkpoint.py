@@ -3,13 +3,16 @@ random initialisation of the exact architecture.
 
 Every loader returns a `Checkpoint`: an eval-mode transformers QA model using eager attention
 (ONNX Runtime's optimizer recognises the attention subgraph the TorchScript exporter writes
-for it) and a way to write the matching tokenizer files.
+for it) and a way to write the matching tokenizer files. Random weights take the real
+tokenizer when the Hub checkpoint is already in the local Hugging Face cache, else a generated
+cased WordPiece vocabulary of the right size (see bertserve.build.vocabulary).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +50,22 @@ class Checkpoint:
     input_names: tuple[str, ...]
 
     @property
+    def config(self) -> Any:
+        """The transformers config (BertConfig or DistilBertConfig)."""
+        return self.model.config
+
+    @property
     def max_positions(self) -> int:
-        return int(self.model.config.max_position_embeddings)
+        return int(self.config.max_position_embeddings)
+
+    @property
+    def num_heads(self) -> int:
+        # DistilBertConfig maps these names onto n_heads / dim.
+        return int(self.config.num_attention_heads)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
 
 
 def parse_weights(value: str) -> WeightsSource:
@@ -89,8 +106,8 @@ def _config_class(model_type: str) -> Any:
 def _model_class(model_type: str) -> Any:
     from transformers import BertForQuestionAnswering, DistilBertForQuestionAnswering
 
-    return DistilBertForQuestionAnswering if model_type == "distilbert" else (
-        BertForQuestionAnswering
+    return (
+        DistilBertForQuestionAnswering if model_type == "distilbert" else BertForQuestionAnswering
     )
 
 
@@ -103,15 +120,39 @@ def _random(arch: Architecture, seed: int) -> Checkpoint:
         torch.manual_seed(seed)
         model = _model_class(arch.model_type)(config).eval()
     max_len = int(config.max_position_embeddings)
+    cached = _cached_tokenizer(arch)
+    write_tokenizer: Callable[[Path], None] = (
+        partial(_save_tokenizer, cached)
+        if cached is not None
+        else partial(
+            write_generated_tokenizer, vocab_size=arch.vocab_size, model_max_length=max_len
+        )
+    )
     return Checkpoint(
         architecture=arch,
         model=model,
         weights="random",
         source=f"seed={seed}",
-        write_tokenizer=lambda folder: write_generated_tokenizer(folder, arch.vocab_size, max_len),
-        generated_tokenizer=True,
+        write_tokenizer=write_tokenizer,
+        generated_tokenizer=cached is None,
         input_names=_input_names(arch.model_type),
     )
+
+
+def _cached_tokenizer(arch: Architecture) -> Any | None:
+    """The real tokenizer when the Hub checkpoint's files are already in the local cache (no
+    network access: random-weight builds stay fast and work offline)."""
+    if arch.hub_id is None:
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(
+            arch.hub_id, allow_patterns=["*.json", "*.txt"], local_files_only=True
+        )
+        return _load_tokenizer(Path(folder))
+    except Exception:  # not cached (or unreadable): fall back to the generated vocabulary
+        return None
 
 
 def _download(arch: Architecture) -> Path:
@@ -121,9 +162,14 @@ def _download(arch: Architecture) -> Path:
         )
     from huggingface_hub import snapshot_download
 
-    patterns = ["*.json", "*.txt", "*.safetensors", "*.model"]
+    # Config, tokenizer and safetensors weights only (no TF/Flax/ONNX copies); older repos
+    # that publish only pytorch_model.bin get that in a second, cache-aware call.
+    patterns = ["*.json", "*.txt", "*.safetensors"]
     try:
-        return Path(snapshot_download(arch.hub_id, allow_patterns=patterns))
+        folder = Path(snapshot_download(arch.hub_id, allow_patterns=patterns))
+        if not any(folder.glob("*.safetensors")):
+            folder = Path(snapshot_download(arch.hub_id, allow_patterns=[*patterns, "*.bin"]))
+        return folder
     except Exception as exc:  # offline, DNS, HTTP, or missing from the cache
         raise BuildError(
             f"Could not fetch {arch.hub_id} from the Hugging Face Hub ({type(exc).__name__}); "
@@ -174,7 +220,7 @@ def _from_folder(arch: Architecture, folder: Path, weights: str, source: str) ->
         model=model,
         weights=weights,
         source=source,
-        write_tokenizer=lambda out: _save_tokenizer(tokenizer, out),
+        write_tokenizer=partial(_save_tokenizer, tokenizer),
         generated_tokenizer=False,
         input_names=_input_names(arch.model_type),
     )

@@ -22,8 +22,9 @@ OUTPUT_NAMES: tuple[str, str] = ("start_logits", "end_logits")
 OPSET = 17
 
 
-def export_onnx(model: torch.nn.Module, input_names: tuple[str, ...], path: Path,
-                seq_len: int = 16) -> None:
+def export_onnx(
+    model: torch.nn.Module, input_names: tuple[str, ...], path: Path, seq_len: int = 16
+) -> None:
     """Write `model` (eval mode) to `path`; inputs INT64 [batch, sequence]."""
     import torch
 

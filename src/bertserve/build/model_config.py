@@ -35,8 +35,11 @@ def model_config(variant: Variant, parameters: Mapping[str, str]) -> model_confi
     config.dynamic_batching.max_queue_delay_microseconds = batching.max_queue_delay_us
     group = config.instance_group.add()
     group.count = batching.instances
-    group.kind = (pb.ModelInstanceGroup.KIND_CPU if variant.device == "cpu"
-                  else pb.ModelInstanceGroup.KIND_GPU)
+    group.kind = (
+        pb.ModelInstanceGroup.KIND_CPU
+        if variant.device == "cpu"
+        else pb.ModelInstanceGroup.KIND_GPU
+    )
     for key, value in parameters.items():
         config.parameters[key].string_value = value
     return config

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-
-from bertserve.build.presets import Architecture
 
 __all__ = ["fuse", "quantize_int8", "to_fp16"]
 
 
-def fuse(src: Path, dst: Path, arch: Architecture) -> dict[str, int]:
+def fuse(src: Path, dst: Path, num_heads: int, hidden_size: int) -> dict[str, int]:
     """Fuse attention, embedding/skip layer norms and GELU with
     `onnxruntime.transformers.optimizer`; return the non-zero fused-operator counts."""
     from onnxruntime.transformers import optimizer
 
     with _quiet():
         model = optimizer.optimize_model(
-            str(src), model_type="bert", num_heads=arch.num_heads,
-            hidden_size=arch.hidden_size, opt_level=0, use_gpu=False,
+            str(src),
+            model_type="bert",
+            num_heads=num_heads,
+            hidden_size=hidden_size,
+            opt_level=0,
+            use_gpu=False,
         )
         model.save_model_to_file(str(dst))
     stats = model.get_fused_operator_statistics()
@@ -46,21 +50,22 @@ def quantize_int8(src: Path, dst: Path) -> None:
     with _quiet():
         # Fused com.microsoft operators defeat shape inference; their outputs are float.
         quantize_dynamic(
-            str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False,
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=False,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
 
 
-class _quiet:
+@contextmanager
+def _quiet() -> Iterator[None]:
     """Silence the optimizer's and quantizer's progress logging and deprecation noise."""
-
-    def __enter__(self) -> None:
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
+    level = logging.root.manager.disable
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        self._level = logging.root.manager.disable
         logging.disable(logging.WARNING)
-
-    def __exit__(self, *exc: object) -> None:
-        logging.disable(self._level)
-        self._warnings.__exit__(*exc)
+        try:
+            yield
+        finally:
+            logging.disable(level)

@@ -61,8 +61,10 @@ class BuildOutcome:
                 f"{v.status}{': ' + v.reason if v.reason else ''}"
             )
         if self.weights == "random":
-            lines.append("weights are random (seeded): same compute cost, meaningless answers; "
-                         "agreement is reported but not enforced.")
+            lines.append(
+                "weights are random (seeded): same compute cost, meaningless answers; "
+                "agreement is reported but not enforced."
+            )
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
@@ -71,9 +73,16 @@ class BuildOutcome:
             "repository": str(self.repository),
             "weights": self.weights,
             "variants": [
-                {"name": v.name, "device": v.device, "precision": v.precision,
-                 "seq_len": v.seq_len, "status": v.status, "reason": v.reason,
-                 "path": str(v.path) if v.path else None, "report": v.report}
+                {
+                    "name": v.name,
+                    "device": v.device,
+                    "precision": v.precision,
+                    "seq_len": v.seq_len,
+                    "status": v.status,
+                    "reason": v.reason,
+                    "path": str(v.path) if v.path else None,
+                    "report": v.report,
+                }
                 for v in self.variants
             ],
         }

@@ -49,8 +49,8 @@ class Tolerance:
 
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_relative_error=1e-3, min_agreement=0.99),
-    "fp16": Tolerance(max_relative_error=2e-2, min_agreement=0.9),
-    "int8": Tolerance(max_relative_error=0.25, min_agreement=0.8),
+    "fp16": Tolerance(max_relative_error=1e-2, min_agreement=0.9),
+    "int8": Tolerance(max_relative_error=0.15, min_agreement=0.8),
 }
 
 
@@ -95,8 +95,13 @@ def parity_inputs(tokenizer_dir: Path, input_names: tuple[str, ...], seq_len: in
     questions = [q for q, _ in QA_PAIRS]
     contexts = [c for _, c in QA_PAIRS]
     encoded = tokenizer(
-        questions, contexts, padding="max_length", truncation="only_second",
-        max_length=seq_len, return_tensors="np", return_token_type_ids=True,
+        questions,
+        contexts,
+        padding="max_length",
+        truncation="only_second",
+        max_length=seq_len,
+        return_tensors="np",
+        return_token_type_ids=True,
     )
     return ParityInputs({name: np.asarray(encoded[name], dtype=np.int64) for name in input_names})
 
@@ -118,11 +123,18 @@ def run_onnx(model_path: Path, inputs: ParityInputs) -> dict[str, np.ndarray]:
     feed_names = {i.name for i in session.get_inputs()}
     feed = {k: v for k, v in inputs.arrays.items() if k in feed_names}
     outputs = session.run(list(OUTPUT_NAMES), feed)
-    return {name: np.asarray(o, dtype=np.float32) for name, o in zip(OUTPUT_NAMES, outputs)}
+    return {
+        name: np.asarray(o, dtype=np.float32) for name, o in zip(OUTPUT_NAMES, outputs, strict=True)
+    }
 
 
-def measure_parity(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
-                   inputs: ParityInputs, precision: str, check_agreement: bool) -> Parity:
+def measure_parity(
+    reference: dict[str, np.ndarray],
+    candidate: dict[str, np.ndarray],
+    inputs: ParityInputs,
+    precision: str,
+    check_agreement: bool,
+) -> Parity:
     mask = inputs.mask
     tol = TOLERANCES[precision]
     errors, spread, agree = [], 0.0, []
@@ -155,8 +167,10 @@ def measure_parity(reference: dict[str, np.ndarray], candidate: dict[str, np.nda
         start_agreement=agree[0],
         end_agreement=agree[1],
         agreement=agreement,
-        tolerance={"max_relative_error": tol.max_relative_error,
-                   "min_agreement": tol.min_agreement},
+        tolerance={
+            "max_relative_error": tol.max_relative_error,
+            "min_agreement": tol.min_agreement,
+        },
         agreement_checked=check_agreement,
         passed=passed,
     )
@@ -167,11 +181,12 @@ def check_parity(name: str, parity: Parity) -> None:
     if parity.passed:
         return
     tol = parity.tolerance
+    limit = f" (limit {tol['min_agreement']:.0%})" if parity.agreement_checked else ""
     raise ParityError(
         f"Variant {name} fails its accuracy check: max abs logit error {parity.max_abs_error:.4g}"
         f" ({parity.max_relative_error:.3g} of the logit spread, limit "
         f"{tol['max_relative_error']:.3g}), argmax agreement {parity.agreement:.1%}"
-        f"{' (limit ' + format(tol['min_agreement'], '.0%') + ')' if parity.agreement_checked else ''}"
+        f"{limit}"
         "; the repository was left unchanged: build a higher precision (--precision fp32) "
         "or drop the variant with --only."
     )

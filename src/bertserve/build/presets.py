@@ -9,7 +9,7 @@ model a variant stands in for (the fp32 export: it is what the TensorFlow model 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from bertserve.build.errors import BuildError
@@ -44,10 +44,6 @@ class Architecture:
     @property
     def vocab_size(self) -> int:
         return int(self.config["vocab_size"])
-
-    @property
-    def num_heads(self) -> int:
-        return int(self.config.get("num_attention_heads", self.config.get("n_heads", 0)))
 
     @property
     def hidden_size(self) -> int:
@@ -131,7 +127,6 @@ class Variant:
     gpu_runtime: str | None = None
     #: The reference repository's model this one stands in for, if any.
     replaces: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,16 +140,21 @@ class Overrides:
     only: tuple[str, ...] = ()
 
 
-_CPU_BASE = Batching(max_batch_size=4, preferred_batch_sizes=(1,), max_queue_delay_us=2_000_000,
-                     instances=2)
-_CPU_DISTILL = Batching(max_batch_size=4, preferred_batch_sizes=(1,), max_queue_delay_us=0,
-                        instances=2)
-_GPU_384 = Batching(max_batch_size=4, preferred_batch_sizes=(4,), max_queue_delay_us=200_000,
-                    instances=2)
-_GPU_128 = Batching(max_batch_size=8, preferred_batch_sizes=(8,), max_queue_delay_us=200_000,
-                    instances=2)
-_TINY = Batching(max_batch_size=8, preferred_batch_sizes=(4, 8), max_queue_delay_us=2_000,
-                 instances=1)
+_CPU_BASE = Batching(
+    max_batch_size=4, preferred_batch_sizes=(1,), max_queue_delay_us=2_000_000, instances=2
+)
+_CPU_DISTILL = Batching(
+    max_batch_size=4, preferred_batch_sizes=(1,), max_queue_delay_us=0, instances=2
+)
+_GPU_384 = Batching(
+    max_batch_size=4, preferred_batch_sizes=(4,), max_queue_delay_us=200_000, instances=2
+)
+_GPU_128 = Batching(
+    max_batch_size=8, preferred_batch_sizes=(8,), max_queue_delay_us=200_000, instances=2
+)
+_TINY = Batching(
+    max_batch_size=8, preferred_batch_sizes=(4, 8), max_queue_delay_us=2_000, instances=1
+)
 
 
 def _cpu_pair(arch: Architecture, batching: Batching, replaces: str) -> list[Variant]:
@@ -166,16 +166,48 @@ def _cpu_pair(arch: Architecture, batching: Batching, replaces: str) -> list[Var
 def _gpu_variants(arch: Architecture) -> list[Variant]:
     if arch.key == "bert-base":
         return [
-            Variant("bert_base_onnx_gpu", arch, "gpu", "fp16", 384, _GPU_384, gpu_runtime="onnx",
-                    replaces="bert_base_tf_gpu"),
-            Variant("bert_base_trt_gpu", arch, "gpu", "fp16", 384, _GPU_384, gpu_runtime="trt",
-                    replaces="bert_base_trt_gpu"),
-            Variant("bert_base_trt_gpu_seqlen128", arch, "gpu", "fp16", 128, _GPU_128,
-                    gpu_runtime="trt", replaces="bert_base_trt_gpu_seqlen128"),
+            Variant(
+                "bert_base_onnx_gpu",
+                arch,
+                "gpu",
+                "fp16",
+                384,
+                _GPU_384,
+                gpu_runtime="onnx",
+                replaces="bert_base_tf_gpu",
+            ),
+            Variant(
+                "bert_base_trt_gpu",
+                arch,
+                "gpu",
+                "fp16",
+                384,
+                _GPU_384,
+                gpu_runtime="trt",
+                replaces="bert_base_trt_gpu",
+            ),
+            Variant(
+                "bert_base_trt_gpu_seqlen128",
+                arch,
+                "gpu",
+                "fp16",
+                128,
+                _GPU_128,
+                gpu_runtime="trt",
+                replaces="bert_base_trt_gpu_seqlen128",
+            ),
         ]
     return [
-        Variant("bert_distill_onnx_gpu", arch, "gpu", "fp16", 384, _GPU_384, gpu_runtime="onnx",
-                replaces="bert_distill_tf_gpu"),
+        Variant(
+            "bert_distill_onnx_gpu",
+            arch,
+            "gpu",
+            "fp16",
+            384,
+            _GPU_384,
+            gpu_runtime="onnx",
+            replaces="bert_distill_tf_gpu",
+        ),
     ]
 
 
@@ -209,9 +241,7 @@ def _renamed(variant: Variant, precision: Precision) -> str:
 def resolve_preset(preset: str, overrides: Overrides | None = None) -> list[Variant]:
     """The variants a preset builds after overrides; raise BuildError on unknown names."""
     if preset not in PRESETS:
-        raise BuildError(
-            f"Unknown preset {preset!r}: choose one of {', '.join(sorted(PRESETS))}."
-        )
+        raise BuildError(f"Unknown preset {preset!r}: choose one of {', '.join(sorted(PRESETS))}.")
     o = overrides or Overrides()
     variants = list(PRESETS[preset])
     if o.precision is not None:
@@ -225,8 +255,14 @@ def resolve_preset(preset: str, overrides: Overrides | None = None) -> list[Vari
         for v in variants:
             if v.device == "cpu" and v.architecture.key not in seen:
                 seen.add(v.architecture.key)
-                cpu.append(replace(v, precision=o.precision, name=_renamed(v, o.precision),
-                                   replaces=v.replaces if o.precision == "fp32" else None))
+                cpu.append(
+                    replace(
+                        v,
+                        precision=o.precision,
+                        name=_renamed(v, o.precision),
+                        replaces=v.replaces if o.precision == "fp32" else None,
+                    )
+                )
         variants = cpu + [v for v in variants if v.device == "gpu"]
     if o.seq_len is not None:
         if not 8 <= o.seq_len <= 512:

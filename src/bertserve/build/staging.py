@@ -47,8 +47,10 @@ class Staging:
             repository.mkdir(parents=True, exist_ok=True)
             self.root = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=repository))
         except OSError as exc:
-            raise BuildError(f"Cannot write to {repository} ({exc.strerror}): "
-                             "check permissions or choose another --output.") from exc
+            raise BuildError(
+                f"Cannot write to {repository} ({exc.strerror}): "
+                "check permissions or choose another --output."
+            ) from exc
         self.scratch = self.root / ".work"
         self.scratch.mkdir()
         self._committed = False
@@ -75,8 +77,10 @@ class Staging:
                 shutil.rmtree(target, ignore_errors=True)
             for old, target in replaced:
                 os.replace(old, target)
-            raise BuildError(f"Could not move the built models into {self.repository} "
-                             f"({exc.strerror}); the repository is unchanged.") from exc
+            raise BuildError(
+                f"Could not move the built models into {self.repository} "
+                f"({exc.strerror}); the repository is unchanged."
+            ) from exc
         self._committed = True
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -88,8 +92,12 @@ class Staging:
     def __enter__(self) -> Staging:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if not self._committed:
             self.discard()
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:

@@ -42,8 +42,11 @@ def generated_vocabulary(vocab_size: int) -> list[str]:
     trainer_tok.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
     trainer_tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=1, show_progress=False,
-        initial_alphabet=alphabet, continuing_subword_prefix="##",
+        vocab_size=vocab_size,
+        min_frequency=1,
+        show_progress=False,
+        initial_alphabet=alphabet,
+        continuing_subword_prefix="##",
     )
     texts = [text for pair in QA_PAIRS for text in pair]
     trainer_tok.train_from_iterator(texts, trainer=trainer)
@@ -60,13 +63,17 @@ def generated_vocabulary(vocab_size: int) -> list[str]:
 
 def write_generated_tokenizer(folder: Path, vocab_size: int, model_max_length: int) -> None:
     """Write a transformers-loadable cased BERT tokenizer (tokenizer.json, vocab.txt, ...)."""
-    from transformers import BertTokenizerFast
+    import transformers
 
+    # transformers 5 folds the fast class into BertTokenizer; 4.x names it BertTokenizerFast.
+    tokenizer_class = getattr(transformers, "BertTokenizerFast", transformers.BertTokenizer)
     folder.mkdir(parents=True, exist_ok=True)
     vocab_file = folder / "vocab.txt"
     vocab_file.write_text("\n".join(generated_vocabulary(vocab_size)) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(
-        vocab=str(vocab_file), do_lower_case=False, strip_accents=False,
+    tokenizer = tokenizer_class(
+        vocab=str(vocab_file),
+        do_lower_case=False,
+        strip_accents=False,
         model_max_length=model_max_length,
     )
     tokenizer.save_pretrained(str(folder))

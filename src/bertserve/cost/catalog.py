@@ -198,7 +198,7 @@ def _parts(value: object, where: str) -> tuple[str, ...]:
 def _where(name: str, text: str, machine_id: str) -> str:
     """`file, line N, [machines.<id>]`: tomllib keeps no positions, so find the header."""
     pattern = re.compile(
-        r"^\s*\[\s*machines\s*\.\s*(?:"
+        r"^[ \t]*\[[ \t]*machines[ \t]*\.[ \t]*(?:"
         + re.escape(machine_id)
         + r'|"'
         + re.escape(machine_id)

@@ -95,13 +95,12 @@ class CostComparison:
         return self.dearer_cost / self.cheaper_cost
 
     def sentence(self) -> str:
-        r = format_ratio(self.ratio)
         if math.isinf(self.ratio):
             return f"{self.cheaper} costs nothing per query next to {self.dearer}"
         return (
-            f"{self.cheaper} costs 1/{r} as much per query as {self.dearer} "
-            f"(${self.cheaper_cost:.4g} vs ${self.dearer_cost:.4g} per million inferences; "
-            f"{self.dearer} costs {r} times as much)"
+            f"{self.cheaper} costs 1/{format_ratio(self.ratio)} as much per query as "
+            f"{self.dearer} (${self.cheaper_cost:.4g} vs ${self.dearer_cost:.4g} per million "
+            "inferences)"
         )
 
 

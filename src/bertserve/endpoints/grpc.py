@@ -25,6 +25,7 @@ from bertserve.protocol.grpc_codec import (
     encode_response,
     from_json,
     parameters_to_dict,
+    request_identity,
     stream_error,
     stream_response,
 )
@@ -36,6 +37,9 @@ __all__ = ["GrpcService", "start_grpc_server", "SERVICE_NAME"]
 log = logging.getLogger("bertserve.grpc")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+
+_ASKS_FINAL_FLAG = "triton_enable_empty_final_response"
+_FINAL_FLAG = "triton_final_response"
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
@@ -62,9 +66,7 @@ class GrpcService:
     async def model_ready(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self.engine.model_ready(request.name, request.version))
 
-    async def server_metadata(
-        self, request: pb.ServerMetadataRequest
-    ) -> pb.ServerMetadataResponse:
+    async def server_metadata(self, request: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
         return from_json(self.engine.server_metadata(), pb.ServerMetadataResponse)
 
     async def model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
@@ -142,33 +144,35 @@ class GrpcService:
                 task.cancel()
 
     async def _stream_reply(self, raw: bytes) -> bytes:
-        request: InferRequest | None = None
         try:
-            request = self._decode(raw)
-            return stream_response(await self._infer(request))
+            return stream_response(await self._infer(self._decode(raw), streaming=True))
         except (BertserveError, MessageTooLarge) as exc:
             message = str(exc)
         except Exception as exc:  # noqa: BLE001 - one bad request must not end the stream
             log.exception("unhandled error in ModelStreamInfer")
             message = f"internal error: {exc}"
-        if request is None:
-            return stream_error(message)
-        return stream_error(message, request.id, request.model_name)
+        return stream_error(message, *request_identity(raw))
 
     def _decode(self, raw: bytes) -> InferRequest:
         self._check_size(len(raw), "request")
         return decode_request(raw)
 
-    async def _infer(self, request: InferRequest) -> bytes:
-        payload = encode_response(await self.engine.infer(request))
+    async def _infer(self, request: InferRequest, streaming: bool = False) -> bytes:
+        response = await self.engine.infer(request)
+        if streaming and request.parameters.get(_ASKS_FINAL_FLAG):
+            # As tritonserver: a stream client that asks is told which response is a
+            # request's last (here every response: the models served are not decoupled).
+            response.parameters[_FINAL_FLAG] = True
+        payload = encode_response(response)
         self._check_size(len(payload), "response")
         return payload
 
     def _check_size(self, size: int, what: str) -> None:
         if size > self.limit:
             hint = (
-                "send smaller batches" if what == "request" else "ask for fewer outputs or a "
-                "smaller batch"
+                "send smaller batches"
+                if what == "request"
+                else "ask for fewer outputs or a smaller batch"
             )
             raise MessageTooLarge(
                 f"the {what} message of {size} bytes exceeds the limit of {self.limit} bytes "
@@ -177,7 +181,8 @@ class GrpcService:
 
     # -- wiring -------------------------------------------------------------------------------
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """The implemented methods by name; the others answer UNIMPLEMENTED."""
         # method name -> (behavior, request type); None = raw bytes both ways (ModelInfer).
         unary: dict[str, tuple[Callable[[Any], Awaitable[Any]], Any]] = {
             "ServerLive": (self.server_live, pb.ServerLiveRequest),
@@ -203,10 +208,8 @@ class GrpcService:
             )
             for name, (method, kind) in unary.items()
         }
-        methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
-            self.model_stream_infer
-        )
-        return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)
+        methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(self.model_stream_infer)
+        return methods
 
 
 def _serialize(message: Any) -> bytes:
@@ -249,7 +252,12 @@ async def start_grpc_server(
 ) -> tuple[grpc.aio.Server, int]:
     """Bind (port 0 = a free one) and start serving; returns the server and its port."""
     server = grpc.aio.server(options=_options(settings.grpc_max_message_size))
-    server.add_generic_rpc_handlers((GrpcService(engine, settings).handler(),))
+    methods = GrpcService(engine, settings).method_handlers()
+    # As tritonclient's generated code: a generic handler, plus registered methods (grpcio
+    # 1.63+), which the core routes without a lookup by name on every call.
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE_NAME, methods)])
+    if hasattr(server, "add_registered_method_handlers"):
+        server.add_registered_method_handlers(SERVICE_NAME, methods)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"{host}:{settings.grpc_port}"
     try:

@@ -89,9 +89,13 @@ def run_perf_analyzer(args: list[str], timeout: float) -> subprocess.CompletedPr
 def profile(args: list[str], *, timeout: float, batch_size: int = 1) -> list[Measurement]:
     """Run perf_analyzer with `args` plus `-f <tmp csv>` and read its report.
 
-    `batch_size` is the `-b` in `args` (the CSV does not record it). Raises
+    `batch_size` is the `-b` in `args` (the CSV does not record it). Unless `args` choose
+    `--input-data`, zeros are sent: perf_analyzer's default, random data, makes token ids
+    outside any vocabulary, which a BERT model rejects ("input index out of range"). Raises
     PerfAnalyzerFailed, carrying perf_analyzer's output, when it exits non-zero.
     """
+    if "--input-data" not in args:
+        args = [*args, "--input-data", "zero"]
     with tempfile.TemporaryDirectory(prefix="bertserve-pa-") as tmp:
         report = Path(tmp) / "report.csv"
         done = run_perf_analyzer([*args, "-f", str(report)], timeout)

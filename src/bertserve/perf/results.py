@@ -174,6 +174,9 @@ class Run:
     def __post_init__(self) -> None:
         if self.mode not in _LOAD_COLUMNS.values():
             raise ValueError(f"mode must be 'concurrency' or 'request_rate', not {self.mode!r}")
+        stray = [m.load for m in self.measurements if m.mode != self.mode]
+        if stray:
+            raise ValueError(f"run mode is {self.mode} but point(s) at {stray} are not")
         # Keep sweep order (by offered load) whatever order the points arrived in.
         ordered = tuple(sorted(self.measurements, key=lambda m: m.load))
         object.__setattr__(self, "measurements", ordered)
@@ -240,7 +243,7 @@ def read_perf_analyzer_csv(path: str | Path, *, batch_size: int = 1) -> list[Mea
     are not part of the main table and are ignored.
     """
     path = Path(path)
-    rows = list(csv.reader(_read_text(path).splitlines()))
+    rows = list(csv.reader(_read_text(path, encoding="utf-8-sig").splitlines()))
     if not rows or not any(cell.strip() for cell in rows[0]):
         raise ResultsFormatError(f"{path}, line 1: empty file; expected perf_analyzer's CSV header")
     header = [cell.strip() for cell in rows[0]]
@@ -335,9 +338,9 @@ def _cpp_double(value: float) -> str:
     return f"{value:.6g}"
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, encoding: str = "utf-8") -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding=encoding)
     except FileNotFoundError:
         raise ResultsFormatError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -36,6 +36,7 @@ __all__ = [
     "encode_response",
     "stream_response",
     "stream_error",
+    "request_identity",
     "from_json",
     "parameters_to_dict",
     "encode_request",
@@ -74,14 +75,14 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while shift < 64:
         if pos >= len(buf):
-            raise InvalidInput("the message ends inside a field: it is truncated")
+            raise _WireError("it ends inside a field (truncated?)")
         byte = buf[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return result, pos
         shift += 7
-    raise InvalidInput("the message holds a malformed varint")
+    raise _WireError("it holds a malformed varint")
 
 
 def _varint_bytes(value: int) -> bytes:
@@ -96,6 +97,10 @@ def _varint_bytes(value: int) -> bytes:
 def _field(number: int, payload: bytes | memoryview) -> list[bytes | memoryview]:
     """A length-delimited field, as pieces to join."""
     return [_varint_bytes(number << 3 | 2), _varint_bytes(len(payload)), payload]
+
+
+class _WireError(ValueError):
+    """The bytes are not a protobuf message (the caller names the message type)."""
 
 
 def _cut(buf: bytes, number: int) -> tuple[bytes | memoryview, list[memoryview]]:
@@ -114,7 +119,7 @@ def _cut(buf: bytes, number: int) -> tuple[bytes | memoryview, list[memoryview]]
             length, pos = _varint(buf, pos)
             if key >> 3 == number:
                 if pos + length > size:
-                    raise InvalidInput("the message ends inside a field: it is truncated")
+                    raise _WireError("it ends inside a field (truncated?)")
                 if kept < start:
                     rest.append(view[kept:start])
                 found.append(view[pos : pos + length])
@@ -126,19 +131,21 @@ def _cut(buf: bytes, number: int) -> tuple[bytes | memoryview, list[memoryview]]
         elif wire in (1, 5):
             pos += 8 if wire == 1 else 4
         else:
-            raise InvalidInput(f"the message holds a field of unsupported wire type {wire}")
+            raise _WireError(f"it holds a field of unsupported wire type {wire}")
     if pos > size:
-        raise InvalidInput("the message ends inside a field: it is truncated")
+        raise _WireError("it ends inside a field (truncated?)")
     if not found:
         return buf, found
     rest.append(view[kept:])
     return b"".join(rest), found
 
 
-def _parse(message_type: type[M], buf: bytes | memoryview) -> M:
+def _parse(message_type: type[M], buf: bytes, number: int) -> tuple[M, list[memoryview]]:
+    """The message without field `number`, and that field's payloads as views over `buf`."""
     try:
-        return message_type.FromString(buf)
-    except DecodeError as exc:
+        rest, cut = _cut(buf, number)
+        return message_type.FromString(rest), cut
+    except (_WireError, DecodeError) as exc:
         raise InvalidInput(
             f"the message is not a valid {message_type.DESCRIPTOR.name}: {exc}"
         ) from None
@@ -177,8 +184,7 @@ def _set_parameters(target: Any, values: Mapping[str, Any]) -> None:
 
 def decode_request(buf: bytes) -> InferRequest:
     """A serialized ModelInferRequest -> InferRequest (raw tensors as views over `buf`)."""
-    rest, raw = _cut(buf, _RAW_INPUT)
-    msg = _parse(_REQUEST, rest)
+    msg, raw = _parse(_REQUEST, buf, _RAW_INPUT)
     if not msg.inputs:
         raise InvalidInput("the request needs a non-empty 'inputs' list")
     if raw and len(raw) != len(msg.inputs):
@@ -200,6 +206,16 @@ def decode_request(buf: bytes) -> InferRequest:
         parameters=parameters,
         timeout_us=timeout if isinstance(timeout, int) and timeout > 0 else 0,
     )
+
+
+def request_identity(buf: bytes) -> tuple[str, str]:
+    """The id and model name of a serialized ModelInferRequest, ("", "") when it has none or
+    is not one; for naming a request in an error reply after decode_request failed."""
+    try:
+        msg, _ = _parse(_REQUEST, buf, _RAW_INPUT)
+    except InvalidInput:
+        return "", ""
+    return msg.id, msg.model_name
 
 
 def _decode_input(tensor: Any, index: int, raw: memoryview | None) -> InferInput:
@@ -243,8 +259,7 @@ def _contents(tensor: Any, datatype: str, count: int, shape: tuple[int, ...]) ->
         others = [f.name for f, _ in tensor.contents.ListFields() if f.name != field]
         hint = f" (it fills {', '.join(others)}; {datatype} reads {field})" if others else ""
         raise InvalidInput(
-            f"input '{name}' has {len(values)} elements but shape {list(shape)} needs "
-            f"{count}{hint}"
+            f"input '{name}' has {len(values)} elements but shape {list(shape)} needs {count}{hint}"
         )
     if datatype == "BYTES":
         data = np.empty(count, dtype=np.object_)
@@ -266,8 +281,8 @@ def _decode_output(output: Any) -> RequestedOutput:
 def _raw(array: np.ndarray, datatype: str) -> bytes | memoryview:
     if datatype == "BYTES":
         return serialize_bytes(array)
-    contiguous = np.ascontiguousarray(array, dtype=datatype_to_numpy(datatype))
-    return memoryview(contiguous).cast("B")
+    flat = np.ascontiguousarray(array, dtype=datatype_to_numpy(datatype)).reshape(-1)
+    return flat.data.cast("B") if flat.size else b""
 
 
 def encode_response(response: InferResponse) -> bytes:
@@ -328,8 +343,7 @@ def encode_request(
 
 def decode_response(buf: bytes) -> dict[str, np.ndarray]:
     """A serialized ModelInferResponse -> output name -> array (raw ones are views)."""
-    rest, raw = _cut(buf, _RAW_OUTPUT)
-    msg = _parse(_RESPONSE, rest)
+    msg, raw = _parse(_RESPONSE, buf, _RAW_OUTPUT)
     result: dict[str, np.ndarray] = {}
     for i, out in enumerate(msg.outputs):
         shape = tuple(out.shape)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from bertserve.errors import ConfigError, InvalidInput
+from bertserve.errors import ConfigError
 
 __all__ = ["WindowSettings", "Window", "Windower"]
 
@@ -105,21 +105,16 @@ class Windower:
         return cut
 
     def split(self, questions: Sequence[str], contexts: Sequence[str]) -> list[Window]:
-        """Windows of every pair, in item order; each pair yields at least one window."""
+        """Windows of every pair, in item order. A context that yields no token at all (only
+        characters the normaliser drops, such as zero-width spaces) yields no window: its
+        pair has no answer, and the other pairs of the batch are unaffected."""
         pairs = list(zip(self._cut_questions(questions), contexts, strict=True))
         windows: list[Window] = []
         for item, first in enumerate(self._pairs.encode_batch(pairs)):
-            produced = 0
             for enc in (first, *first.overflowing):
                 window = _to_window(item, enc)
                 if window.context_mask.any():
                     windows.append(window)
-                    produced += 1
-            if not produced:
-                raise InvalidInput(
-                    f"input 'context' item {item} has no tokens this model's vocabulary knows: "
-                    "send a passage of text"
-                )
         return windows
 
 

@@ -51,6 +51,8 @@ class Analysis:
     comparisons: tuple[CostComparison, ...]
     """Each costed deployment against the cheapest, cheapest-first."""
     notes: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    """What a reader must not miss, such as results measured with random weights."""
 
     @property
     def deployments(self) -> tuple[Deployment, ...]:
@@ -59,7 +61,7 @@ class Analysis:
     @property
     def budget_text(self) -> str:
         if self.budget_ms is None:
-            return f"no latency budget (highest throughput at any {self.stat} latency)"
+            return "no latency budget"
         return f"{self.stat} latency <= {self.budget_ms:g} ms"
 
 
@@ -72,6 +74,7 @@ def analyze(
 ) -> Analysis:
     """Runs with their source descriptions; machines are looked up in `catalog`."""
     notes: list[str] = []
+    warnings: list[str] = []
     summaries = []
     for run, source in runs:
         machine = catalog[run.machine] if run.machine else None
@@ -85,9 +88,15 @@ def analyze(
         if machine is None:
             notes.append(f"{run.label}: no machine given, so no cost (tag it with machine=ID).")
         if run.random_weights:
-            notes.append(
+            warnings.append(
                 f"{run.label}: measured with RANDOM WEIGHTS; its speed is real, its answers are "
                 "meaningless."
+            )
+        behind = [m.load for m in run.measurements if (m.dropped_sends or m.delayed_sends)]
+        if behind:
+            notes.append(
+                f"{run.label}: the client sent late or dropped sends at request rate(s) "
+                f"{', '.join(f'{x:g}' for x in behind)}; the offered rate was not fully met."
             )
         errored = sum(1 for m in run.measurements if m.errors)
         if errored:
@@ -110,6 +119,7 @@ def analyze(
         summaries=tuple(summaries),
         comparisons=tuple(comparisons),
         notes=tuple(notes),
+        warnings=tuple(warnings),
     )
 
 

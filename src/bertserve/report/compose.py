@@ -7,19 +7,30 @@ import math
 from collections.abc import Sequence
 
 from bertserve.cost.catalog import Catalog
-from bertserve.cost.model import format_ratio
 from bertserve.report import formatting as fmt
 from bertserve.report.analysis import Analysis, Deployment
 from bertserve.report.document import Block, Bullets, Figure, Heading, Paragraph, Table
-from bertserve.report.reference import (
-    HeadlineRow,
-    ReferenceBenchmark,
-    reference_verdicts,
-)
+from bertserve.report.reference import HeadlineRow, ReferenceBenchmark
+from bertserve.report.reference_section import reference_section
 
 __all__ = ["compose_report"]
 
 _PERCENTILES = ("p50", "p90", "p95", "p99")
+_METHOD = (
+    "Throughput counts inferences (batch items) per second, as perf_analyzer does; "
+    "requests per second = inferences per second / batch size. Latencies are per request.",
+    "Cost per million inferences = on-demand price per hour / (inferences per second x 3600) "
+    "x 10^6: the machine is assumed busy at the measured rate. Storage, network egress, "
+    "idle capacity and discounts are not included.",
+    "Best point: the highest throughput whose latency (at the chosen statistic) is within the "
+    "budget, ties going to the lower latency; points with request errors are never best.",
+    "Latency components are averages: client send and receive are measured by the client, "
+    "queue and compute input/infer/output come from the server's statistics, and "
+    "network+server send/recv is what remains of the client's average latency "
+    "(perf_analyzer clamps it at 0).",
+    "For perf_analyzer CSVs, which carry no average latency, avg = the sum of the components.",
+    "Ratios read \"A costs 1/N as much per query as B\": B's cost per inference divided by A's.",
+)
 
 
 def compose_report(
@@ -40,25 +51,23 @@ def compose_report(
             "second x 3600) x 10^6."
         ),
     ]
-    blocks += [Paragraph(n, emphasis=True) for n in analysis.notes if "RANDOM WEIGHTS" in n]
+    blocks += [Paragraph(w, emphasis=True) for w in analysis.warnings]
+    if reference is not None:
+        blocks += reference_section(*reference, analysis)
+    blocks.append(Heading(2, f"Deployments compared at {analysis.budget_text}"))
     if analysis.comparisons:
-        blocks += [
-            Heading(2, "Verdict"),
-            Bullets(tuple(c.sentence() for c in analysis.comparisons)),
-        ]
-    blocks += [Heading(2, "Cost per million inferences at the best point"), _cost_table(analysis)]
-    other_notes = tuple(n for n in analysis.notes if "RANDOM WEIGHTS" not in n)
-    if other_notes:
-        blocks.append(Bullets(other_notes))
+        blocks.append(Bullets(tuple(c.sentence() for c in analysis.comparisons)))
+    blocks.append(_cost_table(analysis))
+    if analysis.notes:
+        blocks.append(Bullets(analysis.notes))
     blocks.append(Heading(2, "Figures"))
     blocks += list(figures)
-    if reference is not None:
-        blocks += _reference_section(*reference)
     blocks += [Heading(2, "Inputs"), _inputs_table(analysis.deployments)]
     blocks += [Heading(2, "Prices used"), _prices_table(analysis.deployments)]
     blocks.append(Heading(2, "Every sweep point"))
     for d in analysis.deployments:
         blocks += [Heading(3, d.label), _points_table(d)]
+    blocks += [Heading(2, "Method"), Bullets(_METHOD)]
     return blocks
 
 
@@ -98,118 +107,6 @@ def _cost_table(analysis: Analysis) -> Table:
     )
 
 
-def _reference_section(bench: ReferenceBenchmark, rows: list[HeadlineRow]) -> list[Block]:
-    from_csv, from_readme = reference_verdicts(bench, rows)
-    table_rows = []
-    for r in rows:
-        d, m = r.deployment, r.point
-        table_rows.append(
-            (
-                d.label,
-                d.machine or "",
-                f"{d.headline_latency_ms:g}",
-                f"{d.headline_qps:g}",
-                fmt.load(m.load, m.mode),
-                fmt.rate(m.throughput),
-                fmt.ms(m.latency_us("p90")),
-                fmt.ms(m.latency_us("p95")),
-                fmt.ms(m.latency_us("p99")),
-                fmt.dollars(r.price_per_hour),
-                fmt.dollars(r.cost_readme),
-                fmt.dollars(r.cost_csv),
-            )
-        )
-    table = Table(
-        headers=(
-            "model",
-            "machine",
-            "README latency ms",
-            "README qps",
-            "CSV point (concurrency)",
-            "CSV inferences/s",
-            "CSV p90 ms",
-            "CSV p95 ms",
-            "CSV p99 ms",
-            "$/hour",
-            "$/M (README qps)",
-            "$/M (CSV)",
-        ),
-        rows=tuple(table_rows),
-        numeric=(False, False) + (True,) * 10,
-    )
-    return [
-        Heading(2, "Reference benchmark: the README's table from its CSVs"),
-        Paragraph(
-            f"{bench.title} ({bench.period}). {bench.setup}. Command: {bench.command}. "
-            "Each request carried 2 inferences; qps in the README counts inferences."
-        ),
-        table,
-        Heading(3, "Verdict"),
-        Bullets(
-            (
-                f'README: "{bench.verdict}" Its wording reads backwards; in cost per query:',
-                f"From the CSV points: {from_csv.sentence()}.",
-                f"From the README's rounded qps: {from_readme.sentence()}.",
-            )
-        ),
-        Heading(3, "How the table relates to the CSVs"),
-        Bullets(tuple(_reference_explanations(rows, from_csv.ratio, from_readme.ratio))),
-    ]
-
-
-def _reference_explanations(
-    rows: list[HeadlineRow], csv_ratio: float, readme_ratio: float
-) -> list[str]:
-    notes = [
-        "Each README row is matched to the CSV point whose throughput is nearest the README's "
-        "qps (the README rounds); where several concurrencies reach the same throughput the "
-        "lowest-latency one is taken.",
-    ]
-    matches = ", ".join(
-        f"{r.deployment.label}: {r.deployment.headline_latency_ms:g} ms vs "
-        f"{r.closest_stat} {fmt.ms(r.point.latency_us(r.closest_stat))} ms"
-        for r in rows
-    )
-    stats = sorted({r.closest_stat for r in rows})
-    notes.append(
-        f"The README's latency column is nearest the {' / '.join(stats)} latency at each point, "
-        f"rounded loosely ({matches})."
-    )
-    intervals = [(r, r.budget_p99_ms) for r in rows]
-    described = "; ".join(
-        f"{r.deployment.label}: " + ("none" if iv is None else _interval(iv)) for r, iv in intervals
-    )
-    lows = [iv[0] for _, iv in intervals if iv is not None]
-    highs = [iv[1] for _, iv in intervals if iv is not None]
-    common = len(lows) == len(intervals) and lows and max(lows) < min(highs)
-    notes.append(
-        "The README does not say how it chose its points. Under the rule this report uses "
-        "(highest throughput whose p99 latency is within a budget), each pick needs a p99 budget "
-        f"in: {described}. "
-        + (
-            "One budget fits them all."
-            if common
-            else "No single budget reproduces all the picks: the GPU points were chosen at a "
-            "tighter budget than the CPU ones, so compare deployments at one budget with "
-            "--latency-budget-ms to see what a shared SLO does to the verdict."
-        )
-    )
-    for r in rows:
-        top = max(r.deployment.run.measurements, key=lambda m: m.throughput)
-        if top.throughput > r.point.throughput * 1.05:
-            notes.append(
-                f"{r.deployment.label}: the sweep reaches {fmt.rate(top.throughput)} inferences/s "
-                f"at concurrency {top.load:g} (p99 {fmt.ms(top.latency_us('p99'))} ms); the "
-                f"README quotes {fmt.rate(r.point.throughput)} at concurrency {r.point.load:g}."
-            )
-    notes.append(
-        f"The ratio is {format_ratio(csv_ratio)} from the CSV throughputs and "
-        f"{format_ratio(readme_ratio)} from the README's rounded qps (465 for 465.333); "
-        'the README\'s "more than 163 times" holds for both.'
-    )
-    return notes
-
-
 def _inputs_table(deployments: Sequence[Deployment]) -> Table:
     rows = []
     for d in deployments:
@@ -219,6 +116,7 @@ def _inputs_table(deployments: Sequence[Deployment]) -> Table:
                 d.label,
                 d.source,
                 r.tool,
+                " ".join(x for x in (r.protocol, r.url) if x),
                 r.model or "",
                 str(r.batch_size),
                 r.mode,
@@ -233,6 +131,7 @@ def _inputs_table(deployments: Sequence[Deployment]) -> Table:
             "deployment",
             "source",
             "tool",
+            "server",
             "model",
             "batch",
             "mode",
@@ -305,10 +204,3 @@ def _machine(d: Deployment) -> str:
 
 def _sort_cost(cost: float | None) -> float:
     return math.inf if cost is None else cost
-
-
-def _interval(interval: tuple[float, float]) -> str:
-    low, high = interval
-    if math.isinf(high):
-        return f"{low:,.1f} ms or more"
-    return f"{low:,.1f} to under {high:,.1f} ms"

@@ -17,14 +17,13 @@ def print_summary(analysis: Analysis, console: Console, extra_lines: tuple[str, 
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("deployment", "left"),
         ("machine", "left"),
-        ("$/hour", "right"),
         ("load", "right"),
         ("inferences/s", "right"),
         (f"{analysis.stat} ms", "right"),
         ("$/M inferences", "right"),
     )
     for header, justify in columns:
-        table.add_column(header, justify=justify)
+        table.add_column(header, justify=justify, overflow="fold")
     ordered = sorted(
         analysis.summaries,
         key=lambda s: (s.best_cost is None, s.best_cost or 0.0),
@@ -33,14 +32,12 @@ def print_summary(analysis: Analysis, console: Console, extra_lines: tuple[str, 
         d, m = s.deployment, s.best
         label = escape(d.label) + (" [bold red](random weights)[/]" if d.run.random_weights else "")
         machine = d.machine.id if d.machine else "not given"
-        price = fmt.dollars(d.machine.price_per_hour) if d.machine else "n/a"
         if m is None:
-            table.add_row(label, machine, price, "none meets the budget", "", "", "n/a")
+            table.add_row(label, machine, "none within budget", "", "", "n/a")
             continue
         table.add_row(
             label,
             machine,
-            price,
             fmt.load(m.load, m.mode),
             fmt.rate(m.throughput),
             fmt.ms(m.latency_us(analysis.stat)),
@@ -48,6 +45,6 @@ def print_summary(analysis: Analysis, console: Console, extra_lines: tuple[str, 
         )
     console.print(table)
     for comparison in analysis.comparisons:
-        console.print(f"- {escape(comparison.sentence())}", highlight=False)
+        console.print(f"- {escape(comparison.sentence())}", highlight=False, soft_wrap=True)
     for line in extra_lines:
-        console.print(escape(line), highlight=False)
+        console.print(escape(line), highlight=False, soft_wrap=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["dollars", "load", "ms", "rate"]
+__all__ = ["dollars", "load", "load_phrase", "ms", "rate"]
 
 
 def ms(microseconds: float) -> str:
@@ -25,3 +25,8 @@ def dollars(value: float | None) -> str:
 
 def load(value: float, mode: str) -> str:
     return f"{value:g}" if mode == "concurrency" else f"{value:g} req/s"
+
+
+def load_phrase(value: float, mode: str) -> str:
+    """ "concurrency 8" or "request rate 100 req/s", for sentences."""
+    return f"concurrency {value:g}" if mode == "concurrency" else f"request rate {value:g} req/s"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from bertserve.perf.results import BREAKDOWN_FIELDS
 from bertserve.report.analysis import Analysis, DeploymentSummary
@@ -59,9 +59,9 @@ def latency_throughput_png(analysis: Analysis) -> bytes:
         ax.axhline(analysis.budget_ms, color="crimson", ls="--", lw=1.2)
         ax.annotate(
             f"budget {analysis.budget_ms:g} ms",
-            (1.0, analysis.budget_ms),
+            (0.01, analysis.budget_ms),
             xycoords=("axes fraction", "data"),
-            ha="right",
+            ha="left",
             va="bottom",
             fontsize=8,
             color="crimson",
@@ -71,7 +71,7 @@ def latency_throughput_png(analysis: Analysis) -> bytes:
     ax.set_xlabel("throughput (inferences/s)")
     ax.set_ylabel(f"{analysis.stat} latency per request (ms)")
     ax.set_title(
-        f"{analysis.stat} latency vs throughput; star = best point ({analysis.budget_text})",
+        f"{analysis.stat} latency vs throughput (star: best point at {analysis.budget_text})",
         fontsize=10,
     )
     ax.grid(True, which="major", alpha=0.35)
@@ -85,7 +85,7 @@ def breakdown_png(analysis: Analysis) -> bytes:
     summaries = analysis.summaries
     ncols = 1 if len(summaries) == 1 else 2
     nrows = math.ceil(len(summaries) / ncols)
-    fig = _figure(12.0, 0.9 + 3.1 * nrows)
+    fig = _figure(12.0, 1.0 + 3.0 * nrows, layout="constrained")
     axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(len(summaries))]
     for ax, summary in zip(axes, summaries, strict=True):
         points = summary.deployment.run.measurements
@@ -98,19 +98,24 @@ def breakdown_png(analysis: Analysis) -> bytes:
         tails = [m.latency_us(analysis.stat) / 1000.0 for m in points]
         ax.plot(positions, tails, "k_", ms=14, mew=2, label=f"{analysis.stat} latency")
         ax.set_xticks(positions, [f"{m.load:g}" for m in points], fontsize=8)
+        pad = max(6 - len(points), 0) / 2  # a lone point keeps a normal bar width
+        ax.set_xlim(-0.6 - pad, len(points) - 0.4 + pad)
         ax.set_xlabel("concurrency" if points[0].mode == "concurrency" else "request rate (req/s)")
         ax.set_ylabel("latency (ms)")
         ax.set_title(_legend_label(summary), fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8, frameon=False)
-    fig.suptitle(
-        "Average latency per request, by component (stacked); black tick = "
+    fig.legend(
+        handles,
+        labels,
+        loc="outside upper center",
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+        title="Average latency per request, stacked by component; black tick = "
         f"{analysis.stat} latency",
-        y=1.0 - 0.05 / nrows,
-        fontsize=10,
+        title_fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0, 1, 1.0 - 0.75 / (0.9 + 3.1 * nrows)))
     return _png(fig)
 
 
@@ -137,10 +142,10 @@ def cost_png(analysis: Analysis) -> bytes | None:
     return _png(fig)
 
 
-def _figure(width: float, height: float) -> Figure:
+def _figure(width: float, height: float, layout: Literal["constrained"] | None = None) -> Figure:
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=110)
+    return Figure(figsize=(width, height), dpi=110, layout=layout)
 
 
 def _png(fig: Figure) -> bytes:
@@ -150,9 +155,14 @@ def _png(fig: Figure) -> bytes:
 
 
 def _scale(ax: Axes, axis: str, values: Sequence[float]) -> None:
+    """Log scale when the values span more than _LOG_RANGE, with plain-number tick labels."""
+    from matplotlib.ticker import FuncFormatter
+
     positive = [v for v in values if v > 0]
     if positive and max(positive) / min(positive) > _LOG_RANGE:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+        target = ax.xaxis if axis == "x" else ax.yaxis
+        target.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,g}"))
 
 
 def _colors(n: int) -> list[tuple[float, float, float, float]]:

@@ -1,0 +1,285 @@
+"""`bertserve perf`: perf_analyzer's flags and method, from Python. Heavy imports (numpy,
+rich, the transports) wait until `run`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bertserve.perf.settings import PerfSettings
+
+__all__ = ["HELP", "add_arguments", "run", "settings_from_args"]
+
+HELP = (
+    "measure a served model as perf_analyzer does (same flags, windows, stability rule and "
+    "CSV), over HTTP or gRPC, with a progress display and a summary table"
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    what = p.add_argument_group("what to measure")
+    what.add_argument("-m", "--model-name", dest="model", required=True, help="model name")
+    what.add_argument("-x", "--model-version", default="", help="model version (default: latest)")
+    what.add_argument(
+        "-u",
+        "--url",
+        default=None,
+        help="server host:port (default 127.0.0.1:8000 for http, 127.0.0.1:8001 for grpc)",
+    )
+    what.add_argument("-i", "--protocol", choices=("http", "grpc"), default="http")
+    what.add_argument(
+        "-b",
+        "--batch-size",
+        type=_positive_int,
+        default=1,
+        help="inferences per request (default 1)",
+    )
+
+    load = p.add_argument_group("load")
+    load.add_argument(
+        "--concurrency-range",
+        default="1",
+        metavar="START:END:STEP",
+        help="closed loop: requests kept in flight (default 1)",
+    )
+    load.add_argument(
+        "--request-rate-range",
+        default=None,
+        metavar="START:END:STEP",
+        help="open loop: requests per second, sent on schedule",
+    )
+    load.add_argument(
+        "--request-distribution",
+        choices=("constant", "poisson"),
+        default="constant",
+        help="gaps between scheduled sends (default constant)",
+    )
+    mode = load.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--async",
+        dest="asynchronous",
+        action="store_true",
+        default=True,
+        help="keep requests in flight asynchronously (default)",
+    )
+    mode.add_argument(
+        "--sync",
+        dest="asynchronous",
+        action="store_false",
+        help="accepted for perf_analyzer command lines: one asyncio client keeps "
+        "the same number of requests in flight either way",
+    )
+    load.add_argument(
+        "--max-threads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="accepted for perf_analyzer command lines and ignored: one asyncio "
+        "thread drives every connection",
+    )
+    load.add_argument(
+        "--max-in-flight",
+        type=_positive_int,
+        default=256,
+        metavar="N",
+        help="request-rate mode: outstanding requests beyond which sends are "
+        "dropped and counted (default 256)",
+    )
+
+    how = p.add_argument_group("measurement")
+    how.add_argument(
+        "-p",
+        "--measurement-interval",
+        type=_positive_float,
+        default=5000.0,
+        metavar="MS",
+        help="measurement window in ms (default 5000)",
+    )
+    how.add_argument(
+        "--measurement-mode", choices=("time_windows", "count_windows"), default="time_windows"
+    )
+    how.add_argument(
+        "--measurement-request-count",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="count_windows: requests per window (default 50)",
+    )
+    how.add_argument(
+        "-r",
+        "--max-trials",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="windows per load before giving up on stability (default 10)",
+    )
+    how.add_argument(
+        "-s",
+        "--stability-percentage",
+        type=_positive_float,
+        default=10.0,
+        metavar="PCT",
+        help="allowed spread of 3 consecutive windows (default 10)",
+    )
+    how.add_argument(
+        "--percentile",
+        type=_percentile,
+        default=None,
+        metavar="N",
+        help="judge stability and -l on this latency percentile (default: average)",
+    )
+    how.add_argument(
+        "-l",
+        "--latency-threshold",
+        type=_positive_float,
+        default=0.0,
+        metavar="MS",
+        help="stop the sweep after a load whose latency exceeds MS",
+    )
+
+    data = p.add_argument_group("request data")
+    data.add_argument(
+        "--input-data",
+        default="random",
+        metavar="zero|random|FILE.json",
+        help="tensor values, or perf_analyzer's input-data JSON (default random)",
+    )
+    data.add_argument(
+        "-z",
+        "--zero-input",
+        action="store_true",
+        help="zero-filled input data (same as --input-data zero)",
+    )
+    data.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="NAME:DIMS",
+        help="dimensions, without batch, of a variable-shape input, e.g. "
+        "input_ids:128 (repeatable)",
+    )
+    data.add_argument(
+        "--string-length",
+        type=_positive_int,
+        default=128,
+        help="length of generated BYTES elements (default 128)",
+    )
+
+    out = p.add_argument_group("output")
+    out.add_argument(
+        "-f",
+        "--latency-report-file",
+        dest="csv",
+        default=None,
+        metavar="FILE.csv",
+        help="write perf_analyzer's CSV (same columns and units)",
+    )
+    out.add_argument(
+        "--json",
+        default=None,
+        metavar="FILE.json",
+        help="write every field of every point, and the run, as bertserve JSON",
+    )
+    out.add_argument("--label", default="", help="run label in reports (default: model name)")
+    out.add_argument(
+        "--machine",
+        default=None,
+        metavar="ID",
+        help="price-catalog id of the serving machine, recorded for `bertserve report`",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> PerfSettings:
+    """The PerfSettings the flags describe; ValueError names a bad flag."""
+    from bertserve.perf.settings import PerfSettings, parse_range
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for text in args.shape:
+        name, sep, dims = text.rpartition(":")
+        try:
+            parsed = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            parsed = ()
+        if not sep or not name or not parsed or any(d < 1 for d in parsed):
+            raise ValueError(f"--shape {text!r}: write NAME:DIMS, e.g. input_ids:128 or x:3,224")
+        shapes[name] = parsed
+    rate = None
+    if args.request_rate_range is not None:
+        rate = parse_range(args.request_rate_range, integer=False, flag="--request-rate-range")
+    url = args.url or ("127.0.0.1:8001" if args.protocol == "grpc" else "127.0.0.1:8000")
+    return PerfSettings(
+        model=args.model,
+        model_version=args.model_version,
+        url=url,
+        protocol=args.protocol,
+        batch_size=args.batch_size,
+        concurrency=parse_range(args.concurrency_range, integer=True, flag="--concurrency-range"),
+        request_rate=rate,
+        distribution=args.request_distribution,
+        asynchronous=args.asynchronous,
+        window_ms=args.measurement_interval,
+        measurement_mode=args.measurement_mode,
+        window_requests=args.measurement_request_count,
+        max_trials=args.max_trials,
+        stability_percent=args.stability_percentage,
+        percentile=args.percentile,
+        latency_threshold_ms=args.latency_threshold,
+        input_data="zero" if args.zero_input else args.input_data,
+        shapes=shapes,
+        string_length=args.string_length,
+        max_in_flight=args.max_in_flight,
+        csv_path=args.csv,
+        json_path=args.json,
+        label=args.label,
+        machine=args.machine,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from rich.console import Console
+
+    from bertserve.errors import BertserveError
+    from bertserve.perf.session import measure
+
+    console = Console(stderr=False)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        print(f"bertserve perf: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run_record = measure(settings, console)
+    except BertserveError as exc:
+        print(f"bertserve perf: {exc}", file=sys.stderr)
+        return 1
+    return 0 if run_record.measurements else 1
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return value
+
+
+def _percentile(text: str) -> int:
+    value = _positive_int(text)
+    if value > 99:
+        raise argparse.ArgumentTypeError(f"a percentile is 1 to 99, not {value}")
+    return value

@@ -1,0 +1,170 @@
+"""`bertserve report`: turn measurements into latency, throughput and dollars per million
+inferences. Heavy imports (matplotlib, rich) wait until `run`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from bertserve.cost.catalog import Catalog
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = (
+    "Report latency, throughput and cost per million inferences from bertserve JSON results "
+    "and perf_analyzer CSV files (Markdown, self-contained HTML, PNG plots)."
+)
+
+_STATS = ("avg", "p50", "p90", "p95", "p99")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        default=[],
+        metavar="PATH[:label=NAME][:machine=ID][:batch=N][:random_weights=yes|no]",
+        help="a bertserve JSON result or a perf_analyzer CSV (unchanged), tagged with a "
+        "label and a price-catalog machine id; batch= is the -b a CSV was measured with. "
+        "Repeat for each deployment. Example: "
+        "'perf.csv:label=TRT T4:machine=gcp-n1-standard-4-t4:batch=2'",
+    )
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="include the reference benchmark (Triton GKE app, BERT QA) from the packaged "
+        "CSVs and reproduce its README table and ~163x verdict",
+    )
+    parser.add_argument(
+        "--catalog",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a price catalog (TOML) merged over the shipped one; an entry replaces the "
+        "shipped entry of the same id. Repeatable",
+    )
+    parser.add_argument(
+        "--percentile",
+        choices=_STATS,
+        default="p99",
+        help="latency statistic that plots show and budgets judge (default: p99)",
+    )
+    parser.add_argument(
+        "--latency-budget-ms",
+        type=_positive_float,
+        default=None,
+        metavar="MS",
+        help="pick each deployment's best point as the highest throughput whose latency "
+        "(at --percentile) is within MS; default: no budget",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=Path("bertserve-report"),
+        metavar="DIR",
+        help="directory for report.md, report.html and the PNG plots (default: ./bertserve-report)",
+    )
+    parser.add_argument("--title", default="bertserve report", help="report title")
+    parser.add_argument(
+        "--list-machines",
+        action="store_true",
+        help="print the price catalog (after --catalog merges) and exit",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import datetime
+    import sys
+
+    from rich.console import Console
+
+    from bertserve.cost.catalog import load_catalog
+    from bertserve.errors import BertserveError
+    from bertserve.perf.results import Run
+    from bertserve.report.analysis import analyze
+    from bertserve.report.console import print_summary
+    from bertserve.report.inputs import load_input, parse_input_spec
+    from bertserve.report.reference import headline_rows, load_reference, reference_verdicts
+    from bertserve.report.writer import write_report
+
+    console = Console()
+
+    def fail(message: str) -> int:
+        print(f"bertserve report: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        catalog = load_catalog(*args.catalog)
+        if args.list_machines:
+            _print_catalog(catalog, console)
+            return 0
+        if not args.input and not args.reference:
+            return fail("give at least one --input FILE, or --reference")
+        runs: list[tuple[Run, str]] = []
+        for spec_text in args.input:
+            spec = parse_input_spec(spec_text)
+            runs.append((load_input(spec), str(spec.path)))
+        reference = None
+        if args.reference:
+            bench = load_reference()
+            rows = headline_rows(bench, catalog)
+            reference = (bench, rows)
+            runs += [(d.run, f"packaged reference: {d.file}") for d in bench.deployments]
+        labels = [r.label for r, _ in runs]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            return fail(
+                f"label(s) used twice: {', '.join(duplicates)}; "
+                "give each --input its own label=NAME"
+            )
+        analysis = analyze(runs, catalog, stat=args.percentile, budget_ms=args.latency_budget_ms)
+        generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        files = write_report(
+            analysis,
+            catalog,
+            args.output,
+            title=args.title,
+            generated=generated,
+            reference=reference,
+        )
+    except BertserveError as exc:
+        return fail(str(exc))
+    extra: tuple[str, ...] = ()
+    if reference is not None:
+        from_csv, _ = reference_verdicts(*reference)
+        extra = (f"Reference benchmark, README's headline points: {from_csv.sentence()}.",)
+    print_summary(analysis, console, extra)
+    for note in (*analysis.warnings, *analysis.notes):
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"wrote {files.markdown}, {files.html} and {len(files.figures)} PNG plots")
+    sys.stdout.flush()
+    return 0
+
+
+def _print_catalog(catalog: Catalog, console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"Price catalog ({catalog.currency} per hour, on-demand)")
+    for header in ("id", "name", "$/hour", "source", "as of"):
+        table.add_column(header, justify="right" if header == "$/hour" else "left")
+    for machine in catalog.values():
+        table.add_row(
+            machine.id, machine.name, f"{machine.price_per_hour:.4g}", machine.source, machine.as_of
+        )
+    console.print(table)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return value

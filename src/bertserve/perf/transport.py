@@ -1,0 +1,88 @@
+"""What the load generator needs from a wire protocol, whichever it is.
+
+A `Transport` reads a model's metadata and the server's statistics, turns an input set into a
+ready-to-send payload once (the hot path only writes bytes), and opens `Connection`s: one per
+concurrent slot, each carrying one request at a time.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+
+from bertserve.errors import BertserveError
+
+__all__ = ["Connection", "Outcome", "Transport", "TransportError", "open_transport"]
+
+#: (succeeded, client send ns, client receive ns)
+Outcome = tuple[bool, int, int]
+
+
+class TransportError(BertserveError):
+    """The server could not be reached or refused a request; the message says which and why."""
+
+
+class Connection(abc.ABC):
+    """One persistent connection (HTTP) or call slot (gRPC)."""
+
+    @abc.abstractmethod
+    async def infer(self, payload: Any) -> Outcome:
+        """Send one prepared request and wait for its response; never raises for a failed
+        request (that is an outcome), only ConnectionError when the connection died."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class Transport(abc.ABC):
+    """One server, one model, one protocol."""
+
+    def __init__(self, url: str, model: str, version: str) -> None:
+        self.url = url
+        self.model = model
+        self.version = version
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect the control channel; raise TransportError when the server is unreachable."""
+
+    @abc.abstractmethod
+    async def model_metadata(self) -> dict[str, Any]:
+        """The v2 model metadata document (name, versions, inputs, outputs)."""
+
+    @abc.abstractmethod
+    async def max_batch_size(self) -> int: ...
+
+    @abc.abstractmethod
+    async def statistics(self) -> dict[str, Any]:
+        """The v2 statistics document of the model ({"model_stats": [...]})."""
+
+    @abc.abstractmethod
+    def prepare(self, inputs: dict[str, np.ndarray]) -> Any:
+        """Encode one input set into the payload `Connection.infer` sends."""
+
+    @abc.abstractmethod
+    async def check(self, inputs: dict[str, np.ndarray]) -> None:
+        """Send one request and decode the reply; raise TransportError with the server's message
+        when it fails, so that a sweep never starts on requests the server refuses."""
+
+    @abc.abstractmethod
+    async def connect(self) -> Connection: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+def open_transport(protocol: str, url: str, model: str, version: str) -> Transport:
+    """The transport for `protocol` ("http" or "grpc"); its module is imported on demand."""
+    if protocol == "http":
+        from bertserve.perf.http_transport import HttpTransport
+
+        return HttpTransport(url, model, version)
+    if protocol == "grpc":
+        from bertserve.perf.grpc_transport import GrpcTransport
+
+        return GrpcTransport(url, model, version)
+    raise TransportError(f"unknown protocol {protocol!r}: use -i http or -i grpc")

@@ -1,0 +1,88 @@
+"""The `tiny` preset: the repository layout the server and QA pipeline rely on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from bertserve.build import REPORT_FILE, TOKENIZER_DIR, BuildOutcome
+from bertserve.cli import main
+
+NAME = "bert_tiny_onnx_cpu"
+
+
+def _config(model_dir: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(
+        (model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+    )
+
+
+def test_layout_and_config(tiny_build: BuildOutcome) -> None:
+    model_dir = tiny_build.repository / NAME
+    config = _config(model_dir)
+    assert config.name == NAME
+    assert config.platform == "onnxruntime_onnx"
+    assert config.max_batch_size == 8
+    assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    # Like the reference repository: the server completes inputs/outputs from the model.
+    assert not config.input and not config.output
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert params["weights"] == "random"
+    assert params["tokenizer"] == TOKENIZER_DIR
+    assert params["tokenizer_generated"] == "true"
+    assert sorted(p.name for p in tiny_build.repository.iterdir()) == [NAME]  # no leftovers
+
+
+def test_onnx_graph_has_dynamic_batch_and_sequence(tiny_build: BuildOutcome) -> None:
+    graph = onnx.load(str(tiny_build.repository / NAME / "1" / "model.onnx")).graph
+    ins = {i.name: i for i in graph.input}
+    assert list(ins) == ["input_ids", "attention_mask", "token_type_ids"]
+    for tensor in (*graph.input, *graph.output):
+        dims = tensor.type.tensor_type.shape.dim
+        assert [d.dim_param for d in dims] == ["batch", "sequence"], tensor.name
+    assert ins["input_ids"].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert [o.name for o in graph.output] == ["start_logits", "end_logits"]
+
+
+def test_runs_any_batch_and_length_and_tokenizer_loads(tiny_build: BuildOutcome) -> None:
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    version = tiny_build.repository / NAME / "1"
+    tokenizer = AutoTokenizer.from_pretrained(str(version / TOKENIZER_DIR))
+    enc = tokenizer(["Who?"] * 3, ["Gustave Eiffel built it."] * 3, return_tensors="np")
+    session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
+    start, end = session.run(None, {k: v.astype(np.int64) for k, v in enc.items()})
+    assert start.shape == end.shape == enc["input_ids"].shape
+
+
+def test_report_holds_parity_numbers(tiny_build: BuildOutcome) -> None:
+    report = json.loads((tiny_build.repository / NAME / "1" / REPORT_FILE).read_text())
+    parity = report["parity"]
+    assert parity["passed"] and parity["samples"] == 8 and parity["seq_len"] == 128
+    assert parity["max_abs_error"] < 1e-4
+    assert parity["agreement"] == 1.0
+    assert report["weights"] == "random"
+    assert report["fused_operators"]["Attention"] == 2
+    summary = tiny_build.summary()
+    assert NAME in summary and "weights are random" in summary
+
+
+def test_cli_builds_and_refuses_to_overwrite(tmp_path: Path, capsys: object) -> None:
+    repo = tmp_path / "models"
+    assert main(["build", "--preset", "tiny", "--output", str(repo), "--precision", "int8"]) == 0
+    first = (repo / f"{NAME}_int8" / "1" / "model.onnx").read_bytes()
+    assert main(["build", "--preset", "tiny", "--output", str(repo), "--precision", "int8"]) == 1
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert "already holds bert_tiny_onnx_cpu_int8: pass --force" in err
+    assert (repo / f"{NAME}_int8" / "1" / "model.onnx").read_bytes() == first
+    args = ["build", "--preset", "tiny", "--output", str(repo), "--precision", "int8"]
+    assert main([*args, "--force", "--seed", "7"]) == 0
+    assert (repo / f"{NAME}_int8" / "1" / "model.onnx").read_bytes() != first
+    assert sorted(p.name for p in repo.iterdir()) == [f"{NAME}_int8"]

@@ -1,0 +1,113 @@
+"""bertserve perf against the real perf_analyzer, on the same server, same model, same flags.
+
+At each concurrency of a short sweep the two tools measure back to back; throughput must agree
+within 10% and p50 latency within 15%. The machine is shared with the server (and, on a
+developer box, with whatever else runs), so a level that disagrees is measured once more
+before the test fails. Both write the same CSV header. `pytest -s` prints the comparison
+table (docs/benchmarks.md keeps one).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from tests.conftest import TINY, ServerProcess
+from tests.perf.conftest import SEQ, tiny_settings
+
+from bertserve.perf.analyzer import ENV_VAR, find_perf_analyzer, run_perf_analyzer
+from bertserve.perf.profiler import profile
+from bertserve.perf.results import Measurement, read_perf_analyzer_csv, write_perf_analyzer_csv
+from bertserve.perf.session import run_async
+from bertserve.perf.settings import LoadRange
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.perf_analyzer,
+    pytest.mark.skipif(
+        find_perf_analyzer() is None,
+        reason=f"perf_analyzer not installed (scripts/install_perf_analyzer.sh, or set {ENV_VAR})",
+    ),
+]
+
+LEVELS = (1, 2, 4)
+WINDOW_MS = 1000
+STABILITY = 20
+THROUGHPUT_TOLERANCE = 0.10
+P50_TOLERANCE = 0.15
+
+
+def perf_analyzer(server: ServerProcess, concurrency: int, report: Path) -> Measurement | None:
+    """perf_analyzer's point, or None when it found no stable windows (it exits 2 then)."""
+    shapes = []
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        shapes += ["--shape", f"{name}:{SEQ}"]
+    args = [
+        "-m", TINY, "-u", server.http_url, "-i", "http", "--async", "-z",
+        "--concurrency-range", str(concurrency), "-p", str(WINDOW_MS), "-r", "8",
+        "-s", str(STABILITY), *shapes, "-f", str(report),
+    ]  # fmt: skip
+    done = run_perf_analyzer(args, timeout=120)
+    if done.returncode == 2 and "Failed to obtain stable measurement" in done.stdout + done.stderr:
+        return None
+    assert done.returncode == 0, done.stdout + done.stderr
+    (m,) = read_perf_analyzer_csv(report)
+    return m
+
+
+def bertserve_perf(server: ServerProcess, concurrency: int) -> Measurement:
+    settings = tiny_settings(
+        server,
+        concurrency=LoadRange(concurrency, concurrency, 1),
+        window_ms=float(WINDOW_MS),
+        max_trials=8,
+        stability_percent=float(STABILITY),
+    )
+    (m,) = run_async(profile(settings)).measurements
+    return m
+
+
+def agree(ours: Measurement, theirs: Measurement) -> bool:
+    tp = abs(ours.throughput - theirs.throughput) / theirs.throughput
+    p50 = abs(ours.latency_p50_us - theirs.latency_p50_us) / theirs.latency_p50_us
+    return tp <= THROUGHPUT_TOLERANCE and p50 <= P50_TOLERANCE
+
+
+def test_matches_perf_analyzer(server: ServerProcess, tmp_path: Path) -> None:
+    rows = []
+    for c in LEVELS:
+        for attempt in (1, 2):
+            theirs = perf_analyzer(server, c, tmp_path / f"pa_{c}_{attempt}.csv")
+            if theirs is None:
+                continue
+            ours = bertserve_perf(server, c)
+            if agree(ours, theirs):
+                break
+        if theirs is None:
+            pytest.skip(
+                f"perf_analyzer itself found no stable windows at concurrency {c}, "
+                "twice: the machine is too busy for a comparison"
+            )
+        rows.append((c, attempt, ours, theirs))
+    print(
+        f"\n{'conc':>4} {'try':>3} {'perf_analyzer inf/s':>20} {'bertserve inf/s':>16} "
+        f"{'diff':>6} {'PA p50 us':>10} {'ours p50 us':>12} {'diff':>6} {'our CPU':>8}"
+    )
+    for c, attempt, ours, theirs in rows:
+        dt = ours.throughput / theirs.throughput - 1
+        dp = ours.latency_p50_us / theirs.latency_p50_us - 1
+        print(
+            f"{c:>4} {attempt:>3} {theirs.throughput:>20.1f} {ours.throughput:>16.1f} "
+            f"{dt:>+6.1%} {theirs.latency_p50_us:>10.0f} {ours.latency_p50_us:>12.0f} "
+            f"{dp:>+6.1%} {ours.extras['client_cpu_fraction']:>8.0%}"
+        )
+    # Same columns, same order, as the real tool writes them.
+    with next(tmp_path.glob("pa_1_*.csv")).open() as f:
+        their_header = next(csv.reader(f))
+    write_perf_analyzer_csv([ours for _, _, ours, _ in rows], tmp_path / "ours.csv")
+    with (tmp_path / "ours.csv").open() as f:
+        assert next(csv.reader(f)) == their_header
+    for c, _, ours, theirs in rows:
+        assert ours.throughput == pytest.approx(theirs.throughput, rel=THROUGHPUT_TOLERANCE), c
+        assert ours.latency_p50_us == pytest.approx(theirs.latency_p50_us, rel=P50_TOLERANCE), c

@@ -1,0 +1,43 @@
+"""`bertserve demo --quick`: the README's one command, end to end, in its smallest setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bertserve.cli import main
+from bertserve.commands.demo import plan
+from bertserve.perf.results import read_perf_analyzer_csv, read_run
+
+pytestmark = pytest.mark.e2e
+
+
+def test_plan() -> None:
+    assert [m.name for m in plan(quick=True, gpu=False, seq_len=64)] == ["bert_tiny_onnx_cpu"]
+    full = plan(quick=False, gpu=True, seq_len=64)
+    assert [m.device for m in full] == ["cpu", "cpu", "cpu", "gpu"]
+    assert all(m.seq_len == 64 for m in full if m.preset == "distilbert")
+
+
+def test_quick_demo_writes_the_report(tiny_repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    # The session's tiny repository is reused (the demo builds only what is missing).
+    code = main(["demo", "--quick", "--output", str(out), "--repository", str(tiny_repo)])
+    assert code == 0
+    for name in ("report.md", "report.html", "latency_throughput.png", "latency_breakdown.png"):
+        assert (out / name).stat().st_size > 0, name
+    run = read_run(out / "runs" / "bert_tiny_onnx_cpu.json")
+    assert run.random_weights
+    assert [m.concurrency for m in run.measurements] == [1, 2]
+    assert all(m.throughput > 0 and m.errors == 0 for m in run.measurements)
+    assert len(read_perf_analyzer_csv(out / "runs" / "bert_tiny_onnx_cpu.csv")) == 2
+    assert "RANDOM WEIGHTS" in (out / "report.md").read_text()
+    # The demo's server was stopped, cleanly.
+    assert "bertserve stopped" in (out / "server.log").read_text()
+
+
+def test_unknown_machine_fails_before_any_work(tmp_path: Path) -> None:
+    code = main(["demo", "--quick", "--output", str(tmp_path), "--machine", "no-such-machine"])
+    assert code == 1
+    assert not (tmp_path / "server.log").exists()

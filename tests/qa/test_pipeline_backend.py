@@ -1,0 +1,210 @@
+"""The QA pipeline backend in-process: call_model runs the toy ONNX model with onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from tokenizers import Tokenizer
+from tritonclient.grpc import model_config_pb2 as pb
+
+from bertserve.backends.base import Device, LoadContext, get_backend
+from bertserve.backends.qa_pipeline import OUTPUTS, PipelineSettings, QAPipelineInstance
+from bertserve.errors import ConfigError, InvalidInput
+from bertserve.qa.squad import load_squad, sample_path
+from tests.qa.qa_toys import onnx_call_model, steered_table, write_repository
+
+QUESTION = "What fuel did the keepers switch to in 1890?"
+
+
+def _config(root: Path, name: str = "qa") -> pb.ModelConfig:
+    config = pb.ModelConfig()
+    text_format.Parse((root / name / "config.pbtxt").read_text(), config)
+    config.name = name
+    return config
+
+
+def _load(root: Path, calls: list[tuple[int, ...]] | None = None) -> QAPipelineInstance:
+    backend = get_backend("bertserve_qa")
+    config = _config(root)
+    backend.autocomplete(config, root / "qa" / "1")
+    call = onnx_call_model(root / "toy_qa" / "1" / "model.onnx", calls)
+    instance = backend.load(config, root / "qa" / "1", Device(), LoadContext("qa", 1, call))
+    assert isinstance(instance, QAPipelineInstance)
+    return instance
+
+
+def _inputs(questions: list[str], contexts: list[str]) -> dict[str, np.ndarray]:
+    return {
+        "question": np.array([q.encode() for q in questions], dtype=object).reshape(-1, 1),
+        "context": np.array([c.encode() for c in contexts], dtype=object).reshape(-1, 1),
+    }
+
+
+@pytest.fixture
+def sample() -> dict[str, str]:
+    _, examples = load_squad(sample_path())
+    return {e.id: e.context for e in examples}
+
+
+@pytest.fixture
+def repo(tmp_path: Path, tokenizer: Tokenizer) -> Path:
+    return write_repository(
+        tmp_path,
+        tokenizer,
+        steered_table(tokenizer, "paraffin", "paraffin"),
+        {"max_seq_len": "128", "doc_stride": "32", "buckets": "32,64"},
+    )
+
+
+def test_autocomplete_fills_the_signature(repo: Path) -> None:
+    config = _config(repo)
+    get_backend("bertserve_qa").autocomplete(config, repo / "qa" / "1")
+    assert {t.name: pb.DataType.Name(t.data_type) for t in config.input} == {
+        "question": "TYPE_STRING",
+        "context": "TYPE_STRING",
+    }
+    assert {t.name: pb.DataType.Name(t.data_type) for t in config.output} == OUTPUTS
+    assert all(list(t.dims) == [1] for t in [*config.input, *config.output])
+
+
+def test_autocomplete_refuses_wrong_tensors(repo: Path) -> None:
+    config = _config(repo)
+    config.input.add(name="passage", data_type=pb.TYPE_STRING, dims=[1])
+    with pytest.raises(ConfigError, match="'passage' is not a tensor"):
+        get_backend("bertserve_qa").autocomplete(config, repo / "qa" / "1")
+    config = _config(repo)
+    config.output.add(name="score", data_type=pb.TYPE_FP16, dims=[1])
+    with pytest.raises(ConfigError, match="'score' must have data_type TYPE_FP32"):
+        get_backend("bertserve_qa").autocomplete(config, repo / "qa" / "1")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("qa_model", "", "qa_model is missing"),
+        ("max_seq_len", "lots", "max_seq_len must be an integer"),
+        ("doc_stride", "500", "doc_stride 500"),
+        ("buckets", "64,1024", "must not exceed max_seq_len"),
+        ("max_windows_per_call", "0", "max_windows_per_call"),
+        ("qa_inputs", "ids,mask", "qa_inputs"),
+        ("null_threshold", "high", "null_threshold must be a number"),
+        ("allow_impossible", "maybe", "allow_impossible must be true or false"),
+        ("max_answer_len", "0", "max_answer_len must be at least 1"),
+        ("tokenizer", "nowhere/tokenizer.json", "is not a file"),
+    ],
+)
+def test_bad_parameters_are_config_errors(repo: Path, key: str, value: str, message: str) -> None:
+    config = _config(repo)
+    config.parameters[key].string_value = value
+    with pytest.raises(ConfigError, match=message):
+        get_backend("bertserve_qa").autocomplete(config, repo / "qa" / "1")
+
+
+def test_tokenizer_is_found_next_to_the_qa_model(repo: Path) -> None:
+    settings = PipelineSettings.from_config(_config(repo))
+    assert settings.qa_model == "toy_qa"
+    instance = _load(repo)
+    assert instance.settings.buckets == (32, 64, 128)
+
+
+def test_answers_a_batch_with_offsets(repo: Path, sample: dict[str, str]) -> None:
+    instance = _load(repo)
+    contexts = [sample["hm-4"], sample["sd-1"]]
+    out = instance.run(_inputs([QUESTION, "What lives in a starter?"], contexts), list(OUTPUTS))
+    assert out["answer"].shape == (2, 1)
+    assert out["answer"][0, 0] == b"paraffin"
+    start, end = int(out["start_char"][0, 0]), int(out["end_char"][0, 0])
+    assert contexts[0][start:end] == "paraffin"
+    assert out["score"].dtype == np.float32 and 0.9 < out["score"][0, 0] <= 1.0
+    assert out["is_impossible"].dtype == bool and not out["is_impossible"].any()
+    # The second context has no "paraffin": some span is still returned, inside the context.
+    second = out["answer"][1, 0].decode()
+    assert second and second == contexts[1][out["start_char"][1, 0] : out["end_char"][1, 0]]
+
+
+def test_only_requested_outputs_are_returned(repo: Path, sample: dict[str, str]) -> None:
+    out = _load(repo).run(_inputs([QUESTION], [sample["hm-4"]]), ["answer"])
+    assert list(out) == ["answer"]
+
+
+def test_long_context_is_windowed_and_bucketed(repo: Path, sample: dict[str, str]) -> None:
+    calls: list[tuple[int, ...]] = []
+    instance = _load(repo, calls)
+    long_context = sample["vt-1"] + " In 1890 the keepers switched to paraffin."
+    out = instance.run(
+        _inputs([QUESTION, QUESTION], [long_context, "It ran on paraffin."]), ["answer"]
+    )
+    assert [a[0] for a in out["answer"]] == [b"paraffin", b"paraffin"]
+    lengths = {shape[1] for shape in calls}
+    assert lengths <= {32, 64, 128}
+    assert 32 in lengths and 128 in lengths  # the short pair was not padded to 128
+    assert sum(shape[0] for shape in calls) > 2  # the long context gave several windows
+    assert all(shape[0] <= 4 for shape in calls)  # max_windows_per_call
+
+
+def test_unanswerable_with_a_squad2_style_model(tmp_path: Path, tokenizer: Tokenizer) -> None:
+    table = steered_table(tokenizer, "paraffin", "paraffin")
+    table[tokenizer.token_to_id("[CLS]")] = 9.0
+    root = write_repository(tmp_path, tokenizer, table, {"allow_impossible": "true"})
+    out = _load(root).run(_inputs([QUESTION], ["The lamp burned paraffin."]), list(OUTPUTS))
+    assert out["is_impossible"][0, 0]
+    assert out["answer"][0, 0] == b""
+    assert out["start_char"][0, 0] == -1 and out["end_char"][0, 0] == -1
+
+
+@pytest.mark.parametrize(
+    ("question", "context", "message"),
+    [
+        (b"", b"text", "input 'question' item 1 is empty"),
+        (b"why?", b"\xc3\x28", "input 'context' item 1 is not valid UTF-8"),
+        (b"why?", b"x" * 70_000, "input 'context' item 1 is 70000 bytes"),
+    ],
+)
+def test_bad_item_is_invalid_input(
+    repo: Path, question: bytes, context: bytes, message: str
+) -> None:
+    instance = _load(repo)
+    inputs = {
+        "question": np.array([[b"ok?"], [question]], dtype=object),
+        "context": np.array([[b"fine text"], [context]], dtype=object),
+    }
+    with pytest.raises(InvalidInput, match=message):
+        instance.check_request(inputs)
+    with pytest.raises(InvalidInput, match=message):
+        instance.run(inputs, ["answer"])
+
+
+def test_context_without_tokens_has_no_answer_and_spares_the_batch(
+    repo: Path, sample: dict[str, str]
+) -> None:
+    out = _load(repo).run(
+        _inputs([QUESTION, QUESTION], ["\u200b\u200b", sample["hm-4"]]), list(OUTPUTS)
+    )
+    assert out["answer"][:, 0].tolist() == [b"", b"paraffin"]
+    assert out["is_impossible"][:, 0].tolist() == [True, False]
+    assert out["start_char"][0, 0] == -1
+
+
+def test_context_limit_is_configurable(tmp_path: Path, tokenizer: Tokenizer) -> None:
+    table = steered_table(tokenizer, "paraffin", "paraffin")
+    root = write_repository(tmp_path, tokenizer, table, {"max_context_bytes": "100"})
+    with pytest.raises(InvalidInput, match="at most 100"):
+        _load(root).check_request(_inputs(["why?"], ["x" * 101]))
+
+
+def test_mismatched_batch_counts(repo: Path) -> None:
+    inputs = {
+        "question": np.array([[b"a?"], [b"b?"]], dtype=object),
+        "context": np.array([[b"text"]], dtype=object),
+    }
+    with pytest.raises(InvalidInput, match="'question' has 2 items but input 'context' has 1"):
+        _load(repo).check_request(inputs)
+
+
+def test_load_without_call_model_is_config_error(repo: Path) -> None:
+    config = _config(repo)
+    with pytest.raises(ConfigError, match="cannot call other models"):
+        get_backend("bertserve_qa").load(config, repo / "qa" / "1", Device(), LoadContext("qa", 1))
