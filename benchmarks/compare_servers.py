@@ -263,6 +263,7 @@ def serve_mlserver(spec: ModelSpec, ports: dict[str, int]) -> None:
         metrics_port=ports["metrics"],
         parallel_workers=spec.instances if spec.instances > 1 else 0,
         metrics_dir=tempfile.mkdtemp(prefix="mlserver-metrics-"),  # else ./.metrics
+        environments_dir=tempfile.mkdtemp(prefix="mlserver-envs-"),  # else ./.envs
         debug=False,
     )
     model = ModelSettings(
@@ -395,6 +396,24 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
+    def execution_counts(self) -> tuple[int, int] | None:
+        """(inference_count, execution_count) from the Triton statistics endpoint."""
+        if self.kind == "mlserver":
+            return None
+        url = f"http://{self.url}/v2/models/{self.spec.name}/stats"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            stats = json.loads(response.read())["model_stats"]
+        return (
+            sum(int(v["inference_count"]) for v in stats),
+            sum(int(v["execution_count"]) for v in stats),
+        )
+
+    def average_batch_since(self, before: tuple[int, int] | None) -> float | None:
+        after = self.execution_counts()
+        if before is None or after is None or after[1] == before[1]:
+            return None
+        return (after[0] - before[0]) / (after[1] - before[1])
+
     def cpu_seconds(self) -> float:
         assert self.proc is not None
         return tree_cpu_seconds(self.proc.pid)
@@ -456,6 +475,7 @@ class Row:
     p99_ms: float | None
     server_cpu_pct: float | None
     machine_cpu_pct: float | None = None  # every process: shows how busy the machine was
+    avg_batch: float | None = None  # inferences per model execution (statistics endpoint)
     error: str = ""
     note: str = ""
     breakdown_us: dict[str, float] = field(default_factory=dict)
@@ -495,6 +515,7 @@ def measure_perf_analyzer(server: Server, concurrency: int, opts: argparse.Names
     spec = server.spec
     row = Row(server.kind, spec.label, "perf_analyzer", concurrency, None, None, None, None)
     args = perf_analyzer_args(spec, server.url, concurrency, opts)
+    counts0 = server.execution_counts()
     cpu0, busy0, t0 = server.cpu_seconds(), machine_busy_seconds(), time.monotonic()
     try:
         try:
@@ -512,6 +533,7 @@ def measure_perf_analyzer(server: Server, concurrency: int, opts: argparse.Names
     elapsed = time.monotonic() - t0
     row.server_cpu_pct = 100 * (server.cpu_seconds() - cpu0) / elapsed
     row.machine_cpu_pct = 100 * (machine_busy_seconds() - busy0) / elapsed
+    row.avg_batch = server.average_batch_since(counts0)
     row.infer_per_sec = m.throughput
     row.p50_ms, row.p99_ms = m.latency_p50_us / 1000, m.latency_p99_us / 1000
     row.breakdown_us = {
@@ -680,7 +702,7 @@ def fmt(value: float | None, digits: int = 1) -> str:
 def print_table(rows: list[Row], *, header: bool = True) -> None:
     title = (
         f"{'server':<10} {'model':<10} {'client':<14} {'conc':>4} {'inf/s':>9} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'srv CPU %':>9} {'all CPU %':>9}"
+        f"{'p50 ms':>8} {'p99 ms':>8} {'srv CPU %':>9} {'all CPU %':>9} {'batch':>5}"
     )
     if header:
         print(title)
@@ -689,7 +711,7 @@ def print_table(rows: list[Row], *, header: bool = True) -> None:
         print(
             f"{r.server:<10} {r.model:<10} {r.client:<14} {r.concurrency:>4} "
             f"{fmt(r.infer_per_sec):>9} {fmt(r.p50_ms, 2):>8} {fmt(r.p99_ms, 2):>8} "
-            f"{fmt(r.server_cpu_pct, 0):>9} {fmt(r.machine_cpu_pct, 0):>9}"
+            f"{fmt(r.server_cpu_pct, 0):>9} {fmt(r.machine_cpu_pct, 0):>9} {fmt(r.avg_batch, 2):>5}"
             + (f"  ERROR: {r.error}" if r.error else "")
             + (f"  ({r.note})" if r.note else ""),
             flush=True,
@@ -718,6 +740,12 @@ def ratios(
                 item["in_process_batch"] = batch
                 item["in_process_inf_s"] = baseline[model][batch]
                 item["vs_in_process"] = r.infer_per_sec / baseline[model][batch]
+            if r.avg_batch is not None and baseline.get(model):
+                # The batches the server actually ran (its preferred sizes may keep them small).
+                near = min(baseline[model], key=lambda b: abs(b - r.avg_batch))  # type: ignore[operator]
+                item["server_avg_batch"] = r.avg_batch
+                item["in_process_batch_nearest"] = near
+                item["vs_in_process_nearest"] = r.infer_per_sec / baseline[model][near]
             out.append(item)
     return out
 
@@ -741,6 +769,12 @@ def print_ratios(items: list[dict[str, Any]]) -> None:
             parts.append(
                 f"{100 * it['vs_in_process']:.0f}% of in-process ORT "
                 f"at batch {it['in_process_batch']} ({it['in_process_inf_s']:,.1f}/s)"
+            )
+        if "vs_in_process_nearest" in it:
+            parts.append(
+                f"server's mean batch {it['server_avg_batch']:.2f}: "
+                f"{100 * it['vs_in_process_nearest']:.0f}% of in-process ORT "
+                f"at batch {it['in_process_batch_nearest']}"
             )
         print("  " + label + "; ".join(parts))
 
@@ -814,6 +848,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    # Stop the servers on SIGTERM too (SystemExit unwinds the ExitStack that holds them).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     servers = [s for s in opts.servers.split(",") if s]
     levels = [int(c) for c in opts.concurrency.split(",")]
     specs = [

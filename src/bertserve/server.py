@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import os
 import signal
@@ -14,6 +13,7 @@ from typing import Any
 
 import uvicorn
 
+from bertserve.endpoints.grpc import start_grpc_server
 from bertserve.endpoints.http import HttpApp
 from bertserve.engine import Engine
 from bertserve.metrics import GpuMetrics, TritonMetrics
@@ -76,9 +76,7 @@ async def serve(settings: ServerSettings) -> int:
         print(f"Started HTTPService at {settings.host}:{http_sock.getsockname()[1]}", flush=True)
 
     grpc_server = None
-    if settings.allow_grpc and importlib.util.find_spec("bertserve.endpoints.grpc"):
-        from bertserve.endpoints.grpc import start_grpc_server
-
+    if settings.allow_grpc:
         grpc_server, grpc_port = await start_grpc_server(engine, settings)
         print(f"Started GRPCInferenceService at {settings.host}:{grpc_port}", flush=True)
 

@@ -4,12 +4,13 @@ fine-tuned folder would be, and one tiny repository built once per session."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bertserve.build import BuildOutcome, build_preset
 
-TINY_BERT = {
+TINY_BERT: dict[str, Any] = {
     "vocab_size": 1024,
     "hidden_size": 32,
     "num_hidden_layers": 2,
@@ -17,7 +18,7 @@ TINY_BERT = {
     "intermediate_size": 64,
     "max_position_embeddings": 512,
 }
-TINY_DISTILBERT = {
+TINY_DISTILBERT: dict[str, Any] = {
     "vocab_size": 1024,
     "dim": 32,
     "n_layers": 2,

@@ -11,6 +11,7 @@ from onnx import numpy_helper
 
 from bertserve.build import BuildOutcome, ParityError, build_preset
 from bertserve.build.parity import (
+    ParityInputs,
     check_parity,
     measure_parity,
     parity_inputs,
@@ -34,7 +35,7 @@ def _break(src: Path, dst: Path, scale: float) -> None:
     onnx.save(model, str(dst))
 
 
-def _reference(tiny_build: BuildOutcome) -> tuple[Path, object, dict[str, np.ndarray]]:
+def _reference(tiny_build: BuildOutcome) -> tuple[Path, ParityInputs, dict[str, np.ndarray]]:
     version = tiny_build.repository / NAME / "1"
     inputs = parity_inputs(
         version / "tokenizer", ("input_ids", "attention_mask", "token_type_ids"), 128

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
@@ -74,12 +75,14 @@ def test_report_holds_parity_numbers(tiny_build: BuildOutcome) -> None:
     assert NAME in summary and "weights are random" in summary
 
 
-def test_cli_builds_and_refuses_to_overwrite(tmp_path: Path, capsys: object) -> None:
+def test_cli_builds_and_refuses_to_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     repo = tmp_path / "models"
     assert main(["build", "--preset", "tiny", "--output", str(repo), "--precision", "int8"]) == 0
     first = (repo / f"{NAME}_int8" / "1" / "model.onnx").read_bytes()
     assert main(["build", "--preset", "tiny", "--output", str(repo), "--precision", "int8"]) == 1
-    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    err = capsys.readouterr().err
     assert "already holds bert_tiny_onnx_cpu_int8: pass --force" in err
     assert (repo / f"{NAME}_int8" / "1" / "model.onnx").read_bytes() == first
     args = ["build", "--preset", "tiny", "--output", str(repo), "--precision", "int8"]

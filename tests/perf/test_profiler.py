@@ -113,3 +113,18 @@ def test_unstable_point_is_reported_and_flagged() -> None:
 def test_batch_larger_than_the_model_allows() -> None:
     with pytest.raises(InputDataError, match="exceeds the model's max_batch_size 8"):
         sweep(FakeTransport(with_stats=True), batch_size=9)
+
+
+def test_request_rate_over_capacity_drops_and_warns() -> None:
+    # 4 ms per request and at most 2 in flight: about 500/s can leave; 1,000/s are asked.
+    run, warnings = sweep(
+        FakeTransport(with_stats=True),
+        request_rate=LoadRange(1000, 1000, 1),
+        max_in_flight=2,
+        stability_percent=100.0,
+    )
+    (m,) = run.measurements
+    assert m.dropped_sends is not None and m.dropped_sends > 0
+    assert m.throughput / m.batch_size < 600
+    assert m.latency_p50_us >= SERVICE_S * 1e6
+    assert any("sends dropped at --max-in-flight 2" in w for w in warnings)

@@ -127,3 +127,15 @@ def test_truncated_bytes_tensor():
     spec = [{"name": "s", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 9}}]
     with pytest.raises(InvalidInput, match="fewer than the 2 elements"):
         _req(spec, b"\x05\0\0\0hello")
+
+
+def test_zero_size_outputs_encode_in_binary_and_json():
+    body, header = encode_request({"x": np.zeros((1, 2), np.float32)}, binary_outputs=True)
+    request = decode_request(body, header, "m", "")
+    empty = np.zeros((1, 0), np.float32)
+    response = InferResponse("m", "1", [InferOutput("a", "FP32", (1, 0), empty)])
+    payload, json_len = encode_response(response, request)
+    assert decode_response(payload, json_len)["a"].shape == (1, 0)
+    request.binary_outputs = False
+    payload, json_len = encode_response(response, request)
+    assert json_len is None and orjson.loads(payload)["outputs"][0]["data"] == []

@@ -366,6 +366,12 @@ def _report(
     print_summary(analysis, console)
     for note in (*analysis.warnings, *analysis.notes):
         console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    if not any(r.machine for r in runs):
+        console.print(
+            "no dollars: rerun with --machine ID (ids: `bertserve report --list-machines`) "
+            "to cost these results on a machine like this one",
+            highlight=False,
+        )
     console.print(
         f"report: {files.html} and {files.markdown}, {len(files.figures)} plots; raw results "
         f"in {output / 'runs'}",

@@ -31,10 +31,19 @@ from bertserve.perf.window import (
     summarize,
 )
 
-__all__ = ["CLIENT_BUSY_FRACTION", "SweepEvents", "WindowReport", "profile", "run_sweep"]
+__all__ = [
+    "CLIENT_BUSY_FRACTION",
+    "LATE_SHARE_WARNING",
+    "SweepEvents",
+    "WindowReport",
+    "profile",
+    "run_sweep",
+]
 
 #: Share of one core above which the load generator warns that it may be the bottleneck.
 CLIENT_BUSY_FRACTION = 0.85
+#: Request-rate mode: share of sends leaving late above which the sweep warns.
+LATE_SHARE_WARNING = 0.10
 
 
 @dataclass(frozen=True)
@@ -241,6 +250,14 @@ async def _measure_level(
         )
     merged = merge_windows(windows[-STABILITY_WINDOWS:])
     judged = merged.latency_us(settings.judged_stat)
+    sends = merged.request_count + merged.errors + merged.dropped_sends
+    late_share = merged.delayed_sends / sends if sends else 0.0
+    if events.on_warning and (merged.dropped_sends or late_share > LATE_SHARE_WARNING):
+        events.on_warning(
+            f"{_load_text(settings, load)}: {merged.dropped_sends} sends dropped at "
+            f"--max-in-flight {settings.max_in_flight}, {late_share:.0%} left over 1 ms late: "
+            "the schedule was not kept (latencies count from the scheduled time)"
+        )
     if settings.mode == "request_rate":
         point = merged.to_measurement(
             batch_size=settings.batch_size, request_rate=load, stable=stable

@@ -230,6 +230,8 @@ def _tensor_bytes(array: np.ndarray, datatype: str) -> bytes | memoryview:
     if datatype == "BYTES":
         return serialize_bytes(array)
     contiguous = np.ascontiguousarray(array, dtype=datatype_to_numpy(datatype))
+    if contiguous.size == 0:
+        return b""  # memoryview.cast refuses shapes with a zero in them
     return contiguous.data.cast("B")
 
 
