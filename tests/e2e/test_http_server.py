@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import shutil
 import threading
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -70,6 +72,16 @@ def srv(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory):
     server = start_server(repo, extra=["--http-max-input-size", "1048576"])
     yield server
     assert server.stop() == 0
+
+
+@contextlib.contextmanager
+def http_client(url: str, **options: object) -> Iterator[httpclient.InferenceServerClient]:
+    """A tritonclient HTTP client that is closed after use (its __del__ warns otherwise)."""
+    c = httpclient.InferenceServerClient(url, **options)
+    try:
+        yield c
+    finally:
+        c.close()
 
 
 @pytest.fixture()
@@ -176,19 +188,21 @@ def _stats(client, model):
 
 
 def test_dynamic_batching_merges_concurrent_requests(srv, tiny_repo):
-    before = _stats(httpclient.InferenceServerClient(srv.http_url), "slowbatch")
+    with http_client(srv.http_url) as c:
+        before = _stats(c, "slowbatch")
     sizes = [1, 2, 1, 4]  # a client sending its own batch (-b 4) combines with the others
     datas = [feed(batch=b, seed=i) for i, b in enumerate(sizes)]
 
     def one(data):
-        c = httpclient.InferenceServerClient(srv.http_url)
-        return c.infer("slowbatch", inputs(data)).as_numpy("start_logits")
+        with http_client(srv.http_url) as c:
+            return c.infer("slowbatch", inputs(data)).as_numpy("start_logits")
 
     with ThreadPoolExecutor(len(sizes)) as pool:
         results = list(pool.map(one, datas))
     for data, got in zip(datas, results, strict=True):
         np.testing.assert_allclose(got, reference(tiny_repo, data)[0], rtol=1e-5, atol=1e-5)
-    after = _stats(httpclient.InferenceServerClient(srv.http_url), "slowbatch")
+    with http_client(srv.http_url) as c:
+        after = _stats(c, "slowbatch")
     executions = after["execution_count"] - before["execution_count"]
     assert after["inference_count"] - before["inference_count"] == 8
     assert executions < len(sizes), "concurrent requests were not merged"
@@ -213,12 +227,12 @@ def test_queue_full_is_a_clear_error_and_nothing_is_lost(srv):
     lock = threading.Lock()
 
     def one(_):
-        c = httpclient.InferenceServerClient(srv.http_url)
-        try:
-            c.infer("queue1", inputs(data))
-            result = "ok"
-        except InferenceServerException as exc:
-            result = str(exc)
+        with http_client(srv.http_url) as c:
+            try:
+                c.infer("queue1", inputs(data))
+                result = "ok"
+            except InferenceServerException as exc:
+                result = str(exc)
         with lock:
             outcomes.append(result)
 
@@ -415,8 +429,8 @@ def test_broken_model_is_unavailable_and_does_not_stop_the_others(tiny_repo, tmp
         'output { name: "start_logits" data_type: TYPE_INT8 dims: [-1] }\n',
     )
     server = start_server(repo)
+    client = httpclient.InferenceServerClient(server.http_url)
     try:
-        client = httpclient.InferenceServerClient(server.http_url)
         index = {row["name"]: row for row in client.get_model_repository_index()}
         assert index["broken"]["state"] == "UNAVAILABLE"
         assert "data_type" in index["broken"]["reason"]
@@ -424,6 +438,7 @@ def test_broken_model_is_unavailable_and_does_not_stop_the_others(tiny_repo, tmp
         assert not client.is_server_ready()  # strict readiness, as tritonserver
         client.infer("good", inputs(feed()))
     finally:
+        client.close()
         assert server.stop() == 0
 
 
@@ -432,8 +447,8 @@ def test_explicit_load_with_config_override_and_unload(tiny_repo, tmp_path):
     shutil.copytree(tiny_repo / TINY, repo / "m")
     (repo / "m" / "config.pbtxt").write_text('platform: "onnxruntime_onnx"\nmax_batch_size: 2')
     server = start_server(repo, extra=["--model-control-mode", "explicit"])
+    client = httpclient.InferenceServerClient(server.http_url)
     try:
-        client = httpclient.InferenceServerClient(server.http_url)
         assert client.get_model_repository_index() == [{"name": "m"}]
         assert not client.is_model_ready("m")
         client.load_model(
@@ -456,6 +471,7 @@ def test_explicit_load_with_config_override_and_unload(tiny_repo, tmp_path):
         client.load_model("m")
         assert client.is_model_ready("m")
     finally:
+        client.close()
         assert server.stop() == 0
 
 
@@ -478,6 +494,8 @@ def test_graceful_shutdown_finishes_requests_in_flight(tiny_repo, tmp_path):
             results.append(c.infer("slow", inputs(feed(seed=i))).as_numpy("start_logits").shape)
         except Exception as exc:  # noqa: BLE001 - recorded and asserted on
             results.append(exc)
+        finally:
+            c.close()
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
     for t in threads:
@@ -500,8 +518,8 @@ def test_poll_mode_picks_up_added_and_removed_models(tiny_repo, tmp_path):
     server = start_server(
         repo, extra=["--model-control-mode", "poll", "--repository-poll-secs", "0.3"]
     )
+    client = httpclient.InferenceServerClient(server.http_url)
     try:
-        client = httpclient.InferenceServerClient(server.http_url)
         copy_model(
             tiny_repo, TINY, repo, "late", 'platform: "onnxruntime_onnx"\nmax_batch_size: 2\n'
         )
@@ -515,4 +533,5 @@ def test_poll_mode_picks_up_added_and_removed_models(tiny_repo, tmp_path):
             time.sleep(0.2)
         assert client.get_model_repository_index() == []
     finally:
+        client.close()
         assert server.stop() == 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.conftest import TINY, ServerProcess
 
 from bertserve.perf.settings import LoadRange, PerfSettings
+from tests.conftest import TINY, ServerProcess
 
 SEQ = 32
 TINY_SHAPES = {name: (SEQ,) for name in ("input_ids", "attention_mask", "token_type_ids")}

@@ -13,14 +13,14 @@ import csv
 from pathlib import Path
 
 import pytest
-from tests.conftest import TINY, ServerProcess
-from tests.perf.conftest import SEQ, tiny_settings
 
 from bertserve.perf.analyzer import ENV_VAR, find_perf_analyzer, run_perf_analyzer
 from bertserve.perf.profiler import profile
 from bertserve.perf.results import Measurement, read_perf_analyzer_csv, write_perf_analyzer_csv
 from bertserve.perf.session import run_async
 from bertserve.perf.settings import LoadRange
+from tests.conftest import TINY, ServerProcess
+from tests.perf.conftest import SEQ, tiny_settings
 
 pytestmark = [
     pytest.mark.e2e,

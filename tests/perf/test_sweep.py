@@ -10,8 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.conftest import TINY, ServerProcess
-from tests.perf.conftest import SEQ
 
 from bertserve.cli import main
 from bertserve.perf.profiler import profile
@@ -19,6 +17,8 @@ from bertserve.perf.results import Measurement, read_perf_analyzer_csv, read_run
 from bertserve.perf.session import run_async
 from bertserve.perf.settings import LoadRange, PerfSettings
 from bertserve.perf.transport import TransportError
+from tests.conftest import TINY, ServerProcess
+from tests.perf.conftest import SEQ
 
 pytestmark = pytest.mark.e2e
 
