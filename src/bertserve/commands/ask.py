@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         with AnswerClient(args.url, args.model, args.model_version) as client:
-            random_models = _random_weights(client)
+            random_models = random_weights(client)
             [answer] = client.ask([args.question], [context])
     except ClientError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -80,7 +80,7 @@ def _in_context(context: str, start: int, end: int, margin: int = 40) -> str:
     return " ".join(f"{before}[{context[start:end]}]{after}".split())
 
 
-def _random_weights(client: AnswerClient) -> list[str]:
+def random_weights(client: AnswerClient) -> list[str]:
     """Models declaring random weights; a config that cannot be read is reported, not fatal."""
     from bertserve.qa.client import ClientError
 

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bertserve.commands.ask import random_weights
+
 if TYPE_CHECKING:
-    from bertserve.qa.client import AnswerClient
     from bertserve.qa.evaluation import Comparison
 
 __all__ = ["HELP", "add_arguments", "run"]
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     for model in args.compare or [args.model]:
         try:
             with AnswerClient(args.url, model, concurrency=args.concurrency) as client:
-                random_models = _random_weights(client)
+                random_models = random_weights(client)
                 # Warm-up: the first requests of a model may pay for lazy initialisation.
                 client.ask(questions[: args.batch_size], contexts[: args.batch_size])
                 answers = client.ask_all(questions, contexts, args.batch_size)
@@ -144,14 +145,3 @@ def _write(path: Path, data: str, version: str, comparisons: list[Comparison]) -
         ],
     }
     path.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _random_weights(client: AnswerClient) -> list[str]:
-    """Models declaring random weights; a config that cannot be read is reported, not fatal."""
-    from bertserve.qa.client import ClientError
-
-    try:
-        return client.random_weights()
-    except ClientError as exc:
-        print(f"note: cannot check whether the weights are random ({exc})", file=sys.stderr)
-        return []

@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bertserve.commands.argtypes import positive_float
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -56,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--latency-budget-ms",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="MS",
         help="pick each deployment's best point as the highest throughput whose latency "
@@ -158,13 +160,3 @@ def _print_catalog(catalog: Catalog, console: Console) -> None:
             machine.id, machine.name, f"{machine.price_per_hour:.4g}", machine.source, machine.as_of
         )
     console.print(table)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
-    return value
