@@ -622,6 +622,8 @@ def server_runs(args: argparse.Namespace) -> None:
             RESULTS["notes"].append(f"in-process baseline {name}: {type(exc).__name__}: {exc}")
     repo = write_repository(Path(args.work), names)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    from bertserve.announce import READY_LINE, parse_started
+
     cmd = [sys.executable, "-m", "bertserve", "serve", "--model-repository", str(repo),
            "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]  # fmt: skip
     logf = open(Path(args.out) / "server.log", "w")  # noqa: SIM115
@@ -632,9 +634,10 @@ def server_runs(args: argparse.Namespace) -> None:
     for line in proc.stdout:
         logf.write(line)
         logf.flush()
-        if line.startswith("Started HTTPService at"):
-            port = int(line.rsplit(":", 1)[1])
-        if line.startswith("bertserve ready"):
+        started = parse_started(line)
+        if started is not None and started[0] == "http":
+            port = started[2]
+        if line.startswith(READY_LINE):
             break
     log(f"server ready on port {port} after {time.perf_counter() - t0:.1f}s")
     if not port:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import shlex
 import statistics
 import subprocess
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import tritonclient.http as httpclient
 
+from bertserve.announce import READY_LINE, parse_started
 from bertserve.perf.analyzer import PerfAnalyzerFailed, find_perf_analyzer, profile
 from bertserve.perf.results import Measurement
 
@@ -39,7 +39,6 @@ TRANSPORTS = {
     "gRPC": ["-i", "grpc"],
     "gRPC stream": ["-i", "grpc", "--streaming"],
 }
-_PORT = re.compile(r"Started (HTTPService|GRPCInferenceService) at [\d.:\[\]a-f]+:(\d+)")
 
 
 @dataclass
@@ -55,7 +54,7 @@ class Server:
     ports: dict[str, int] = field(default_factory=dict)
 
     def url(self, transport: str) -> str:
-        kind = "HTTPService" if transport == "HTTP" else "GRPCInferenceService"
+        kind = "http" if transport == "HTTP" else "grpc"
         return f"127.0.0.1:{self.ports[kind]}"
 
     def stop(self) -> None:
@@ -102,10 +101,10 @@ def start_server(target: Target) -> Server:
     server = Server(proc)
     assert proc.stdout is not None
     for line in proc.stdout:
-        match = _PORT.search(line)
-        if match:
-            server.ports[match.group(1)] = int(match.group(2))
-        if "bertserve ready" in line:
+        started = parse_started(line)
+        if started is not None:
+            server.ports[started[0]] = started[2]
+        if READY_LINE in line:
             return server
     raise SystemExit(f"bertserve exited before it was ready ({' '.join(command)})")
 

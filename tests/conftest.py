@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -15,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from bertserve.announce import READY_LINE, parse_started
 
 TINY = "bert_tiny_onnx_cpu"
 
@@ -32,13 +33,6 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_file(tiny_repo: Path) -> Path:
     return tiny_repo / TINY / "1" / "model.onnx"
-
-
-_PORT_LINES = {
-    "http": re.compile(r"Started HTTPService at [\d.:\[\]a-f]+:(\d+)"),
-    "grpc": re.compile(r"Started GRPCInferenceService at [\d.:\[\]a-f]+:(\d+)"),
-    "metrics": re.compile(r"Started Metrics Service at [\d.:\[\]a-f]+:(\d+)"),
-}
 
 
 @dataclass
@@ -99,11 +93,10 @@ def start_server(
         assert proc.stdout is not None
         for line in proc.stdout:
             server.lines.append(line)
-            for name, pattern in _PORT_LINES.items():
-                match = pattern.search(line)
-                if match:
-                    server.ports[name] = int(match.group(1))
-            if "bertserve ready" in line or (not wait_ready and "HTTPService" in line):
+            started = parse_started(line)
+            if started is not None:
+                server.ports[started[0]] = started[2]
+            if READY_LINE in line or (not wait_ready and "HTTPService" in line):
                 ready.set()
         ready.set()
 

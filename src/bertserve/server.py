@@ -13,6 +13,7 @@ from typing import Any
 
 import uvicorn
 
+from bertserve.announce import READY_LINE, started_line
 from bertserve.endpoints.grpc import start_grpc_server
 from bertserve.endpoints.http import HttpApp
 from bertserve.engine import Engine
@@ -73,12 +74,12 @@ async def serve(settings: ServerSettings) -> int:
         http_server = _UvicornServer(config)
         tasks.append(asyncio.create_task(http_server.serve(sockets=[http_sock])))
         log.info("HTTP service listening on %s:%d", settings.host, http_sock.getsockname()[1])
-        print(f"Started HTTPService at {settings.host}:{http_sock.getsockname()[1]}", flush=True)
+        print(started_line("http", settings.host, http_sock.getsockname()[1]), flush=True)
 
     grpc_server = None
     if settings.allow_grpc:
         grpc_server, grpc_port = await start_grpc_server(engine, settings)
-        print(f"Started GRPCInferenceService at {settings.host}:{grpc_port}", flush=True)
+        print(started_line("grpc", settings.host, grpc_port), flush=True)
 
     metrics_httpd = None
     if settings.allow_metrics:
@@ -102,7 +103,7 @@ async def serve(settings: ServerSettings) -> int:
             settings.metrics_port, addr=settings.host, registry=registry
         )
         port = metrics_httpd.server_port
-        print(f"Started Metrics Service at {settings.host}:{port}", flush=True)
+        print(started_line("metrics", settings.host, port), flush=True)
 
     start = asyncio.create_task(engine.start())
     done, _ = await asyncio.wait(
@@ -112,7 +113,7 @@ async def serve(settings: ServerSettings) -> int:
         log.error("startup failed: %s", start.exception())
         stop.set()
     elif start in done:
-        print("bertserve ready", flush=True)
+        print(READY_LINE, flush=True)
         await stop.wait()
 
     print("bertserve stopping: finishing in-flight requests", flush=True)

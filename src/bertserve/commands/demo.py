@@ -227,10 +227,10 @@ def _start_server(
     repo: Path, log_path: Path, console: Console
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`bertserve serve` in the background on free ports; its process and HTTP host:port."""
-    import re
     import subprocess
     import sys
 
+    from bertserve.announce import READY_LINE, parse_started
     from bertserve.errors import BertserveError
 
     log = log_path.open("wb")
@@ -250,16 +250,16 @@ def _start_server(
     ]
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     log.close()
-    pattern = re.compile(r"Started HTTPService at ([\w.\-\[\]:]+):(\d+)")
     deadline = time.monotonic() + _READY_TIMEOUT_S
     url = None
     with console.status(f"starting bertserve serve (pid {proc.pid}); log: {log_path}"):
         while time.monotonic() < deadline:
             text = log_path.read_text(errors="replace")
-            match = pattern.search(text)
-            if match:
-                url = f"{match.group(1)}:{match.group(2)}"
-            if url and "bertserve ready" in text:
+            for line in text.splitlines():
+                started = parse_started(line)
+                if started is not None and started[0] == "http":
+                    url = f"{started[1]}:{started[2]}"
+            if url and READY_LINE in text:
                 console.print(f"server ready at {url} (pid {proc.pid})", highlight=False)
                 return proc, url
             if proc.poll() is not None:
