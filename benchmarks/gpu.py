@@ -18,11 +18,13 @@ import argparse
 import datetime as dt
 import functools
 import gc
+import itertools
 import json
 import statistics
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -376,6 +378,62 @@ def parity_and_timing(ckpts: dict[str, Path], args: argparse.Namespace) -> None:
             free_engines()
 
 
+def compile_probe(batch: int = 256, seq: int = 384) -> None:
+    """Can Inductor beat the hand-fused fp16 engine? torch.compile (max-autotune: Triton GEMM
+    templates with fused epilogues, benchmarked against cuBLAS per shape) of the encoder in
+    plain torch ops, and of the engine as it is, vs the engine under a CUDA graph."""
+    import torch
+
+    from bertserve.backends.torch_encoder import EncoderOptions, load_encoder
+
+    vdir = CKPTS["bert_base"]
+    ids = torch.randint(1000, 28000, (batch, seq), device="cuda")
+    types = torch.zeros_like(ids)
+    cases = [
+        ("engine v3 (graph, no compile)", EncoderOptions(precision="fp16", gelu="tanh"), None),
+        ("compile: plain torch ops", EncoderOptions(precision="fp16", fused_layernorm=False),
+         "max-autotune-no-cudagraphs"),
+        ("compile: engine v3", EncoderOptions(precision="fp16", gelu="tanh"),
+         "max-autotune-no-cudagraphs"),
+    ]  # fmt: skip
+    reference = None
+    for label, options, mode in cases:
+        try:
+            enc = load_encoder(vdir, "model.safetensors", options, "cuda")
+            with torch.inference_mode():
+                eager = enc.forward(ids, types, None).float()
+                if reference is None:
+                    reference = eager
+                fn: Any = enc.forward
+                t0 = time.perf_counter()
+                if mode is not None:
+                    fn = torch.compile(enc.forward, mode=mode, dynamic=False)
+                    out = fn(ids, types, None)
+                    torch.cuda.synchronize()
+                    err = float((out.float() - reference).abs().max())
+                else:
+                    err = float((eager - reference).abs().max())
+                build_s = time.perf_counter() - t0
+                if mode is None:
+                    stream = torch.cuda.Stream()
+                    with torch.cuda.stream(stream):
+                        fn(ids, types, None)
+                    stream.synchronize()
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph, stream=stream):
+                        fn(ids, types, None)
+                    ms = time_gpu(graph.replay, 10)
+                else:
+                    ms = time_gpu(lambda f=fn: f(ids, types, None), 10)
+            add_timing(label, "bert_base", seq, batch, ms, "compile-probe",
+                       build_s=build_s, max_err_vs_engine=err)  # fmt: skip
+            log(f"   {label}: build {build_s:.0f}s, max |diff| vs engine {err:.3f}")
+        except Exception as exc:  # noqa: BLE001
+            RESULTS["notes"].append(f"compile probe {label}: {type(exc).__name__}: {exc}"[:1500])
+            log(f"!! compile probe {label}: {exc}"[:1500])
+        free_engines()
+
+
 def two_instances(a: Any, b: Any, x: dict[str, np.ndarray], seconds: float) -> float:
     """Sequences/s of two instances driven by two threads (as the server's workers do)."""
     done = [0, 0]
@@ -415,8 +473,8 @@ def inprocess_baseline(name: str) -> None:
         if i >= 10:
             lat.append((time.perf_counter() - t) * 1e3)
     tput = two_instances(a, b, x, 3.0)
-    row = {"model": name, "batch": top, "run_b1_p50_ms": statistics.median(lat),
-           "run_x2_seq_per_s": tput}  # fmt: skip
+    row = {"model": name, "batch": top,
+           "run_b1_p50_ms": statistics.median(lat), "run_x2_seq_per_s": tput}  # fmt: skip
     RESULTS.setdefault("server_inprocess", []).append(row)
     line = (
         f"in-process {name:31s} run() b1 p50 {row['run_b1_p50_ms']:6.3f} ms, "
@@ -525,10 +583,11 @@ INSTANCE_KIND = "KIND_GPU"  # the CPU dry run of the server path sets KIND_CPU
 ENGINE_DEVICE: tuple[str, int | None] = ("gpu", 0)  # and ("cpu", None)
 
 
-def write_repository(root: Path, names: list[str]) -> Path:
+def write_repository(root: Path, names: list[str], extra: dict[str, str] | None = None,
+                     label: str = "repo") -> Path:  # fmt: skip
     import shutil
 
-    repo = root / "repo"
+    repo = root / label
     if repo.exists():
         shutil.rmtree(repo)
     for name in names:
@@ -537,7 +596,7 @@ def write_repository(root: Path, names: list[str]) -> Path:
         vdir.mkdir(parents=True)
         for f in ("model.safetensors", "config.json"):
             (vdir / f).symlink_to(CKPTS[m["ckpt"]] / f)
-        params = {**m["params"], "seq_buckets": str(m["seq"])}
+        params = {**m["params"], "seq_buckets": str(m["seq"]), **(extra or {})}
         text = (
             f'name: "{name}"\nbackend: "bertserve_torch"\nmax_batch_size: {m["mbs"]}\n'
             f"dynamic_batching {{ preferred_batch_size: {m['preferred']} "
@@ -600,33 +659,22 @@ async def _http_load(
     }
 
 
-def server_runs(args: argparse.Namespace) -> None:
-    import asyncio
-
-    try:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:
-        pass
+def _start_server(args: argparse.Namespace, repo: Path, variant: ServerVariant) -> Any:
+    """Start `bertserve serve` for one variant; returns (process, http port) or (None, 0)."""
     import os
     import subprocess
 
-    from bertserve.protocol.http_codec import encode_request
-
-    names = [n for n in args.server_models.split(",") if n]
-    for name in names:
-        try:
-            inprocess_baseline(name)
-        except Exception as exc:  # noqa: BLE001
-            RESULTS["notes"].append(f"in-process baseline {name}: {type(exc).__name__}: {exc}")
-    repo = write_repository(Path(args.work), names)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
     from bertserve.announce import READY_LINE, parse_started
 
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if variant.src:
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(Path(variant.src).resolve()), *env.get("PYTHONPATH", "").split(os.pathsep)]
+        )
     cmd = [sys.executable, "-m", "bertserve", "serve", "--model-repository", str(repo),
            "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]  # fmt: skip
-    logf = open(Path(args.out) / "server.log", "w")  # noqa: SIM115
+    cmd += variant.flags
+    logf = open(Path(args.out) / f"server-{variant.label}.log", "w")  # noqa: SIM115
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logf, text=True, env=env)
     port = 0
@@ -639,51 +687,164 @@ def server_runs(args: argparse.Namespace) -> None:
             port = started[2]
         if line.startswith(READY_LINE):
             break
-    log(f"server ready on port {port} after {time.perf_counter() - t0:.1f}s")
-    if not port:
-        RESULTS["notes"].append("server did not start; see server.log")
+    log(f"server {variant.label} ready on port {port} after {time.perf_counter() - t0:.1f}s")
+    if not port or proc.poll() is not None:
+        RESULTS["notes"].append(f"server {variant.label} did not start; see its log")
         proc.kill()
-        return
-    import threading as _th
+        return None, 0
+    out = proc.stdout
+    threading.Thread(target=lambda: [logf.write(x) for x in out], daemon=True).start()
+    return proc, port
 
-    _th.Thread(target=lambda: [logf.write(x) for x in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+
+def _pa_data(model: str, work: Path) -> Path:
+    """perf_analyzer --input-data: 16 realistic rows (ids inside the vocabulary, full masks:
+    perf_analyzer's random integers fall outside any vocabulary)."""
+    m = SERVER_MODELS[model]
+    x = make_inputs(16, m["seq"], 5, pad_rows=False)
+    if m["ckpt"] == "distilbert":
+        x.pop("token_type_ids")
+    rows = [
+        {name: {"content": arr[i].tolist(), "shape": [m["seq"]]} for name, arr in x.items()}
+        for i in range(16)
+    ]
+    path = work / f"pa-data-{model}.json"
+    path.write_text(json.dumps({"data": rows}))
+    return path
+
+
+def _pa_point(port: int, model: str, batch: int, conc: int, data: Path, window_ms: int) -> dict:
+    from bertserve.perf.analyzer import profile as pa_profile
+
+    shapes = [f"{n}:{SERVER_MODELS[model]['seq']}" for n in ("input_ids", "attention_mask")]
+    if SERVER_MODELS[model]["ckpt"] != "distilbert":
+        shapes.append(f"token_type_ids:{SERVER_MODELS[model]['seq']}")
+    pa_args = ["-m", model, "-u", f"localhost:{port}", "-b", str(batch),
+               "--concurrency-range", str(conc), "--input-data", str(data),
+               "-p", str(window_ms), "-s", "20", "--max-trials", "6"]  # fmt: skip
+    for shape in shapes:
+        pa_args += ["--shape", shape]
+    (meas,) = pa_profile(pa_args, timeout=120, batch_size=batch)
+    return {
+        "infer_per_s": meas.throughput,
+        "p50_ms": meas.latency_p50_us / 1e3,
+        "p90_ms": meas.latency_p90_us / 1e3,
+        "p99_ms": meas.latency_p99_us / 1e3,
+        "server_queue_us": meas.server_queue_us,
+        "server_compute_input_us": meas.server_compute_input_us,
+        "server_compute_infer_us": meas.server_compute_infer_us,
+        "server_compute_output_us": meas.server_compute_output_us,
+        "errors": float(meas.errors),
+    }
+
+
+def server_runs(args: argparse.Namespace) -> None:
+    """Every server variant in turn, each point by perf_analyzer (when found) and/or the
+    closed-loop asyncio client."""
+    import asyncio
+
     try:
-        plan = [(m, b, c) for m in names for (b, c) in SERVER_POINTS[m]]
-        for model, batch, conc in plan:
-            x = make_inputs(batch, SERVER_MODELS[model]["seq"], batch, pad_rows=False)
-            if SERVER_MODELS[model]["ckpt"] == "distilbert":
-                x.pop("token_type_ids")
-            body, hlen = encode_request(x, ["start_logits", "end_logits"])
-            try:
-                r = asyncio.run(
-                    _http_load(port, model, body, hlen, conc, args.server_seconds, batch)
-                )
-            except Exception as exc:  # noqa: BLE001
-                RESULTS["notes"].append(f"server load {model} b{batch} c{conc}: {exc}")
-                log(f"!! server load {model} b{batch} c{conc}: {exc}")
-                continue
-            RESULTS.setdefault("server", []).append(
-                {"model": model, "client_batch": batch, "concurrency": conc, **r}
-            )
-            row = (
-                f"server {model:24s} b{batch:<4d} c{conc:<3d} {r['infer_per_s']:9.0f} inf/s "
-                f"p50 {r['p50_ms']:7.2f} p90 {r['p90_ms']:7.2f} p99 {r['p99_ms']:7.2f} ms "
-                f"err {r['errors']:.0f}"
-            )
-            ROWS.append(row)
-            log(row)
-    finally:
-        proc.terminate()
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    from bertserve.perf.analyzer import find_perf_analyzer
+    from bertserve.protocol.http_codec import encode_request
+
+    names = [n for n in args.server_models.split(",") if n]
+    for name in names:
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            inprocess_baseline(name)
+        except Exception as exc:  # noqa: BLE001
+            RESULTS["notes"].append(f"in-process baseline {name}: {type(exc).__name__}: {exc}")
+    repo = write_repository(Path(args.work), names)
+    clients = args.clients.split(",")
+    if "perf_analyzer" in clients and find_perf_analyzer() is None:
+        RESULTS["notes"].append("perf_analyzer not found: asyncio client only")
+        clients = ["asyncio"]
+    data = {name: _pa_data(name, Path(args.work)) for name in names}
+    points = dict(SERVER_POINTS)
+    for spec in filter(None, args.server_points.split(";")):  # model=b:c,b:c
+        model, _, pairs = spec.partition("=")
+        points[model] = [(int(b), int(c)) for b, c in (x.split(":") for x in pairs.split(","))]
+    variants = [ServerVariant.parse(v) for v in args.server_variant] or [ServerVariant("new")]
+    for variant in variants:
+        vrepo = repo
+        if variant.params:
+            vrepo = write_repository(Path(args.work), names, dict(variant.params), variant.label)
+        proc, port = _start_server(args, vrepo, variant)
+        if proc is None:
+            continue
+        try:
+            plan = [(m, b, c) for m in names for (b, c) in points[m]]
+            for (model, batch, conc), client in itertools.product(plan, clients):
+                try:
+                    if client == "perf_analyzer":
+                        r = _pa_point(port, model, batch, conc, data[model],
+                                      int(args.server_seconds * 1000))  # fmt: skip
+                    else:
+                        x = make_inputs(batch, SERVER_MODELS[model]["seq"], batch, False)
+                        if SERVER_MODELS[model]["ckpt"] == "distilbert":
+                            x.pop("token_type_ids")
+                        body, hlen = encode_request(x, ["start_logits", "end_logits"])
+                        r = asyncio.run(
+                            _http_load(port, model, body, hlen, conc, args.server_seconds, batch)
+                        )
+                except Exception as exc:  # noqa: BLE001
+                    msg = f"{variant.label} {client} {model} b{batch} c{conc}: {exc}"
+                    RESULTS["notes"].append(msg[:2000])
+                    log(f"!! {msg[:2000]}")
+                    continue
+                RESULTS.setdefault("server", []).append(
+                    {"variant": variant.label, "client": client, "model": model,
+                     "client_batch": batch, "concurrency": conc, **r}
+                )  # fmt: skip
+                row = (
+                    f"server {variant.label:10s} {client[:6]:6s} {model:20s} b{batch:<4d} "
+                    f"c{conc:<3d} {r['infer_per_s']:8.0f} inf/s p50 {r['p50_ms']:6.2f} "
+                    f"p99 {r['p99_ms']:6.2f} ms"
+                )
+                if "server_compute_infer_us" in r:
+                    row += (
+                        f" | queue {r['server_queue_us']:.0f} in "
+                        f"{r['server_compute_input_us']:.0f} infer "
+                        f"{r['server_compute_infer_us']:.0f} out "
+                        f"{r['server_compute_output_us']:.0f} us"
+                    )
+                ROWS.append(row)
+                log(row)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except Exception:  # noqa: BLE001
+                proc.kill()
+
+
+@dataclass(frozen=True)
+class ServerVariant:
+    """`--server-variant LABEL[|SRC_DIR[|FLAGS[|KEY=VALUE,...]]]`: a server build (SRC_DIR,
+    e.g. an older checkout's src/), serve flags and model parameters to compare side by side
+    in one run."""
+
+    label: str
+    src: str = ""
+    flags: tuple[str, ...] = ()
+
+    params: tuple[tuple[str, str], ...] = ()  # model parameters set in every config
+
+    @classmethod
+    def parse(cls, text: str) -> ServerVariant:
+        label, src, flags, params = (text.split("|") + ["", "", ""])[:4]
+        pairs = tuple(tuple(kv.split("=", 1)) for kv in params.split(",") if "=" in kv)
+        return cls(label, src, tuple(flags.split()), pairs)  # type: ignore[arg-type]
 
 
 #: (client batch, concurrency) points per model.
 SERVER_POINTS: dict[str, list[tuple[int, int]]] = {
-    "bert_base_trt_gpu": [(2, 4), (2, 24)],
-    "bert_base_gpu_max": [(1, 1), (64, 16), (128, 8)],
+    "bert_base_trt_gpu": [(2, 4), (2, 24), (2, 48)],
+    "bert_base_gpu_max": [(1, 1), (128, 8)],
     "bert_base_gpu_max_fp8": [(1, 1), (64, 16), (128, 8), (128, 16)],
     "bert_distill_gpu_max_fp8": [(64, 16), (128, 8), (128, 16), (256, 8)],
     "bert_base_gpu_max_seqlen128_fp8": [(128, 16), (256, 8), (256, 16), (512, 8)],
@@ -702,9 +863,25 @@ def main() -> int:
     parser.add_argument("--variants", default="", help="comma-separated subset of VARIANTS")
     parser.add_argument("--skip-inprocess", action="store_true")
     parser.add_argument(
+        "--compile-probe", action="store_true", help="time torch.compile max-autotune variants"
+    )
+    parser.add_argument(
         "--server-models", default="", help="comma-separated SERVER_MODELS to serve and load"
     )
     parser.add_argument("--server-seconds", type=float, default=4.0)
+    parser.add_argument(
+        "--server-variant",
+        action="append",
+        default=[],
+        help="LABEL[|SRC_DIR[|FLAGS[|KEY=VALUE,...]]] (repeatable): servers (source, serve "
+        "flags, model parameters) to compare; default this checkout",
+    )
+    parser.add_argument(
+        "--server-points", default="", help="MODEL=B:C,B:C;... overrides SERVER_POINTS"
+    )
+    parser.add_argument(
+        "--clients", default="perf_analyzer,asyncio", help="perf_analyzer and/or asyncio"
+    )
     args = parser.parse_args()
     import torch
     import transformers
@@ -737,6 +914,8 @@ def main() -> int:
     try:
         if not args.skip_inprocess:
             parity_and_timing(CKPTS, args)
+        if args.compile_probe:
+            compile_probe()
         if args.server_models:
             server_runs(args)
     finally:

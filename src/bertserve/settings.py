@@ -43,3 +43,8 @@ class ServerSettings:
     grpc_max_message_size: int = 64 * 1024 * 1024
     #: Seconds to wait for in-flight requests on SIGTERM/SIGINT (`--exit-timeout-secs`).
     exit_timeout_secs: float = 30.0
+    #: How long, in microseconds, one thread may hold Python's GIL while another waits for it
+    #: (`--gil-switch-interval-us`; `sys.setswitchinterval`). An instance thread takes the
+    #: GIL back after every wait on its device or runtime; with Python's 5,000 us it can
+    #: queue that long behind a busy front end. 0 leaves Python's setting.
+    gil_switch_interval_us: int = 100

@@ -302,3 +302,44 @@ def test_gpu_load_while_another_instance_serves(checkpoint: tuple) -> None:
         stop.set()
         thread.join()
     assert not errors, errors
+
+
+def _two_launches(inst, kind: str) -> None:
+    """Two batches launched back to back, waited for in order, give what run() gives: each
+    launch fills its own staging slot, so the second cannot overwrite the first's logits."""
+    a = _inputs(np.random.default_rng(21), 3, 20, pad=2)
+    b = _inputs(np.random.default_rng(22), 4, 20, pad=0)
+    if kind == "distilbert":
+        a.pop("token_type_ids")
+        b.pop("token_type_ids")
+    want_a = inst.run(a, ["start_logits", "end_logits"])
+    want_b = inst.run(b, ["start_logits", "end_logits"])
+    wait_a = inst.launch(a, ["start_logits", "end_logits"])
+    wait_b = inst.launch(b, ["end_logits"])
+    got_a, got_b = wait_a(), wait_b()
+    assert set(got_b) == {"end_logits"}
+    np.testing.assert_array_equal(got_a["start_logits"], want_a["start_logits"])
+    np.testing.assert_array_equal(got_a["end_logits"], want_a["end_logits"])
+    np.testing.assert_array_equal(got_b["end_logits"], want_b["end_logits"])
+
+
+def test_launches_in_flight_keep_their_own_results(checkpoint: tuple) -> None:
+    kind, version_dir, _ = checkpoint
+    inst = _load(version_dir, 'parameters { key: "seq_buckets" value { string_value: "32" } }')
+    assert not inst.asynchronous  # on the CPU, launch() runs the batch at once
+    _two_launches(inst, kind)
+
+
+@needs_cuda
+@pytest.mark.gpu
+def test_gpu_launches_in_flight_keep_their_own_results(checkpoint: tuple) -> None:
+    kind, version_dir, _ = checkpoint
+    config = _config(
+        'name: "m" backend: "bertserve_torch" max_batch_size: 4 '
+        'parameters { key: "seq_buckets" value { string_value: "32" } }'
+    )
+    backend = TorchBackend()
+    backend.autocomplete(config, version_dir)
+    inst = backend.load(config, version_dir, Device("gpu", 0), LoadContext("m", 1))
+    assert inst.asynchronous
+    _two_launches(inst, kind)

@@ -175,3 +175,94 @@ async def test_instances_run_in_parallel():
     await first
     assert held.batches == [1] and free.batches == [1]
     await s.stop()
+
+
+async def test_next_batch_starts_while_the_event_loop_is_busy():
+    """Instance threads form their own batches: a front end that keeps the loop busy does not
+    hold back the next batch."""
+    inst = Doubler()
+    inst.gate.clear()
+    s = _scheduler(inst, dynamic=False)
+    s.start()
+    first, second = _submit(s, 1), _submit(s, 2)
+    await asyncio.sleep(0.05)  # the instance holds `first`; `second` waits in the queue
+    inst.gate.set()
+    deadline = time.monotonic() + 5
+    while len(inst.batches) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # blocks the event loop, as a busy front end would
+    assert inst.batches == [1, 1]
+    assert np.all((await second)["y"] == 4) and np.all((await first)["y"] == 2)
+    await s.stop()
+
+
+async def test_stop_closes_every_instance_on_its_thread():
+    class Closing(Doubler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.closed_on: str | None = None
+
+        def close(self) -> None:
+            self.closed_on = threading.current_thread().name
+
+    a, b = Closing(), Closing()
+    s = Scheduler(
+        "m", BatchingPolicy(max_batch_size=8, dynamic=False), [a, b], ModelStats("m", "1")
+    )
+    s.start()
+    await _submit(s, 1)
+    await s.stop()
+    assert a.closed_on == "m-instance0" and b.closed_on == "m-instance1"
+
+
+class AsyncDoubler(ModelInstance):
+    """An asynchronous instance: records launches and waits; the first launch is held."""
+
+    asynchronous = True
+
+    def __init__(self, fail_wait_on: float | None = None) -> None:
+        self.events: list[tuple[str, float]] = []
+        self.gate = threading.Event()
+        self.fail_wait_on = fail_wait_on
+
+    def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        raise AssertionError("the scheduler launches asynchronous instances")
+
+    def launch(self, inputs: Mapping[str, np.ndarray], outputs: list[str]):
+        value = float(inputs["x"][0, 0])
+        if not self.events:
+            self.gate.wait(5)
+        self.events.append(("launch", value))
+
+        def wait() -> dict[str, np.ndarray]:
+            self.events.append(("wait", value))
+            if value == self.fail_wait_on:
+                raise RuntimeError("device fault")
+            return {"y": inputs["x"] * 2}
+
+        return wait
+
+
+async def test_asynchronous_instance_launches_the_next_batch_before_waiting():
+    inst = AsyncDoubler()
+    s = _scheduler(inst, dynamic=False)
+    s.start()
+    futures = [_submit(s, float(v)) for v in range(3)]
+    inst.gate.set()
+    results = await asyncio.gather(*futures)
+    assert [float(r["y"][0, 0]) for r in results] == [0.0, 2.0, 4.0]
+    assert inst.events == [
+        ("launch", 0), ("launch", 1), ("wait", 0), ("launch", 2), ("wait", 1), ("wait", 2)
+    ]  # fmt: skip
+    await s.stop()
+
+
+async def test_a_failed_wait_fails_only_its_batch():
+    inst = AsyncDoubler(fail_wait_on=1.0)
+    s = _scheduler(inst, dynamic=False)
+    s.start()
+    futures = [_submit(s, float(v)) for v in range(3)]
+    inst.gate.set()
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert float(results[0]["y"][0, 0]) == 0.0 and float(results[2]["y"][0, 0]) == 4.0
+    assert "device fault" in str(results[1])
+    await s.stop()

@@ -55,9 +55,22 @@ class ModelInstance(ABC):
         """Check one request before it joins a batch (on the event loop: keep it cheap);
         raise InvalidInput so that a bad request fails alone rather than its whole batch."""
 
+    #: launch() only starts the work (a GPU stream): the scheduler then prepares and launches
+    #: the next batch before it waits for this one, so the device never idles between
+    #: batches. False: launch() runs the batch to the end.
+    asynchronous: bool = False
+
     @abstractmethod
     def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """Run one batch; return the requested outputs (first axis = batch when batching)."""
+
+    def launch(
+        self, inputs: Mapping[str, np.ndarray], outputs: list[str]
+    ) -> Callable[[], dict[str, np.ndarray]]:
+        """Start one batch; the returned callable waits for it and returns what run() would.
+        At most two launched batches are unfinished at a time, finished in launch order."""
+        result = self.run(inputs, outputs)
+        return lambda: result
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release sessions, memory, threads."""

@@ -26,7 +26,7 @@ token_type_ids); outputs `start_logits`, `end_logits` (FP32, [-1]).
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -233,7 +233,9 @@ _capture_lock = threading.Lock()
 
 
 class _Profile:
-    """One (batch, seq) bucket: static device buffers, pinned host staging, two graphs."""
+    """One (batch, seq) bucket: static device buffers, two graphs (with and without an
+    attention mask), and two pinned host staging slots, so one batch can be filled in while
+    the one before it still runs (launches alternate between the slots)."""
 
     def __init__(self, instance: TorchInstance, batch: int, seq: int) -> None:
         import torch
@@ -243,16 +245,18 @@ class _Profile:
         self.enc = instance.encoder
         self.stream = instance.stream
         pin = dev.type == "cuda"
-        self.host_in = torch.zeros((3, batch, seq), dtype=torch.int64, pin_memory=pin)
+        self.host_in = torch.zeros((2, 3, batch, seq), dtype=torch.int64, pin_memory=pin)
         self.host_in_np = self.host_in.numpy()
         self.dev_in = torch.zeros((3, batch, seq), dtype=torch.int64, device=dev)
         self.dev_in[1].fill_(1)
-        self.host_out = torch.empty((2, batch, seq), dtype=torch.float32, pin_memory=pin)
+        self.host_out = torch.empty((2, 2, batch, seq), dtype=torch.float32, pin_memory=pin)
         self.host_out_np = self.host_out.numpy()
         self.dev_out = {
             dense: torch.empty((2, batch, seq), dtype=torch.float32, device=dev)
             for dense in (True, False)
         }
+        self.done = [torch.cuda.Event(), torch.cuda.Event()] if pin else []
+        self.slot = 0
         self.graphs: dict[bool, Any] = {}
         self.has_types = instance.settings.has_token_types
 
@@ -287,10 +291,16 @@ class _Profile:
         else:
             self.compute(dense)
 
-    def run(self, ids: np.ndarray, mask: np.ndarray | None, types: np.ndarray | None) -> np.ndarray:
-        """Pad (n, L) inputs into this profile, run, return (2, n, L) float32 logits."""
+    def launch(
+        self, ids: np.ndarray, mask: np.ndarray | None, types: np.ndarray | None
+    ) -> Callable[[], np.ndarray]:
+        """Pad (n, L) inputs into the next staging slot and start the pass on the stream;
+        the returned callable waits and gives the (2, n, L) float32 logits, a view of the
+        slot that stays valid until the launch after next on this profile."""
+        slot = self.slot
+        self.slot ^= 1
         n, length = ids.shape
-        h = self.host_in_np
+        h = self.host_in_np[slot]
         h[0, :n, :length] = ids
         h[1, :n, :length] = 1 if mask is None else mask
         h[2, :n, :length] = 0 if types is None else types
@@ -300,19 +310,28 @@ class _Profile:
             h[:, n:] = 0
             h[1, n:, :] = 1  # padding rows attend somewhere: finite garbage, discarded
         dense = length == self.seq and (mask is None or bool(mask.all()))
-        if self.dev_in.is_cuda:
-            import torch
+        out = self.host_out_np[slot, :, :n, :length]
+        if not self.done:  # CPU: runs here and now
+            self.dev_in.copy_(self.host_in[slot])
+            self.compute(dense)
+            self.host_out[slot].copy_(self.dev_out[dense])
+            return lambda: out
+        import torch
 
-            with torch.cuda.stream(self.stream):
-                self.dev_in.copy_(self.host_in, non_blocking=True)
-                self.replay(dense)
-                self.host_out.copy_(self.dev_out[dense], non_blocking=True)
-            self.stream.synchronize()
-        else:
-            self.dev_in.copy_(self.host_in)
+        # Stream order keeps the shared device buffers safe: this copy-in lands after the
+        # previous pass has read dev_in, and its copy-out before this pass writes dev_out.
+        with torch.cuda.stream(self.stream):
+            self.dev_in.copy_(self.host_in[slot], non_blocking=True)
             self.replay(dense)
-            self.host_out.copy_(self.dev_out[dense])
-        return self.host_out_np[:, :n, :length]
+            self.host_out[slot].copy_(self.dev_out[dense], non_blocking=True)
+            self.done[slot].record(self.stream)
+        done = self.done[slot]
+
+        def wait() -> np.ndarray:
+            done.synchronize()
+            return out
+
+        return wait
 
 
 class TorchInstance(ModelInstance):
@@ -340,6 +359,7 @@ class TorchInstance(ModelInstance):
             version_dir, filename, settings.encoder, str(self.torch_device)
         )
         self.batch_buckets: tuple[int, ...] = settings.batch_buckets
+        self.asynchronous = self.torch_device.type == "cuda"
         self.seq_buckets = settings.seq_buckets
         self._lock = threading.Lock()
         self.stream: Any = None
@@ -365,6 +385,13 @@ class TorchInstance(ModelInstance):
                         self.profiles[key].capture(pool)
 
     def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        return self.launch(inputs, outputs)()
+
+    def launch(
+        self, inputs: Mapping[str, np.ndarray], outputs: list[str]
+    ) -> Callable[[], dict[str, np.ndarray]]:
+        """Start the batch on this instance's stream; the callable waits for its logits.
+        A batch larger than the largest profile runs in pieces, one after another."""
         import torch
 
         ids = _as_2d(inputs, INPUT_IDS, required=True)
@@ -383,20 +410,32 @@ class TorchInstance(ModelInstance):
         if types is not None:
             _check_range(types, TOKEN_TYPE_IDS, max(1, self.encoder.config.type_vocab))
         seq = pick_bucket(length, self.seq_buckets)
-        logits = np.empty((2, n, length), dtype=np.float32)
+        chunks = plan_chunks(n, self.settings.batch_buckets)
         ctx: Any = (
             torch.cuda.device(self.torch_device) if self.stream is not None else _nullcontext()
         )
+
+        def start(lo: int, hi: int, bucket: int) -> Callable[[], np.ndarray]:
+            return self.profiles[(bucket, seq)].launch(
+                ids[lo:hi],
+                None if mask is None else mask[lo:hi],
+                None if types is None else types[lo:hi],
+            )
+
+        def named(logits: np.ndarray) -> dict[str, np.ndarray]:
+            both = {START_LOGITS: logits[0], END_LOGITS: logits[1]}
+            return {name: both[name] for name in outputs if name in both}
+
         with self._lock, ctx, torch.inference_mode():
-            for start, stop, bucket in plan_chunks(n, self.settings.batch_buckets):
-                part = self.profiles[(bucket, seq)].run(
-                    ids[start:stop],
-                    None if mask is None else mask[start:stop],
-                    None if types is None else types[start:stop],
-                )
-                logits[:, start:stop] = part
-        named = {START_LOGITS: logits[0], END_LOGITS: logits[1]}
-        return {name: named[name] for name in outputs if name in named}
+            if len(chunks) > 1:  # each piece is copied out before a later one reuses its slot
+                logits = np.empty((2, n, length), dtype=np.float32)
+                for lo, hi, bucket in chunks:
+                    logits[:, lo:hi] = start(lo, hi, bucket)()
+                result = named(logits)
+                return lambda: result
+            ((lo, hi, bucket),) = chunks
+            wait = start(lo, hi, bucket)
+        return lambda: named(wait().copy())
 
     def close(self) -> None:
         """Drop graphs and buffers; the weights go with the model's last instance."""

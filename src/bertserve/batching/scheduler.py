@@ -1,7 +1,8 @@
 """The scheduler of one model version: a bounded queue, batch formation, instance workers.
 
-Queue logic runs on the event loop; each instance runs its batches on a thread of its own, so
-model compute never blocks the loop and instances run in parallel.
+Requests are admitted on the event loop; each instance has a thread of its own that forms its
+batches from the shared queue, runs them and hands results back to the loop, so model compute
+never blocks the loop, instances run in parallel, and no batch waits for the loop to start.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
+import threading
 import time
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,7 +51,24 @@ class Pending:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass(slots=True, eq=False)
+class _Launched:
+    """A batch an instance has started: wait() returns its outputs."""
+
+    batch: list[Pending]
+    wait: Callable[[], dict[str, np.ndarray]]
+    started: int
+    input_done: int
+
+
 class Scheduler:
+    """Admission runs on the event loop; everything after it runs on one thread per instance.
+
+    Each instance thread forms its own next batch from the shared queue the moment it is free
+    (no round trip through the event loop between batches), runs it, and hands the results
+    back to the loop in one call per batch. The loop only admits requests and resolves
+    futures, so a busy front end no longer delays the next batch."""
+
     def __init__(
         self,
         name: str,
@@ -62,14 +81,12 @@ class Scheduler:
         self.instances = instances
         self.stats = stats
         self._queue: collections.deque[Pending] = collections.deque()
-        self._arrived = asyncio.Event()
-        self._workers: list[asyncio.Task[None]] = []
-        self._executors = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-instance{i}")
-            for i in range(len(instances))
-        ]
-        self._stopping = False
-        self._inflight = 0
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False  # refuse new requests; batches stop waiting for the delay
+        self._exit = False  # queue drained: instance threads close their instance and end
+        self._inflight = 0  # loop-only
         self._idle = asyncio.Event()
         self._idle.set()
         preferred = policy.preferred_batch_sizes
@@ -82,7 +99,7 @@ class Scheduler:
         self._target = max(preferred) if preferred else max(policy.max_batch_size, 1)
         self._delay_ns = policy.max_queue_delay_us * 1000
 
-    # -- admission ---------------------------------------------------------------------------
+    # -- admission (event loop) --------------------------------------------------------------
 
     def submit(
         self,
@@ -98,91 +115,119 @@ class Scheduler:
                 f"model '{self.name}' is unloading or the server is stopping; retry elsewhere"
             )
         policy = self.policy
-        if policy.max_queue_size and len(self._queue) >= policy.max_queue_size:
-            raise QueueFull(
-                f"model '{self.name}' queue is full ({policy.max_queue_size} requests waiting, "
-                "dynamic_batching.default_queue_policy.max_queue_size): retry later, add "
-                "instances, or raise max_queue_size"
-            )
         if not policy.allow_timeout_override or not timeout_us:
             timeout_us = policy.default_timeout_us
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
-        self._queue.append(
-            Pending(
-                inputs=inputs,
-                outputs=outputs,
-                batch_size=batch_size,
-                key=shape_key(inputs) if policy.dynamic else (),
-                future=future,
-                timing=timing,
-                deadline_ns=timing.arrival + timeout_us * 1000 if timeout_us else 0,
-            )
+        pending = Pending(
+            inputs=inputs,
+            outputs=outputs,
+            batch_size=batch_size,
+            key=shape_key(inputs) if policy.dynamic else (),
+            future=future,
+            timing=timing,
+            deadline_ns=timing.arrival + timeout_us * 1000 if timeout_us else 0,
         )
+        with self._cond:
+            if policy.max_queue_size and len(self._queue) >= policy.max_queue_size:
+                raise QueueFull(
+                    f"model '{self.name}' queue is full ({policy.max_queue_size} requests "
+                    "waiting, dynamic_batching.default_queue_policy.max_queue_size): retry "
+                    "later, add instances, or raise max_queue_size"
+                )
+            self._queue.append(pending)
+            self._cond.notify()
         self._inflight += 1
         self._idle.clear()
-        self._arrived.set()
         return future
 
     def queue_length(self) -> int:
         return len(self._queue)
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- lifecycle (event loop) --------------------------------------------------------------
 
     def start(self) -> None:
-        self._workers = [
-            asyncio.create_task(self._worker(instance, executor), name=f"{self.name}-worker{i}")
-            for i, (instance, executor) in enumerate(
-                zip(self.instances, self._executors, strict=True)
+        self._loop = asyncio.get_running_loop()
+        self._threads = [
+            threading.Thread(
+                target=self._serve, args=(instance,), name=f"{self.name}-instance{i}", daemon=True
             )
+            for i, instance in enumerate(self.instances)
         ]
+        for thread in self._threads:
+            thread.start()
 
     async def stop(self, drain: bool = True) -> None:
         """Refuse new requests; finish (drain=True) or fail the queued ones; close instances."""
         self._stopping = True
-        if not drain:
-            while self._queue:
-                pending = self._queue.popleft()
-                self._finish_error(pending, ServerShuttingDown("the model was unloaded"))
-        self._arrived.set()
+        with self._cond:
+            dropped = [] if drain else list(self._queue)
+            if not drain:
+                self._queue.clear()
+            self._cond.notify_all()
+        for pending in dropped:
+            self._finish_error(pending, ServerShuttingDown("the model was unloaded"))
         await self._idle.wait()
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        loop = asyncio.get_running_loop()
-        for instance, executor in zip(self.instances, self._executors, strict=True):
-            await loop.run_in_executor(executor, instance.close)
-            executor.shutdown(wait=False)
+        with self._cond:
+            self._exit = True
+            self._cond.notify_all()
+        if self._threads:
+            await asyncio.gather(*(asyncio.to_thread(t.join) for t in self._threads))
+        else:  # never started: close here
+            for instance in self.instances:
+                instance.close()
 
-    # -- batch formation ---------------------------------------------------------------------
+    # -- instance threads --------------------------------------------------------------------
 
-    async def _worker(self, instance: ModelInstance, executor: ThreadPoolExecutor) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._next_batch()
-            await self._execute(loop, instance, executor, batch)
+    def _serve(self, instance: ModelInstance) -> None:
+        """One instance's loop. An asynchronous instance keeps one batch launched ahead: the
+        next batch is formed and launched before the thread waits for the current one, so
+        the CPU work between batches (stacking, the GIL, handing results back) overlaps the
+        device's work instead of leaving it idle."""
+        inflight: _Launched | None = None
+        try:
+            while True:
+                batch = self._next_batch(wait=inflight is None)
+                if batch is None and inflight is None:
+                    return  # stopped and drained
+                launched = self._launch(instance, batch) if batch is not None else None
+                if inflight is not None:
+                    self._finish(inflight)
+                inflight = launched
+                if inflight is not None and not instance.asynchronous:
+                    self._finish(inflight)
+                    inflight = None
+        finally:
+            try:
+                instance.close()
+            except Exception:  # noqa: BLE001 - closing must not hide the shutdown
+                log.exception("model '%s' failed to close an instance", self.name)
 
-    async def _next_batch(self) -> list[Pending]:
-        while True:
-            if not self._queue:
-                self._arrived.clear()
-                await self._arrived.wait()
-                continue
-            now = _now()
-            self._expire(now)
-            if not self._queue:
-                continue
-            if not self.policy.dynamic:
-                return [self._queue.popleft()]
-            picked, total, full = self._fit()
-            oldest = self._queue[0].timing.arrival
-            if full or total >= self._target or self._stopping:
-                return self._take(self._cut(picked))
-            wait_ns = oldest + self._delay_ns - now
-            if wait_ns <= 0:
-                return self._take(picked)
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), wait_ns / 1e9)
+    def _next_batch(self, wait: bool = True) -> list[Pending] | None:
+        """The next batch that is due (full, preferred size, or its delay is up). With
+        `wait`, block until one is, and return None only when the scheduler is stopped and
+        drained; without, return None at once when none is due yet."""
+        with self._cond:
+            while True:
+                if not self._queue:
+                    if self._exit or not wait:
+                        return None
+                    self._cond.wait()
+                    continue
+                now = _now()
+                self._expire(now)
+                if not self._queue:
+                    continue
+                if not self.policy.dynamic:
+                    return [self._queue.popleft()]
+                picked, total, full = self._fit()
+                if full or total >= self._target or self._stopping:
+                    return self._take(self._cut(picked))
+                wait_ns = self._queue[0].timing.arrival + self._delay_ns - now
+                if wait_ns <= 0:
+                    return self._take(picked)
+                if not wait:
+                    return None
+                self._cond.wait(wait_ns / 1e9)
 
     def _fit(self) -> tuple[list[Pending], int, bool]:
         """Requests, in arrival order, that can share a batch with the oldest one.
@@ -193,7 +238,7 @@ class Scheduler:
         first = self._queue[0]
         picked = [first]
         total = first.batch_size
-        for pending in list(self._queue)[1:]:
+        for pending in itertools.islice(self._queue, 1, None):
             if pending.key != first.key:
                 continue
             if total + pending.batch_size > limit:
@@ -222,45 +267,80 @@ class Scheduler:
         return picked
 
     def _expire(self, now: int) -> None:
+        """Drop requests past their deadline (under the lock); the loop fails them."""
         if not any(p.deadline_ns for p in self._queue):
             return
         kept: collections.deque[Pending] = collections.deque()
+        expired: list[Pending] = []
         for pending in self._queue:
             if pending.deadline_ns and now >= pending.deadline_ns:
-                self._finish_error(
-                    pending,
-                    RequestTimeout(
-                        f"request for model '{self.name}' timed out in the queue after "
-                        f"{(now - pending.timing.arrival) // 1000} us"
-                    ),
-                )
+                expired.append(pending)
             else:
                 kept.append(pending)
         self._queue = kept
+        for pending in expired:
+            error = RequestTimeout(
+                f"request for model '{self.name}' timed out in the queue after "
+                f"{(now - pending.timing.arrival) // 1000} us"
+            )
+            self._to_loop(self._finish_error, pending, error)
 
-    # -- execution ---------------------------------------------------------------------------
-
-    async def _execute(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        instance: ModelInstance,
-        executor: ThreadPoolExecutor,
-        batch: list[Pending],
-    ) -> None:
-        dispatch = _now()
+    def _launch(self, instance: ModelInstance, batch: list[Pending]) -> _Launched | None:
+        """Stack the batch and start it; a failure fails the batch here (None)."""
+        t0 = _now()
         for pending in batch:
-            pending.timing.dispatch = dispatch
+            pending.timing.dispatch = t0
         try:
-            results = await loop.run_in_executor(executor, self._run_batch, instance, batch)
-        except BertserveError as exc:
-            for pending in batch:
-                self._finish_error(pending, exc)
-            return
+            stacked = stack_inputs([p.inputs for p in batch])
+            wanted = list(dict.fromkeys(name for p in batch for name in p.outputs))
+            t1 = _now()
+            wait = instance.launch(stacked, wanted)
         except Exception as exc:  # noqa: BLE001 - a backend bug must not kill the worker
-            log.exception("model '%s' failed on a batch", self.name)
-            for pending in batch:
-                self._finish_error(pending, InternalError(f"model '{self.name}' failed: {exc}"))
+            self._to_loop(self._fail_batch, batch, self._as_error(exc))
+            return None
+        return _Launched(batch, wait, t0, t1)
+
+    def _finish(self, launched: _Launched) -> None:
+        """Wait for a launched batch, split its outputs, hand them to the loop, time it."""
+        batch = launched.batch
+        try:
+            outputs = launched.wait()
+            t2 = _now()
+            if self.policy.max_batch_size > 0:
+                parts = split_outputs(outputs, [p.batch_size for p in batch])
+            else:
+                parts = [outputs]
+            results = [
+                {name: part[name] for name in p.outputs}
+                for p, part in zip(batch, parts, strict=True)
+            ]
+        except Exception as exc:  # noqa: BLE001 - a backend bug must not kill the worker
+            self._to_loop(self._fail_batch, batch, self._as_error(exc))
             return
+        t3 = _now()
+        t0, t1 = launched.started, launched.input_done
+        for pending in batch:
+            timing = pending.timing
+            timing.input_done, timing.infer_done, timing.output_done = t1, t2, t3
+        batch_items = sum(p.batch_size for p in batch)
+        self.stats.record_execution(batch_items, t1 - t0, t2 - t1, t3 - t2)
+        self._to_loop(self._complete, batch, results)
+
+    def _as_error(self, exc: Exception) -> BertserveError:
+        if isinstance(exc, BertserveError):
+            return exc
+        log.error("model '%s' failed on a batch", self.name, exc_info=exc)
+        return InternalError(f"model '{self.name}' failed: {exc}")
+
+    def _to_loop(self, callback: Callable[..., None], *args: object) -> None:
+        assert self._loop is not None
+        # A closed loop raises RuntimeError: nobody is waiting for these results then.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    # -- results (event loop) ----------------------------------------------------------------
+
+    def _complete(self, batch: list[Pending], results: list[dict[str, np.ndarray]]) -> None:
         for pending, outputs in zip(batch, results, strict=True):
             self._inflight -= 1
             if not pending.future.done():
@@ -268,30 +348,9 @@ class Scheduler:
         if not self._inflight:
             self._idle.set()
 
-    def _run_batch(
-        self, instance: ModelInstance, batch: list[Pending]
-    ) -> list[dict[str, np.ndarray]]:
-        """On the instance's thread: stack, run, split, and time each step."""
-        t0 = _now()
-        stacked = stack_inputs([p.inputs for p in batch])
-        wanted = list(dict.fromkeys(name for p in batch for name in p.outputs))
-        t1 = _now()
-        outputs = instance.run(stacked, wanted)
-        t2 = _now()
-        if self.policy.max_batch_size > 0:
-            parts = split_outputs(outputs, [p.batch_size for p in batch])
-        else:
-            parts = [outputs]
-        results = [
-            {name: part[name] for name in p.outputs} for p, part in zip(batch, parts, strict=True)
-        ]
-        t3 = _now()
+    def _fail_batch(self, batch: list[Pending], error: BertserveError) -> None:
         for pending in batch:
-            timing = pending.timing
-            timing.input_done, timing.infer_done, timing.output_done = t1, t2, t3
-        batch_items = sum(p.batch_size for p in batch)
-        self.stats.record_execution(batch_items, t1 - t0, t2 - t1, t3 - t2)
-        return results
+            self._finish_error(pending, error)
 
     def _finish_error(self, pending: Pending, error: BertserveError) -> None:
         self._inflight -= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from bertserve.settings import MODEL_CONTROL_MODES, ServerSettings
@@ -86,6 +87,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=d.exit_timeout_secs,
         help="time to finish in-flight requests on SIGTERM/SIGINT",
     )
+    p.add_argument(
+        "--gil-switch-interval-us",
+        type=int,
+        default=d.gil_switch_interval_us,
+        metavar="US",
+        help="longest a thread holds the GIL while another waits for it "
+        "(sys.setswitchinterval; default %(default)s; 0 = Python's own 5000)",
+    )
 
 
 def _bool(text: str) -> bool:
@@ -115,6 +124,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         http_max_input_size=args.http_max_input_size,
         grpc_max_message_size=args.grpc_max_message_size,
         exit_timeout_secs=args.exit_timeout_secs,
+        gil_switch_interval_us=args.gil_switch_interval_us,
     )
 
 
@@ -126,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
     from bertserve.server import serve
 
     settings = settings_from_args(args)
+    if settings.gil_switch_interval_us < 0:
+        raise SystemExit("--gil-switch-interval-us must be 0 (Python's default) or more")
+    if settings.gil_switch_interval_us:
+        sys.setswitchinterval(settings.gil_switch_interval_us / 1e6)
     logging.basicConfig(
         level=logging.INFO if settings.log_verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
