@@ -378,17 +378,15 @@ def parity_and_timing(ckpts: dict[str, Path], args: argparse.Namespace) -> None:
             free_engines()
 
 
-def compile_probe(batch: int = 256, seq: int = 384) -> None:
+def compile_probe(batches: tuple[int, ...] = (256,), seq: int = 384) -> None:
     """Can Inductor beat the hand-fused fp16 engine? torch.compile (max-autotune: Triton GEMM
     templates with fused epilogues, benchmarked against cuBLAS per shape) of the encoder in
-    plain torch ops, and of the engine as it is, vs the engine under a CUDA graph."""
+    plain torch ops, and of the engine as it is, vs the engine; each under a CUDA graph."""
     import torch
 
     from bertserve.backends.torch_encoder import EncoderOptions, load_encoder
 
     vdir = CKPTS["bert_base"]
-    ids = torch.randint(1000, 28000, (batch, seq), device="cuda")
-    types = torch.zeros_like(ids)
     cases = [
         ("engine v3 (graph, no compile)", EncoderOptions(precision="fp16", gelu="tanh"), None),
         ("compile: plain torch ops", EncoderOptions(precision="fp16", fused_layernorm=False),
@@ -396,42 +394,40 @@ def compile_probe(batch: int = 256, seq: int = 384) -> None:
         ("compile: engine v3", EncoderOptions(precision="fp16", gelu="tanh"),
          "max-autotune-no-cudagraphs"),
     ]  # fmt: skip
-    reference = None
-    for label, options, mode in cases:
-        try:
-            enc = load_encoder(vdir, "model.safetensors", options, "cuda")
-            with torch.inference_mode():
-                eager = enc.forward(ids, types, None).float()
-                if reference is None:
-                    reference = eager
-                fn: Any = enc.forward
-                t0 = time.perf_counter()
-                if mode is not None:
-                    fn = torch.compile(enc.forward, mode=mode, dynamic=False)
-                    out = fn(ids, types, None)
-                    torch.cuda.synchronize()
-                    err = float((out.float() - reference).abs().max())
-                else:
-                    err = float((eager - reference).abs().max())
-                build_s = time.perf_counter() - t0
-                if mode is None:
+    for batch in batches:
+        ids = torch.randint(1000, 28000, (batch, seq), device="cuda")
+        types = torch.zeros_like(ids)
+        reference = None
+        for label, options, mode in cases:
+            try:
+                enc = load_encoder(vdir, "model.safetensors", options, "cuda")
+                with torch.inference_mode():
+                    eager = enc.forward(ids, types, None).float()
+                    if reference is None:
+                        reference = eager
+                    fn: Any = enc.forward
+                    t0 = time.perf_counter()
+                    if mode is not None:
+                        fn = torch.compile(enc.forward, mode=mode, dynamic=False)
                     stream = torch.cuda.Stream()
                     with torch.cuda.stream(stream):
-                        fn(ids, types, None)
+                        for _ in range(2):
+                            out = fn(ids, types, None)
                     stream.synchronize()
+                    build_s = time.perf_counter() - t0
+                    err = float((out.float() - reference).abs().max())
                     graph = torch.cuda.CUDAGraph()
                     with torch.cuda.graph(graph, stream=stream):
                         fn(ids, types, None)
-                    ms = time_gpu(graph.replay, 10)
-                else:
-                    ms = time_gpu(lambda f=fn: f(ids, types, None), 10)
-            add_timing(label, "bert_base", seq, batch, ms, "compile-probe",
-                       build_s=build_s, max_err_vs_engine=err)  # fmt: skip
-            log(f"   {label}: build {build_s:.0f}s, max |diff| vs engine {err:.3f}")
-        except Exception as exc:  # noqa: BLE001
-            RESULTS["notes"].append(f"compile probe {label}: {type(exc).__name__}: {exc}"[:1500])
-            log(f"!! compile probe {label}: {exc}"[:1500])
-        free_engines()
+                    ms = time_gpu(graph.replay, reps_for(batch, seq))
+                add_timing(label, "bert_base", seq, batch, ms, "compile-probe",
+                           build_s=build_s, max_err_vs_engine=err)  # fmt: skip
+                log(f"   {label} b{batch}: build {build_s:.0f}s, max |diff| vs engine {err:.3f}")
+            except Exception as exc:  # noqa: BLE001
+                msg = f"compile probe {label} b{batch}: {type(exc).__name__}: {exc}"[:1500]
+                RESULTS["notes"].append(msg)
+                log(f"!! {msg}")
+            free_engines()
 
 
 def two_instances(a: Any, b: Any, x: dict[str, np.ndarray], seconds: float) -> float:
@@ -863,8 +859,9 @@ def main() -> int:
     parser.add_argument("--variants", default="", help="comma-separated subset of VARIANTS")
     parser.add_argument("--skip-inprocess", action="store_true")
     parser.add_argument(
-        "--compile-probe", action="store_true", help="time torch.compile max-autotune variants"
-    )
+        "--compile-probe", default="", metavar="BATCHES",
+        help="time torch.compile max-autotune variants at these batch sizes (e.g. 1,4,256)",
+    )  # fmt: skip
     parser.add_argument(
         "--server-models", default="", help="comma-separated SERVER_MODELS to serve and load"
     )
@@ -915,7 +912,7 @@ def main() -> int:
         if not args.skip_inprocess:
             parity_and_timing(CKPTS, args)
         if args.compile_probe:
-            compile_probe()
+            compile_probe(tuple(int(b) for b in args.compile_probe.split(",")))
         if args.server_models:
             server_runs(args)
     finally:
