@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from bertserve.build.presets import PRESETS
 from bertserve.cli import main
 from bertserve.commands.demo import plan
 from bertserve.perf.results import read_perf_analyzer_csv, read_run
+from bertserve.perf.settings import parse_range
 
 pytestmark = pytest.mark.e2e
 
@@ -18,6 +20,18 @@ def test_plan() -> None:
     full = plan(quick=False, gpu=True, seq_len=64)
     assert [m.device for m in full] == ["cpu", "cpu", "cpu", "gpu"]
     assert all(m.seq_len == 64 for m in full if m.preset == "distilbert")
+
+
+def test_gpu_demo_sweeps_loads_that_fill_the_preferred_batch() -> None:
+    """The GPU variant keeps the reference's batching (preferred 4, up to 200 ms of delay): a
+    load that is not a multiple of 4 would measure the delay, not the engine."""
+    (gpu,) = [m for m in plan(quick=False, gpu=True, seq_len=128) if m.device == "gpu"]
+    (variant,) = [v for v in PRESETS[gpu.preset] if v.name == gpu.name]
+    preferred = variant.batching.preferred_batch_sizes
+    assert gpu.concurrency is not None
+    loads = parse_range(gpu.concurrency, integer=True, flag="--concurrency-range").values()
+    assert loads and all(any(int(load) % size == 0 for size in preferred) for load in loads)
+    assert all(m.concurrency is None for m in plan(quick=False, gpu=True, seq_len=128)[:-1])
 
 
 def test_quick_demo_writes_the_report(tiny_repo: Path, tmp_path: Path) -> None:
