@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bertserve.cli import build_parser
 from bertserve.commands.serve import settings_from_args
 from bertserve.settings import ServerSettings
@@ -30,3 +32,13 @@ def test_negative_gil_switch_interval_is_a_clear_exit(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode != 0
     assert "--gil-switch-interval-us must be 0" in done.stderr
+
+
+def test_allow_flags_read_the_same_words_as_config_parameters(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _settings("--allow-grpc", "off").allow_grpc is False
+    assert _settings("--allow-http", " YES ").allow_http is True
+    with pytest.raises(SystemExit):
+        _settings("--allow-metrics", "maybe")
+    assert "expected true or false, got 'maybe'" in capsys.readouterr().err

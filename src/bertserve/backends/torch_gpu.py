@@ -35,6 +35,7 @@ import numpy as np
 
 from bertserve.backends.base import Backend, Device, LoadContext, ModelInstance
 from bertserve.backends.torch_encoder import EncoderOptions, QAEncoder, load_encoder, read_config
+from bertserve.booleans import parse_bool
 from bertserve.errors import ConfigError, InvalidInput
 
 if TYPE_CHECKING:
@@ -101,12 +102,10 @@ def _parse_ints(text: str, key: str) -> tuple[int, ...]:
 
 
 def _parse_bool(text: str, key: str) -> bool:
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"parameter {key} '{text}' must be true or false")
+    try:
+        return parse_bool(text)
+    except ValueError:
+        raise ConfigError(f"parameter {key} '{text}' must be true or false") from None
 
 
 @dataclass(frozen=True, slots=True)

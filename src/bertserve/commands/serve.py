@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from bertserve.booleans import parse_bool
 from bertserve.settings import MODEL_CONTROL_MODES, ServerSettings
 
 HELP = "serve a Triton-layout model repository over Triton's HTTP/REST and gRPC protocols"
@@ -98,12 +99,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+    try:
+        return parse_bool(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
