@@ -194,6 +194,13 @@ def test_bad_parameters_name_the_field(checkpoint: tuple) -> None:
         )
 
 
+def test_a_model_shorter_than_the_default_buckets_gets_one_at_its_length(
+    checkpoint: tuple,
+) -> None:
+    _, version_dir, _ = checkpoint  # max_position_embeddings 64 < 128, the smallest default
+    assert _load(version_dir).seq_buckets == (64,)
+
+
 def test_instances_share_weights(checkpoint: tuple) -> None:
     _, version_dir, _ = checkpoint
     params = 'parameters { key: "seq_buckets" value { string_value: "16" } }'

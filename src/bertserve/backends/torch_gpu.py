@@ -12,7 +12,7 @@ config.pbtxt parameters (all optional, string values):
 |---|---|---|
 | precision | fp16 (GPU), fp32 (CPU) | fp16, bf16, fp32 or fp8 (FP8 GEMMs, bf16 elsewhere) |
 | batch_buckets | 1, 4, 16, ... up to max_batch_size | batch sizes of the profiles |
-| seq_buckets | the inputs' fixed length, else 128,384 | sequence lengths of the profiles |
+| seq_buckets | fixed input length, else 128,384 (capped by the model) | profile lengths |
 | cuda_graphs | true | capture a graph per profile (GPU only) |
 | attention | auto | SDPA kernel for unmasked batches: auto, flash, cudnn, efficient, math |
 | gelu | erf | erf, or tanh (bias+GELU in the GEMM epilogue) |
@@ -147,8 +147,10 @@ class EngineSettings:
         if "seq_buckets" in params:
             seq = _parse_ints(params["seq_buckets"], "seq_buckets")
         else:
-            seq = _fixed_length(config) or tuple(
-                s for s in DEFAULT_SEQ_BUCKETS if s <= arch.max_positions
+            seq = (
+                _fixed_length(config)
+                or tuple(s for s in DEFAULT_SEQ_BUCKETS if s <= arch.max_positions)
+                or (arch.max_positions,)  # a model shorter than every default bucket
             )
         if seq[-1] > arch.max_positions:
             raise ConfigError(
