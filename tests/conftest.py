@@ -16,8 +16,15 @@ from pathlib import Path
 import pytest
 
 from bertserve.announce import READY_LINE, parse_started
+from bertserve.perf.analyzer import ENV_VAR, find_perf_analyzer
 
 TINY = "bert_tiny_onnx_cpu"
+
+#: Skips a test that runs Triton's real perf_analyzer where none is installed.
+needs_perf_analyzer = pytest.mark.skipif(
+    find_perf_analyzer() is None,
+    reason=f"perf_analyzer not installed (scripts/install_perf_analyzer.sh, or set {ENV_VAR})",
+)
 
 
 @pytest.fixture(scope="session")

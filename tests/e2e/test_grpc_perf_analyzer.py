@@ -8,18 +8,15 @@ from typing import Any
 
 import pytest
 
-from bertserve.perf.analyzer import ENV_VAR, find_perf_analyzer, profile
+from bertserve.perf.analyzer import profile
 from bertserve.perf.results import Measurement
-from tests.conftest import TINY, ServerProcess
+from tests.conftest import TINY, ServerProcess, needs_perf_analyzer
 from tests.e2e.test_perf_analyzer import SEQ, WINDOWS, assert_plausible, shapes
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.perf_analyzer,
-    pytest.mark.skipif(
-        find_perf_analyzer() is None,
-        reason=f"perf_analyzer not installed (scripts/install_perf_analyzer.sh, or set {ENV_VAR})",
-    ),
+    needs_perf_analyzer,
 ]
 
 

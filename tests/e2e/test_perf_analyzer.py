@@ -14,17 +14,14 @@ from typing import Any
 
 import pytest
 
-from bertserve.perf.analyzer import ENV_VAR, PerfAnalyzerFailed, find_perf_analyzer, profile
+from bertserve.perf.analyzer import PerfAnalyzerFailed, profile
 from bertserve.perf.results import Measurement
-from tests.conftest import TINY, ServerProcess
+from tests.conftest import TINY, ServerProcess, needs_perf_analyzer
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.perf_analyzer,
-    pytest.mark.skipif(
-        find_perf_analyzer() is None,
-        reason=f"perf_analyzer not installed (scripts/install_perf_analyzer.sh, or set {ENV_VAR})",
-    ),
+    needs_perf_analyzer,
 ]
 
 SEQ = 32

@@ -21,21 +21,18 @@ from pathlib import Path
 
 import pytest
 
-from bertserve.perf.analyzer import ENV_VAR, find_perf_analyzer, run_perf_analyzer
+from bertserve.perf.analyzer import run_perf_analyzer
 from bertserve.perf.profiler import profile
 from bertserve.perf.results import Measurement, read_perf_analyzer_csv, write_perf_analyzer_csv
 from bertserve.perf.session import run_async
 from bertserve.perf.settings import LoadRange
-from tests.conftest import TINY, ServerProcess, copy_model, start_server
+from tests.conftest import TINY, ServerProcess, copy_model, needs_perf_analyzer, start_server
 from tests.perf.conftest import tiny_settings
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.perf_analyzer,
-    pytest.mark.skipif(
-        find_perf_analyzer() is None,
-        reason=f"perf_analyzer not installed (scripts/install_perf_analyzer.sh, or set {ENV_VAR})",
-    ),
+    needs_perf_analyzer,
 ]
 
 MODEL = "steady"

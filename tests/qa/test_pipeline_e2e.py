@@ -15,10 +15,10 @@ from tokenizers import Tokenizer
 from tritonclient.utils import InferenceServerException
 
 from bertserve.cli import main
-from bertserve.perf.analyzer import find_perf_analyzer, profile
+from bertserve.perf.analyzer import profile
 from bertserve.qa.client import AnswerClient
 from bertserve.qa.squad import load_squad, sample_path
-from tests.conftest import TINY, ServerProcess, start_server
+from tests.conftest import TINY, ServerProcess, needs_perf_analyzer, start_server
 from tests.qa.qa_toys import steered_table, write_repository
 
 pytestmark = pytest.mark.e2e
@@ -223,7 +223,7 @@ def test_eval_compare(
 
 
 @pytest.mark.perf_analyzer
-@pytest.mark.skipif(find_perf_analyzer() is None, reason="perf_analyzer not installed")
+@needs_perf_analyzer
 def test_perf_analyzer_with_texts(qa_server: ServerProcess) -> None:
     data = Path(str(sample_path())).with_name("qa_perf_input.json")
     args = [
