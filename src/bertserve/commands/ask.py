@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from bertserve.qa.client import AnswerClient
 
-__all__ = ["HELP", "add_arguments", "run"]
+__all__ = ["HELP", "add_arguments", "add_url_argument", "run"]
 
 HELP = "Ask a served QA pipeline a question about a passage and print the answer and its span."
 
@@ -24,6 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE|TEXT",
         help="the passage: a UTF-8 text file's path, or the text itself",
     )
+    add_url_argument(parser)
+    parser.add_argument(
+        "-m", "--model", required=True, help="the QA pipeline model (backend bertserve_qa)"
+    )
+    parser.add_argument("-x", "--model-version", default="", help="version (default: latest)")
+
+
+def add_url_argument(parser: argparse.ArgumentParser) -> None:
+    """`-u/--url`, the QA client commands' (ask, eval) server address."""
     parser.add_argument(
         "-u",
         "--url",
@@ -31,10 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="the server's HTTP address (default: localhost:8000)",
     )
-    parser.add_argument(
-        "-m", "--model", required=True, help="the QA pipeline model (backend bertserve_qa)"
-    )
-    parser.add_argument("-x", "--model-version", default="", help="version (default: latest)")
 
 
 def _context(value: str) -> str:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bertserve.commands.ask import random_weights
+from bertserve.commands.ask import add_url_argument, random_weights
 
 if TYPE_CHECKING:
     from bertserve.qa.evaluation import Comparison
@@ -37,13 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL",
         help="QA pipelines to run on the same questions; the first is the reference",
     )
-    parser.add_argument(
-        "-u",
-        "--url",
-        default="localhost:8000",
-        metavar="HOST:PORT",
-        help="the server's HTTP address (default: localhost:8000)",
-    )
+    add_url_argument(parser)
     parser.add_argument(
         "-b", "--batch-size", type=int, default=8, help="pairs per request (default: 8)"
     )
