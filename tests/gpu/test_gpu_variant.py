@@ -17,11 +17,15 @@ from bertserve.build.presets import ARCHITECTURES, Batching, Variant  # noqa: E4
 from bertserve.build.vocabulary import write_generated_tokenizer  # noqa: E402
 
 
-def test_writes_engine_files_and_config(tmp_path: Path) -> None:
+def _bert_trt_variant(
+    tmp_path: Path, *, hidden: int, heads: int, intermediate: int, seq: int, replaces: str | None
+) -> tuple[torch.nn.Module, Path, Variant]:
+    """A small random BERT QA model, its version folder (with a tokenizer) and the
+    `bert_base_trt_gpu` variant at `seq` with the reference's batching."""
     torch.manual_seed(0)
     cfg = transformers.BertConfig(
-        vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=128, max_position_embeddings=128,
+        vocab_size=1000, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=heads,
+        intermediate_size=intermediate, max_position_embeddings=128,
     )  # fmt: skip
     model = transformers.BertForQuestionAnswering(cfg).eval()
     version_dir = tmp_path / "bert_base_trt_gpu" / "1"
@@ -30,9 +34,16 @@ def test_writes_engine_files_and_config(tmp_path: Path) -> None:
         max_batch_size=4, preferred_batch_sizes=(4,), max_queue_delay_us=200_000, instances=2
     )
     variant = Variant(
-        "bert_base_trt_gpu", ARCHITECTURES["bert-base"], "gpu", "fp16", 64, batching,
-        gpu_runtime="trt", replaces="bert_base_trt_gpu",
+        "bert_base_trt_gpu", ARCHITECTURES["bert-base"], "gpu", "fp16", seq, batching,
+        gpu_runtime="trt", replaces=replaces,
     )  # fmt: skip
+    return model, version_dir, variant
+
+
+def test_writes_engine_files_and_config(tmp_path: Path) -> None:
+    model, version_dir, variant = _bert_trt_variant(
+        tmp_path, hidden=64, heads=4, intermediate=128, seq=64, replaces="bert_base_trt_gpu"
+    )
     config = text_format.Parse(
         'name: "bert_base_trt_gpu" max_batch_size: 4 platform: "onnxruntime_onnx" '
         "instance_group { count: 2 kind: KIND_GPU } "
@@ -57,21 +68,9 @@ def test_writes_engine_files_and_config(tmp_path: Path) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_parity_on_gpu(tmp_path: Path) -> None:
     """The builder's path on a GPU: fp16 engine with CUDA graphs against fp32 transformers."""
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(
-        vocab_size=1000, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=512, max_position_embeddings=128,
-    )  # fmt: skip
-    model = transformers.BertForQuestionAnswering(cfg).eval()
-    version_dir = tmp_path / "bert_base_trt_gpu" / "1"
-    write_generated_tokenizer(version_dir / "tokenizer", 1000, 128)
-    batching = Batching(
-        max_batch_size=4, preferred_batch_sizes=(4,), max_queue_delay_us=200_000, instances=2
+    model, version_dir, variant = _bert_trt_variant(
+        tmp_path, hidden=128, heads=2, intermediate=512, seq=128, replaces=None
     )
-    variant = Variant(
-        "bert_base_trt_gpu", ARCHITECTURES["bert-base"], "gpu", "fp16", 128, batching,
-        gpu_runtime="trt",
-    )  # fmt: skip
     config = model_config_pb2.ModelConfig(name="bert_base_trt_gpu", max_batch_size=4)
     report = write_gpu_variant(variant, model, config, version_dir)
     assert report["parity"]["passed"], report["parity"]
