@@ -312,7 +312,7 @@ class _Profile:
             h[1, n:, :] = 1  # padding rows attend somewhere: finite garbage, discarded
         dense = length == self.seq and (mask is None or bool(mask.all()))
         out = self.host_out_np[slot, :, :n, :length]
-        if not self.done:  # CPU: runs here and now
+        if self.stream is None:  # CPU: runs here and now
             self.dev_in.copy_(self.host_in[slot])
             self.compute(dense)
             self.host_out[slot].copy_(self.dev_out[dense])
