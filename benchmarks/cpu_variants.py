@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bertserve-bench-") as tmp:
         repository = args.repository
         if repository is None:
-            from bertserve.build import build_preset
+            from bertserve.builder import build_preset
 
             repository = Path(tmp)
             outcome = build_preset("seed", repository, weights="random", only=SEED_CPU_MODELS)

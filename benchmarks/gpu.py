@@ -92,7 +92,7 @@ def kernel_checks() -> dict[str, float]:
     """Triton kernels vs their torch fallbacks on fresh random data (relative errors)."""
     import torch
 
-    from bertserve.backends import torch_kernels as tk
+    from bertserve.backends.torch import kernels as tk
 
     out: dict[str, float] = {}
     x = torch.randn(4096, 768, device="cuda", dtype=torch.float16) * 2
@@ -180,7 +180,7 @@ def engine(vdir: Path, params: dict[str, str], mbs: int) -> Any:
     from tritonclient.grpc import model_config_pb2
 
     from bertserve.backends.base import Device, LoadContext
-    from bertserve.backends.torch_gpu import TorchBackend
+    from bertserve.backends.torch import TorchBackend
 
     text = f'name: "m" backend: "bertserve_torch" max_batch_size: {mbs} '
     for k, v in params.items():
@@ -194,9 +194,9 @@ def engine(vdir: Path, params: dict[str, str], mbs: int) -> Any:
 def free_engines() -> None:
     import torch
 
-    from bertserve.backends import torch_gpu
+    from bertserve.backends.torch import weights as torch_weights
 
-    torch_gpu._weights.clear()
+    torch_weights._weights.clear()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -384,7 +384,7 @@ def compile_probe(batches: tuple[int, ...] = (256,), seq: int = 384) -> None:
     plain torch ops, and of the engine as it is, vs the engine; each under a CUDA graph."""
     import torch
 
-    from bertserve.backends.torch_encoder import EncoderOptions, load_encoder
+    from bertserve.backends.torch.encoder import EncoderOptions, load_encoder
 
     vdir = CKPTS["bert_base"]
     cases = [
@@ -484,7 +484,7 @@ def inprocess_baseline(name: str) -> None:
 
 def add_timing(variant: str, model: str, seq: int, batch: int, ms: float, mode: str,
                **extra: float) -> float:  # fmt: skip
-    from bertserve.backends.torch_encoder import read_config
+    from bertserve.backends.torch.encoder import read_config
 
     tput = batch / ms * 1e3
     flops = read_config(CKPTS[model]).flops_per_sequence(seq)

@@ -30,7 +30,7 @@ needs_perf_analyzer = pytest.mark.skipif(
 @pytest.fixture(scope="session")
 def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repository holding the `tiny` preset, as `bertserve build --preset tiny` writes it."""
-    from bertserve.build import build_preset
+    from bertserve.builder import build_preset
 
     repo = tmp_path_factory.mktemp("tiny_repo")
     build_preset("tiny", repo, force=True)

@@ -12,9 +12,9 @@ from google.protobuf import text_format  # noqa: E402
 from tritonclient.grpc import model_config_pb2  # noqa: E402
 
 from bertserve.backends.base import Device  # noqa: E402
-from bertserve.build.gpu_variant import write_gpu_variant  # noqa: E402
-from bertserve.build.presets import ARCHITECTURES, Batching, Variant  # noqa: E402
-from bertserve.build.vocabulary import write_generated_tokenizer  # noqa: E402
+from bertserve.builder.gpu_variant import write_gpu_variant  # noqa: E402
+from bertserve.builder.presets import ARCHITECTURES, Batching, Variant  # noqa: E402
+from bertserve.builder.vocabulary import write_generated_tokenizer  # noqa: E402
 
 
 def _bert_trt_variant(

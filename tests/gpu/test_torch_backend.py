@@ -12,13 +12,13 @@ from google.protobuf import text_format  # noqa: E402
 from tritonclient.grpc import model_config_pb2  # noqa: E402
 
 from bertserve.backends.base import Device, LoadContext  # noqa: E402
-from bertserve.backends.torch_encoder import EncoderOptions, load_encoder  # noqa: E402
-from bertserve.backends.torch_gpu import (  # noqa: E402
+from bertserve.backends.torch import (  # noqa: E402
     TorchBackend,
     default_batch_buckets,
     pick_bucket,
     plan_chunks,
 )
+from bertserve.backends.torch.encoder import EncoderOptions, load_encoder  # noqa: E402
 from bertserve.errors import ConfigError, InvalidInput  # noqa: E402
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -108,7 +108,7 @@ def test_fp8_math_on_cpu_is_close(checkpoint: tuple) -> None:
     """The FP8 path's quantize/dequantize math (torch fallbacks) against fp32."""
     if not hasattr(torch, "float8_e4m3fn"):
         pytest.skip("torch without float8")
-    from bertserve.backends.torch_kernels import bias_gelu_quant, quantize_rows
+    from bertserve.backends.torch.kernels import bias_gelu_quant, quantize_rows
 
     x = torch.randn(8, 64) * 3
     q, s = quantize_rows(x)
@@ -243,22 +243,22 @@ def test_run_rejects_out_of_vocabulary_ids(checkpoint: tuple) -> None:
 
 
 def test_weights_are_freed_with_the_last_instance(checkpoint: tuple) -> None:
-    from bertserve.backends import torch_gpu
+    from bertserve.backends.torch import weights as torch_weights
 
     _, version_dir, _ = checkpoint
     params = 'parameters { key: "seq_buckets" value { string_value: "16" } }'
     a, b = _load(version_dir, params), _load(version_dir, params)
     key = a._weights_key
-    assert torch_gpu._weights[key][1] == 2
+    assert torch_weights._weights[key][1] == 2
     a.close()
-    assert key in torch_gpu._weights
+    assert key in torch_weights._weights
     b.close()
     b.close()  # closing twice is harmless
-    assert key not in torch_gpu._weights
+    assert key not in torch_weights._weights
 
 
 def test_settings_defaults_follow_the_config(checkpoint: tuple) -> None:
-    from bertserve.backends.torch_gpu import EngineSettings
+    from bertserve.backends.torch import EngineSettings
 
     kind, version_dir, _ = checkpoint
     config = _config(

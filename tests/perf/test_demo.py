@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bertserve.build.presets import PRESETS
+from bertserve.builder.presets import PRESETS
 from bertserve.cli import main
 from bertserve.commands.demo import plan
 from bertserve.perf.results import read_perf_analyzer_csv, read_run

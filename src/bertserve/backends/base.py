@@ -104,7 +104,7 @@ class Backend(ABC):
 # name -> "module:Class"; imported on first use.
 _BACKENDS: dict[str, str] = {
     "onnxruntime": "bertserve.backends.onnxruntime:OnnxRuntimeBackend",
-    "bertserve_torch": "bertserve.backends.torch_gpu:TorchBackend",
+    "bertserve_torch": "bertserve.backends.torch.backend:TorchBackend",
     "bertserve_qa": "bertserve.backends.qa_pipeline:QAPipelineBackend",
 }
 _PLATFORMS: dict[str, str] = {

@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bertserve.build import BuildError, build_preset
+    from bertserve.builder import BuildError, build_preset
 
     try:
         outcome = build_preset(

@@ -193,7 +193,7 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
 
 def _build(models: list[DemoModel], repo: Path, weights: str, console: Console) -> dict[str, bool]:
     """Build the models missing from `repo`; which of them have random weights, by name."""
-    from bertserve.build import build_preset, default_weights
+    from bertserve.builder import build_preset, default_weights
 
     random_weights: dict[str, bool] = {}
     by_preset: dict[str, list[DemoModel]] = {}

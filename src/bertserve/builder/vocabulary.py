@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bertserve.build.samples import QA_PAIRS
+from bertserve.builder.samples import QA_PAIRS
 
 __all__ = ["generated_vocabulary", "write_generated_tokenizer"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bertserve.build import BuildOutcome, build_preset
+from bertserve.builder import BuildOutcome, build_preset
 
 TINY_BERT: dict[str, Any] = {
     "vocab_size": 1024,
@@ -29,7 +29,7 @@ TINY_DISTILBERT: dict[str, Any] = {
 
 
 def _save(folder: Path, model: object) -> Path:
-    from bertserve.build.vocabulary import write_generated_tokenizer
+    from bertserve.builder.vocabulary import write_generated_tokenizer
 
     model.save_pretrained(str(folder))  # type: ignore[attr-defined]
     write_generated_tokenizer(folder, 1024, 512)

@@ -277,19 +277,19 @@ class QAEncoder:
 
 
 def add_layer_norm(*args: Any, **kwargs: Any) -> Any:
-    from bertserve.backends.torch_kernels import add_layer_norm as impl
+    from bertserve.backends.torch.kernels import add_layer_norm as impl
 
     return impl(*args, **kwargs)
 
 
 def quantize_rows(*args: Any, **kwargs: Any) -> Any:
-    from bertserve.backends.torch_kernels import quantize_rows as impl
+    from bertserve.backends.torch.kernels import quantize_rows as impl
 
     return impl(*args, **kwargs)
 
 
 def bias_gelu_quant(*args: Any, **kwargs: Any) -> Any:
-    from bertserve.backends.torch_kernels import bias_gelu_quant as impl
+    from bertserve.backends.torch.kernels import bias_gelu_quant as impl
 
     return impl(*args, **kwargs)
 

@@ -7,19 +7,19 @@ import importlib
 import pytest
 
 MODULES = [
-    "bertserve.build",
-    "bertserve.build.builder",
-    "bertserve.build.checkpoint",
-    "bertserve.build.errors",
-    "bertserve.build.export",
-    "bertserve.build.model_config",
-    "bertserve.build.optimization",
-    "bertserve.build.outcome",
-    "bertserve.build.parity",
-    "bertserve.build.presets",
-    "bertserve.build.samples",
-    "bertserve.build.staging",
-    "bertserve.build.vocabulary",
+    "bertserve.builder",
+    "bertserve.builder.workflow",
+    "bertserve.builder.checkpoint",
+    "bertserve.builder.errors",
+    "bertserve.builder.export",
+    "bertserve.builder.model_config",
+    "bertserve.builder.optimization",
+    "bertserve.builder.outcome",
+    "bertserve.builder.parity",
+    "bertserve.builder.presets",
+    "bertserve.builder.samples",
+    "bertserve.builder.staging",
+    "bertserve.builder.vocabulary",
     "bertserve.commands.build",
 ]
 
@@ -37,7 +37,7 @@ def test_command_module_is_light() -> None:
     import sys
 
     code = (
-        "import sys, bertserve.commands.build, bertserve.build; "
+        "import sys, bertserve.commands.build, bertserve.builder; "
         "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

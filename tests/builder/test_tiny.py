@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from bertserve.build import REPORT_FILE, TOKENIZER_DIR, BuildOutcome
+from bertserve.builder import REPORT_FILE, TOKENIZER_DIR, BuildOutcome
 from bertserve.cli import main
 
 NAME = "bert_tiny_onnx_cpu"

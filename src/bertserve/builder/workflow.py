@@ -1,7 +1,7 @@
 """Presets -> model repository: load each checkpoint once, export, fuse, derive the precision
 variants, check every variant against the fp32 transformers model, then publish atomically.
 
-GPU hook. GPU variants are produced by `bertserve.build.gpu_variant.write_gpu_variant`, owned
+GPU hook. GPU variants are produced by `bertserve.builder.gpu_variant.write_gpu_variant`, owned
 by the GPU side of the project. It is called only when that module imports and
 `torch.cuda.is_available()`; otherwise the variant is listed as "not built" with the reason.
 Contract:
@@ -30,18 +30,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bertserve.build.checkpoint import Checkpoint, WeightsSource, load_checkpoint, parse_weights
-from bertserve.build.errors import BuildError, ParityError
-from bertserve.build.model_config import TOKENIZER_DIR, model_config, write_model_config
-from bertserve.build.outcome import BuildOutcome, VariantOutcome, write_report
-from bertserve.build.parity import (
+from bertserve.builder.checkpoint import Checkpoint, WeightsSource, load_checkpoint, parse_weights
+from bertserve.builder.errors import BuildError, ParityError
+from bertserve.builder.model_config import TOKENIZER_DIR, model_config, write_model_config
+from bertserve.builder.outcome import BuildOutcome, VariantOutcome, write_report
+from bertserve.builder.parity import (
     measure_parity,
     parity_inputs,
     reference_logits,
     run_onnx,
 )
-from bertserve.build.presets import Architecture, Overrides, Precision, Variant, resolve_preset
-from bertserve.build.staging import Staging, check_free_space
+from bertserve.builder.presets import Architecture, Overrides, Precision, Variant, resolve_preset
+from bertserve.builder.staging import Staging, check_free_space
 
 __all__ = ["BuildOptions", "build", "build_preset", "default_weights"]
 
@@ -147,8 +147,8 @@ class _ArchitectureBuild:
         self._references: dict[int, tuple[Any, dict[str, Any]]] = {}
 
     def fused(self) -> Path:
-        from bertserve.build.export import export_onnx
-        from bertserve.build.optimization import fuse
+        from bertserve.builder.export import export_onnx
+        from bertserve.builder.optimization import fuse
 
         if self._fused is None:
             key = self.checkpoint.architecture.key
@@ -201,13 +201,13 @@ class _ArchitectureBuild:
             passed = parity.passed
         else:
             assert self.gpu_writer is not None
-            with _step(v.name, "running bertserve.build.gpu_variant.write_gpu_variant"):
+            with _step(v.name, "running bertserve.builder.gpu_variant.write_gpu_variant"):
                 report.update(self.gpu_writer(v, cp.model, config, version_dir))
             passed = bool(report.get("parity", {}).get("passed", True))
         write_model_config(config, model_dir)
         write_report(report, version_dir)
         if not passed:
-            from bertserve.build.parity import Parity, check_parity
+            from bertserve.builder.parity import Parity, check_parity
 
             try:
                 check_parity(v.name, Parity(**report["parity"]))
@@ -216,7 +216,7 @@ class _ArchitectureBuild:
         return _outcome(v, "built", "", report)
 
     def _write_cpu_model(self, precision: str, path: Path) -> None:
-        from bertserve.build.optimization import quantize_int8, to_fp16
+        from bertserve.builder.optimization import quantize_int8, to_fp16
 
         fused = self.fused()
         if precision == "fp32":
@@ -332,10 +332,10 @@ def _gpu_writer() -> tuple[GpuWriter | None, str]:
     if not torch.cuda.is_available():
         return None, "no CUDA GPU on this machine"
     try:
-        module = importlib.import_module("bertserve.build.gpu_variant")
+        module = importlib.import_module("bertserve.builder.gpu_variant")
     except ImportError as exc:
-        return None, f"bertserve.build.gpu_variant is unavailable ({exc})"
+        return None, f"bertserve.builder.gpu_variant is unavailable ({exc})"
     writer = getattr(module, "write_gpu_variant", None)
     if writer is None:
-        return None, "bertserve.build.gpu_variant has no write_gpu_variant"
+        return None, "bertserve.builder.gpu_variant has no write_gpu_variant"
     return writer, ""

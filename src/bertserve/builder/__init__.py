@@ -1,6 +1,6 @@
 """Checkpoints -> Triton-layout model repository: export, optimize, quantize, parity report.
 
-    from bertserve.build import build_preset
+    from bertserve.builder import build_preset
     outcome = build_preset("tiny", Path("models"))        # bert_tiny_onnx_cpu, random weights
     print(outcome.summary())
 
@@ -17,11 +17,11 @@ runs.
 
 from __future__ import annotations
 
-from bertserve.build.builder import BuildOptions, build, build_preset, default_weights
-from bertserve.build.errors import BuildError, ParityError
-from bertserve.build.model_config import TOKENIZER_DIR
-from bertserve.build.outcome import REPORT_FILE, BuildOutcome, VariantOutcome
-from bertserve.build.presets import PRESETS, Variant, resolve_preset
+from bertserve.builder.errors import BuildError, ParityError
+from bertserve.builder.model_config import TOKENIZER_DIR
+from bertserve.builder.outcome import REPORT_FILE, BuildOutcome, VariantOutcome
+from bertserve.builder.presets import PRESETS, Variant, resolve_preset
+from bertserve.builder.workflow import BuildOptions, build, build_preset, default_weights
 
 __all__ = [
     "PRESETS",

@@ -1,4 +1,4 @@
-"""GPU variants go through bertserve.build.gpu_variant.write_gpu_variant when a GPU exists."""
+"""GPU variants go through bertserve.builder.gpu_variant.write_gpu_variant when a GPU exists."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from bertserve.build import Variant, build_preset
+from bertserve.builder import Variant, build_preset
 
 
 def test_hook_writes_the_model_and_the_builder_writes_config(
     distilbert_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bertserve.build import builder
+    from bertserve.builder import workflow as builder
 
     calls: list[str] = []
 
@@ -39,7 +39,8 @@ def test_hook_writes_the_model_and_the_builder_writes_config(
 
 
 def test_nothing_to_build_without_a_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bertserve.build import BuildError, builder
+    from bertserve.builder import BuildError
+    from bertserve.builder import workflow as builder
 
     monkeypatch.setattr(builder, "_gpu_writer", lambda: (None, "no CUDA GPU on this machine"))
     with pytest.raises(BuildError, match="Nothing to build: bert_base_trt_gpu need a GPU"):

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bertserve.build.errors import ParityError
-from bertserve.build.export import OUTPUT_NAMES
-from bertserve.build.samples import QA_PAIRS
+from bertserve.builder.errors import ParityError
+from bertserve.builder.export import OUTPUT_NAMES
+from bertserve.builder.samples import QA_PAIRS
 
 if TYPE_CHECKING:
     import torch

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bertserve.build import BuildError, build_preset
+from bertserve.builder import BuildError, build_preset
 
 from .conftest import snapshot
 
@@ -91,7 +91,7 @@ def test_bad_checkpoint_folders(bert_checkpoint: Path, tmp_path: Path) -> None:
 def test_checkpoint_without_qa_head_is_refused(tmp_path: Path) -> None:
     from transformers import BertConfig, BertModel
 
-    from bertserve.build.vocabulary import write_generated_tokenizer
+    from bertserve.builder.vocabulary import write_generated_tokenizer
 
     from .conftest import TINY_BERT
 
@@ -127,9 +127,9 @@ def test_random_weights_take_a_cached_real_tokenizer(
 ) -> None:
     from huggingface_hub import constants
 
-    from bertserve.build.checkpoint import _cached_tokenizer
-    from bertserve.build.presets import ARCHITECTURES
-    from bertserve.build.vocabulary import write_generated_tokenizer
+    from bertserve.builder.checkpoint import _cached_tokenizer
+    from bertserve.builder.presets import ARCHITECTURES
+    from bertserve.builder.vocabulary import write_generated_tokenizer
 
     arch = ARCHITECTURES["distilbert"]
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))

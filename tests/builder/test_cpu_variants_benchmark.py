@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bertserve.build import BuildOutcome
+from bertserve.builder import BuildOutcome
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "cpu_variants.py"
 

@@ -3,7 +3,7 @@
 The `seed` preset rebuilds the reference repository (see the project's reference README):
 TensorFlow SavedModels become ONNX, each CPU model gets an fp32 export fused by ONNX Runtime's
 transformer optimizer plus an INT8 dynamically quantized twin, and GPU models come from
-`bertserve.build.gpu_variant` when a GPU is present. `Variant.replaces` names the reference
+`bertserve.builder.gpu_variant` when a GPU is present. `Variant.replaces` names the reference
 model a variant stands in for (the fp32 export: it is what the TensorFlow model computed).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from bertserve.build.errors import BuildError
+from bertserve.builder.errors import BuildError
 
 __all__ = [
     "ARCHITECTURES",
@@ -123,7 +123,7 @@ class Variant:
     #: keep a dynamic sequence axis up to max_position_embeddings; GPU engines may fix it.
     seq_len: int
     batching: Batching
-    #: GPU flavour handed to bertserve.build.gpu_variant ("onnx", "trt"); None on CPU.
+    #: GPU flavour handed to bertserve.builder.gpu_variant ("onnx", "trt"); None on CPU.
     gpu_runtime: str | None = None
     #: The reference repository's model this one stands in for, if any.
     replaces: str | None = None

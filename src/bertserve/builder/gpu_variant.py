@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ENGINE_PARAMETERS", "write_gpu_variant"]
 
-#: Engine settings every GPU row gets (see bertserve.backends.torch_gpu for the keys).
+#: Engine settings every GPU row gets (see bertserve.backends.torch for the keys).
 ENGINE_PARAMETERS: dict[str, str] = {
     "gelu": "tanh",  # bias + GELU in the cuBLASLt epilogue: ~8% faster, parity within fp16 noise
     "cuda_graphs": "true",
@@ -60,8 +60,8 @@ def write_gpu_variant(
     from safetensors.torch import save_file
 
     from bertserve.backends.base import Device, LoadContext
-    from bertserve.backends.torch_gpu import TorchBackend, TorchInstance
-    from bertserve.build.parity import measure_parity, parity_inputs, reference_logits
+    from bertserve.backends.torch import TorchBackend, TorchInstance
+    from bertserve.builder.parity import measure_parity, parity_inputs, reference_logits
 
     version_dir.mkdir(parents=True, exist_ok=True)
     config.ClearField("platform")

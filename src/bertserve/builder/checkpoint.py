@@ -5,7 +5,7 @@ Every loader returns a `Checkpoint`: an eval-mode transformers QA model using ea
 (ONNX Runtime's optimizer recognises the attention subgraph the TorchScript exporter writes
 for it) and a way to write the matching tokenizer files. Random weights take the real
 tokenizer when the Hub checkpoint is already in the local Hugging Face cache, else a generated
-cased WordPiece vocabulary of the right size (see bertserve.build.vocabulary).
+cased WordPiece vocabulary of the right size (see bertserve.builder.vocabulary).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bertserve.build.errors import BuildError
-from bertserve.build.presets import Architecture
-from bertserve.build.vocabulary import write_generated_tokenizer
+from bertserve.builder.errors import BuildError
+from bertserve.builder.presets import Architecture
+from bertserve.builder.vocabulary import write_generated_tokenizer
 
 if TYPE_CHECKING:
     import torch

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bertserve.build.presets import Variant
+from bertserve.builder.presets import Variant
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2

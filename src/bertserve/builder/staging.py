@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from bertserve.build.errors import BuildError
+from bertserve.builder.errors import BuildError
 
 __all__ = ["STAGING_PREFIX", "Staging", "check_free_space"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bertserve.build import BuildError, build_preset
-from bertserve.build.staging import STAGING_PREFIX, Staging, check_free_space
+from bertserve.builder import BuildError, build_preset
+from bertserve.builder.staging import STAGING_PREFIX, Staging, check_free_space
 
 from .conftest import snapshot
 
@@ -38,7 +38,7 @@ def test_force_replaces_the_whole_model_folder(tmp_path: Path) -> None:
 def test_disk_full_midway_leaves_the_repository(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bertserve.build import builder
+    from bertserve.builder import workflow as builder
 
     repo = tmp_path / "repo"
     build_preset("tiny", repo)
@@ -57,7 +57,7 @@ def test_disk_full_midway_leaves_the_repository(
 def test_failure_in_a_new_repository_removes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bertserve.build import builder
+    from bertserve.builder import workflow as builder
 
     def crash(*_: object, **__: object) -> None:
         raise RuntimeError("exporter exploded")

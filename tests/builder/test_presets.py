@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bertserve.build import BuildError, resolve_preset
-from bertserve.build.presets import Overrides
+from bertserve.builder import BuildError, resolve_preset
+from bertserve.builder.presets import Overrides
 
 
 def test_seed_rebuilds_the_reference_models() -> None:

@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from bertserve.build import BuildOutcome, ParityError, build_preset
-from bertserve.build.parity import (
+from bertserve.builder import BuildOutcome, ParityError, build_preset
+from bertserve.builder.parity import (
     ParityInputs,
     check_parity,
     measure_parity,
@@ -68,7 +68,7 @@ def test_broken_variant_is_caught(tiny_build: BuildOutcome, tmp_path: Path) -> N
 def test_broken_int8_fails_the_build_and_leaves_the_repository(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bertserve.build import optimization
+    from bertserve.builder import optimization
 
     repo = tmp_path / "repo"
     build_preset("tiny", repo)

@@ -1,0 +1,46 @@
+"""The `bertserve_torch` backend: BERT QA from model.safetensors on a GPU, engine-style.
+
+At load time each instance prepares its "engine": for every optimization profile, a
+(batch bucket, sequence bucket) pair, it captures CUDA graphs of the whole forward pass
+(one without an attention mask, the fastest kernels, and one with), on the instance's own
+CUDA stream. A request batch is padded to the smallest profile that fits and replayed;
+`batch_buckets` tells the dynamic batcher which sizes run natively.
+
+config.pbtxt parameters (all optional, string values):
+
+| key | default | meaning |
+|---|---|---|
+| precision | fp16 (GPU), fp32 (CPU) | fp16, bf16, fp32 or fp8 (FP8 GEMMs, bf16 elsewhere) |
+| batch_buckets | 1, 4, 16, ... up to max_batch_size | batch sizes of the profiles |
+| seq_buckets | fixed input length, else 128,384 (capped by the model) | profile lengths |
+| cuda_graphs | true | capture a graph per profile (GPU only) |
+| attention | auto | SDPA kernel for unmasked batches: auto, flash, cudnn, efficient, math |
+| gelu | erf | erf, or tanh (bias+GELU in the GEMM epilogue) |
+| fused_layernorm | true | Triton residual-add + LayerNorm kernel on CUDA |
+| fp8_fast_accum | true | FP8 GEMMs accumulate in the tensor cores' fast (less exact) mode |
+
+Inputs `input_ids`, `attention_mask`, `token_type_ids` (INT64, [-1]; DistilBERT has no
+token_type_ids); outputs `start_logits`, `end_logits` (FP32, [-1]).
+
+Modules: `backend` (the Backend: autocomplete, load), `settings` (EngineSettings read from
+the config), `buckets` (pure batch/sequence bucket arithmetic), `weights` (one copy of the
+weights per model and device), `profile` (one (batch, seq) profile: buffers, graphs, staging
+slots), `instance` (the ModelInstance that launches batches), `encoder` (the BERT encoder in
+torch ops) and `kernels` (Triton kernels). torch is imported only when a model loads.
+"""
+
+from __future__ import annotations
+
+from bertserve.backends.torch.backend import TorchBackend
+from bertserve.backends.torch.buckets import default_batch_buckets, pick_bucket, plan_chunks
+from bertserve.backends.torch.instance import TorchInstance
+from bertserve.backends.torch.settings import EngineSettings
+
+__all__ = [
+    "EngineSettings",
+    "TorchBackend",
+    "TorchInstance",
+    "default_batch_buckets",
+    "pick_bucket",
+    "plan_chunks",
+]
