@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from bertserve.announce import READY_LINE, parse_started
+from bertserve.launch import ServerProcess
 from bertserve.perf.analyzer import ENV_VAR, find_perf_analyzer
 
 TINY = "bert_tiny_onnx_cpu"
@@ -42,83 +35,11 @@ def tiny_model_file(tiny_repo: Path) -> Path:
     return tiny_repo / TINY / "1" / "model.onnx"
 
 
-@dataclass
-class ServerProcess:
-    """A `bertserve serve` child process on free ports."""
-
-    proc: subprocess.Popen[str]
-    ports: dict[str, int] = field(default_factory=dict)
-    lines: list[str] = field(default_factory=list)
-    pump: threading.Thread | None = None
-
-    @property
-    def http_url(self) -> str:
-        return f"127.0.0.1:{self.ports['http']}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.ports['grpc']}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['metrics']}/metrics"
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-        finally:
-            if self.pump is not None:
-                self.pump.join(10)
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
-
-
 def start_server(
-    *repos: Path, extra: list[str] | None = None, timeout: float = 90, wait_ready: bool = True
+    *repos: Path, extra: list[str] | None = None, timeout: float = 90
 ) -> ServerProcess:
-    args = [sys.executable, "-m", "bertserve", "serve"]
-    for repo in repos:
-        args += ["--model-repository", str(repo)]
-    args += ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", *(extra or [])]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    )
-    server = ServerProcess(proc)
-    ready = threading.Event()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            server.lines.append(line)
-            started = parse_started(line)
-            if started is not None:
-                server.ports[started[0]] = started[2]
-            if READY_LINE in line or (not wait_ready and "HTTPService" in line):
-                ready.set()
-        ready.set()
-
-    server.pump = threading.Thread(target=pump, daemon=True)
-    server.pump.start()
-    deadline = time.monotonic() + timeout
-    while not ready.wait(0.1):
-        if time.monotonic() > deadline:
-            proc.kill()
-            server.stop()
-            raise RuntimeError("server did not start in time:\n" + server.output())
-    if proc.poll() is not None and wait_ready:
-        server.stop()
-        raise RuntimeError("server exited at start:\n" + server.output())
-    return server
+    """A started `bertserve serve` over `repos` on free ports (`extra`: more serve flags)."""
+    return ServerProcess(*repos, args=extra or (), ready_timeout=timeout).start()
 
 
 @pytest.fixture(scope="session")
