@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import subprocess
-
     from rich.console import Console
 
     from bertserve.cost.catalog import Catalog
+    from bertserve.launch import ServerProcess
     from bertserve.perf.results import Run
 
 __all__ = ["HELP", "DemoModel", "add_arguments", "plan", "run"]
@@ -177,9 +176,9 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
         console.rule("[bold]1/4 build the models")
         random_weights = _build(models, repo, args.weights, console)
         console.rule("[bold]2/4 start the server")
-        server, url = _start_server(repo, output / "server.log", console)
+        server = _start_server(repo, output / "server.log", console)
         console.rule("[bold]3/4 measure")
-        runs = _sweep(models, url, args, random_weights, output, console)
+        runs = _sweep(models, server.http_url, args, random_weights, output, console)
     finally:
         if server is not None:
             _stop_server(server, console)
@@ -229,65 +228,20 @@ def _build(models: list[DemoModel], repo: Path, weights: str, console: Console) 
     return random_weights
 
 
-def _start_server(
-    repo: Path, log_path: Path, console: Console
-) -> tuple[subprocess.Popen[bytes], str]:
-    """`bertserve serve` in the background on free ports; its process and HTTP host:port."""
-    import subprocess
-    import sys
+def _start_server(repo: Path, log_path: Path, console: Console) -> ServerProcess:
+    """`bertserve serve` in the background on free ports, its output in `log_path`."""
+    from bertserve.launch import ServerProcess
 
-    from bertserve.announce import READY_LINE, parse_started
-    from bertserve.errors import BertserveError
-
-    log = log_path.open("wb")
-    args = [
-        sys.executable,
-        "-m",
-        "bertserve",
-        "serve",
-        "--model-repository",
-        str(repo),
-        "--http-port",
-        "0",
-        "--grpc-port",
-        "0",
-        "--metrics-port",
-        "0",
-    ]
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    log.close()
-    deadline = time.monotonic() + _READY_TIMEOUT_S
-    url = None
-    with console.status(f"starting bertserve serve (pid {proc.pid}); log: {log_path}"):
-        while time.monotonic() < deadline:
-            text = log_path.read_text(errors="replace")
-            for line in text.splitlines():
-                started = parse_started(line)
-                if started is not None and started[0] == "http":
-                    url = f"{started[1]}:{started[2]}"
-            if url and READY_LINE in text:
-                console.print(f"server ready at {url} (pid {proc.pid})", highlight=False)
-                return proc, url
-            if proc.poll() is not None:
-                break
-            time.sleep(0.2)
-    _stop_server(proc, console)
-    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-    raise BertserveError(f"the server did not become ready (log {log_path}):\n{tail}")
+    server = ServerProcess(repo, log=log_path, ready_timeout=_READY_TIMEOUT_S)
+    with console.status(f"starting bertserve serve; log: {log_path}"):
+        server.start()
+    console.print(f"server ready at {server.http_url} (pid {server.pid})", highlight=False)
+    return server
 
 
-def _stop_server(proc: subprocess.Popen[bytes], console: Console) -> None:
-    import signal
-    import subprocess
-
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    console.print(f"server stopped (pid {proc.pid}, exit {proc.returncode})", highlight=False)
+def _stop_server(server: ServerProcess, console: Console) -> None:
+    code = server.stop()
+    console.print(f"server stopped (pid {server.pid}, exit {code})", highlight=False)
 
 
 def _sweep(
@@ -350,36 +304,24 @@ def _input_names(url: str, model: str) -> list[str]:
 def _report(
     runs: list[Run], catalog: Catalog, output: Path, reference: bool, console: Console
 ) -> None:
-    import datetime
-
-    from bertserve.report import analyze, headline_rows, load_reference, write_report
-    from bertserve.report.console import print_summary
+    from bertserve.report.pipeline import print_report, produce_report
 
     sources = [(r, f"bertserve demo: {output / 'runs' / (r.label + '.json')}") for r in runs]
-    ref = None
-    if reference:
-        bench = load_reference()
-        ref = (bench, headline_rows(bench, catalog))
-        sources += [(d.run, f"packaged reference: {d.file}") for d in bench.deployments]
-    analysis = analyze(sources, catalog, stat="p99")
-    generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    files = write_report(
-        analysis,
+    report = produce_report(
+        sources,
         catalog,
         output,
         title="bertserve demo: BERT question answering on this machine",
-        generated=generated,
-        reference=ref,
+        reference=reference,
     )
-    print_summary(analysis, console)
-    for note in (*analysis.warnings, *analysis.notes):
-        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    print_report(report, console)
     if not any(r.machine for r in runs):
         console.print(
             "no dollars: rerun with --machine ID (ids: `bertserve report --list-machines`) "
             "to cost these results on a machine like this one",
             highlight=False,
         )
+    files = report.files
     console.print(
         f"report: {files.html} and {files.markdown}, {len(files.figures)} plots; raw results "
         f"in {output / 'runs'}",

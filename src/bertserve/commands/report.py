@@ -81,7 +81,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import datetime
     import sys
 
     from rich.console import Console
@@ -89,11 +88,8 @@ def run(args: argparse.Namespace) -> int:
     from bertserve.cost.catalog import load_catalog
     from bertserve.errors import BertserveError
     from bertserve.perf.results import Run
-    from bertserve.report.analysis import analyze
-    from bertserve.report.console import print_summary
     from bertserve.report.inputs import load_input, parse_input_spec
-    from bertserve.report.reference import headline_rows, load_reference, reference_verdicts
-    from bertserve.report.writer import write_report
+    from bertserve.report.pipeline import print_report, produce_report
 
     console = Console()
 
@@ -112,38 +108,20 @@ def run(args: argparse.Namespace) -> int:
         for spec_text in args.input:
             spec = parse_input_spec(spec_text)
             runs.append((load_input(spec), str(spec.path)))
-        reference = None
-        if args.reference:
-            bench = load_reference()
-            rows = headline_rows(bench, catalog)
-            reference = (bench, rows)
-            runs += [(d.run, f"packaged reference: {d.file}") for d in bench.deployments]
-        labels = [r.label for r, _ in runs]
-        duplicates = sorted({label for label in labels if labels.count(label) > 1})
-        if duplicates:
-            return fail(
-                f"label(s) used twice: {', '.join(duplicates)}; "
-                "give each --input its own label=NAME"
-            )
-        analysis = analyze(runs, catalog, stat=args.percentile, budget_ms=args.latency_budget_ms)
-        generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        files = write_report(
-            analysis,
+        report = produce_report(
+            runs,
             catalog,
             args.output,
             title=args.title,
-            generated=generated,
-            reference=reference,
+            reference=args.reference,
+            stat=args.percentile,
+            budget_ms=args.latency_budget_ms,
         )
     except BertserveError as exc:
         return fail(str(exc))
-    extra: tuple[str, ...] = ()
-    if reference is not None:
-        from_csv, _ = reference_verdicts(*reference)
-        extra = (f"Reference benchmark, README's headline points: {from_csv.sentence()}.",)
-    print_summary(analysis, console, extra)
-    for note in (*analysis.warnings, *analysis.notes):
-        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    sentence = report.reference_sentence()
+    print_report(report, console, (sentence,) if sentence else ())
+    files = report.files
     console.print(f"wrote {files.markdown}, {files.html} and {len(files.figures)} PNG plots")
     sys.stdout.flush()
     return 0
