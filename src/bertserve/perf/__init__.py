@@ -2,7 +2,8 @@
 
     settings.py        PerfSettings: perf_analyzer's flags, one field each
     input_data.py      request tensors: zero, random, perf_analyzer's input-data JSON
-    transport.py       what a wire protocol must offer the load generator
+    transport.py       what a wire protocol must offer the load generator; shared helpers
+    protocols.py       the transports by protocol name, each imported on demand
     http_transport.py  raw HTTP/1.1 on keep-alive asyncio connections (httptools)
     grpc_transport.py  grpc.aio with tritonclient's compiled protos
     load.py            closed-loop concurrency and open-loop request-rate load

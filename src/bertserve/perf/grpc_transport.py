@@ -14,8 +14,7 @@ import numpy as np
 from google.protobuf import json_format
 from tritonclient.grpc import service_pb2
 
-from bertserve.perf.http_transport import split_url
-from bertserve.perf.transport import Connection, Outcome, Transport, TransportError
+from bertserve.perf.transport import Connection, Outcome, Transport, TransportError, split_url
 from bertserve.tensors import numpy_to_datatype, serialize_bytes
 
 __all__ = ["GrpcTransport"]

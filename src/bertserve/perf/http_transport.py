@@ -16,23 +16,10 @@ import httptools
 import numpy as np
 import orjson
 
-from bertserve.perf.transport import Connection, Outcome, Transport, TransportError
+from bertserve.perf.transport import Connection, Outcome, Transport, TransportError, split_url
 from bertserve.protocol.http_codec import HEADER_LENGTH, decode_response, encode_request
 
-__all__ = ["HttpConnection", "HttpTransport", "split_url"]
-
-
-def split_url(url: str, default_port: int = 8000) -> tuple[str, int]:
-    """host and port from "host:port" (a scheme prefix is allowed)."""
-    rest = url.split("://", 1)[-1].rstrip("/")
-    if "/" in rest:
-        raise TransportError(f"-u {url}: give host:port without a path")
-    host, sep, port = rest.rpartition(":")
-    if not sep or rest.endswith("]"):
-        return rest.strip("[]"), default_port
-    if not port.isdigit():
-        raise TransportError(f"-u {url}: the port must be a number")
-    return host.strip("[]"), int(port)
+__all__ = ["HttpConnection", "HttpTransport"]
 
 
 class HttpConnection(asyncio.Protocol):
@@ -132,7 +119,7 @@ class _LoadConnection(Connection):
 class HttpTransport(Transport):
     def __init__(self, url: str, model: str, version: str) -> None:
         super().__init__(url, model, version)
-        self.host, self.port = split_url(url)
+        self.host, self.port = split_url(url, default_port=8000)
         self._host_header = f"{self.host}:{self.port}"
         prefix = f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
         self._model_path = prefix

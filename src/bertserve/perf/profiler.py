@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 from bertserve.perf.input_data import InputDataError, build_input_sets, input_specs
 from bertserve.perf.load import ConcurrencyLoad, LoadGenerator, RequestRateLoad
+from bertserve.perf.protocols import open_transport
 from bertserve.perf.results import Measurement, Run
 from bertserve.perf.settings import PerfSettings
 from bertserve.perf.stability import STABILITY_WINDOWS, is_stable
-from bertserve.perf.transport import Transport, TransportError, open_transport
+from bertserve.perf.transport import Transport, TransportError
 from bertserve.perf.window import (
     Recorder,
     ServerCounters,

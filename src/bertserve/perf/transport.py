@@ -1,5 +1,8 @@
 """What the load generator needs from a wire protocol, whichever it is.
 
+The interface lives here with the helpers every transport shares; the transports themselves
+(`http_transport.py`, `grpc_transport.py`) are picked by name in `protocols.py`.
+
 A `Transport` reads a model's metadata and the server's statistics, turns an input set into a
 ready-to-send payload once (the hot path only writes bytes), and opens `Connection`s: one per
 concurrent slot, each carrying one request at a time.
@@ -14,7 +17,7 @@ import numpy as np
 
 from bertserve.errors import BertserveError
 
-__all__ = ["Connection", "Outcome", "Transport", "TransportError", "open_transport"]
+__all__ = ["Connection", "Outcome", "Transport", "TransportError", "split_url"]
 
 #: (succeeded, client send ns, client receive ns)
 Outcome = tuple[bool, int, int]
@@ -22,6 +25,19 @@ Outcome = tuple[bool, int, int]
 
 class TransportError(BertserveError):
     """The server could not be reached or refused a request; the message says which and why."""
+
+
+def split_url(url: str, default_port: int) -> tuple[str, int]:
+    """host and port from "host:port" (a scheme prefix is allowed; IPv6 hosts in brackets)."""
+    rest = url.split("://", 1)[-1].rstrip("/")
+    if "/" in rest:
+        raise TransportError(f"-u {url}: give host:port without a path")
+    host, sep, port = rest.rpartition(":")
+    if not sep or rest.endswith("]"):
+        return rest.strip("[]"), default_port
+    if not port.isdigit():
+        raise TransportError(f"-u {url}: the port must be a number")
+    return host.strip("[]"), int(port)
 
 
 class Connection(abc.ABC):
@@ -73,16 +89,3 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
-
-
-def open_transport(protocol: str, url: str, model: str, version: str) -> Transport:
-    """The transport for `protocol` ("http" or "grpc"); its module is imported on demand."""
-    if protocol == "http":
-        from bertserve.perf.http_transport import HttpTransport
-
-        return HttpTransport(url, model, version)
-    if protocol == "grpc":
-        from bertserve.perf.grpc_transport import GrpcTransport
-
-        return GrpcTransport(url, model, version)
-    raise TransportError(f"unknown protocol {protocol!r}: use -i http or -i grpc")
