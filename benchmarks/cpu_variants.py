@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from bertserve.perf.results import Measurement, Run
+from harness import cpu_name, markdown_table
 
 SEED_CPU_MODELS = (
     "bert_base_onnx_cpu",
@@ -133,16 +134,6 @@ def measure_point(
     return points
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _best(p: Point) -> float:
     """Sequences/s of the fastest run: the least disturbed by other processes."""
     return p.batch / (p.measurement.extras["best_latency_us"] / 1e6)
@@ -191,22 +182,21 @@ def markdown(points: list[Point], setup: Setup) -> str:
             "the cost is the same as the real checkpoints; answers are meaningless.",
             "",
         ]
-    lines += [
-        "| model | precision | seq | batch | seq/s | best-run seq/s | p50 ms | p90 ms "
-        "| vs fp32 | vs fp32, best runs |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     for p in points:
         m = p.measurement
         base_name = p.model.name.removesuffix("_int8").removesuffix("_fp16")
         base = fp32.get((base_name, p.seq_len, p.batch))
         ratio = f"{m.throughput / base[0]:.2f}x" if base else "-"
         best_ratio = f"{_best(p) / base[1]:.2f}x" if base else "-"
-        lines.append(
-            f"| {p.model.name} | {p.model.precision} | {p.seq_len} | {p.batch} | "
-            f"{m.throughput:.2f} | {_best(p):.2f} | {m.latency_p50_us / 1e3:.1f} | "
-            f"{m.latency_p90_us / 1e3:.1f} | {ratio} | {best_ratio} |"
+        rows.append(
+            (p.model.name, p.model.precision, p.seq_len, p.batch, f"{m.throughput:.2f}")
+            + (f"{_best(p):.2f}", f"{m.latency_p50_us / 1e3:.1f}", f"{m.latency_p90_us / 1e3:.1f}")
+            + (ratio, best_ratio)
         )
+    headers = ("model", "precision", "seq", "batch", "seq/s", "best-run seq/s", "p50 ms")
+    headers += ("p90 ms", "vs fp32", "vs fp32, best runs")
+    lines.append(markdown_table(headers, rows, numeric=(False, False) + (True,) * 8))
     return "\n".join(lines) + "\n"
 
 

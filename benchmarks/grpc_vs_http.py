@@ -20,25 +20,36 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
+from types import MappingProxyType
 
 import tritonclient.http as httpclient
 
-from bertserve.announce import READY_LINE, parse_started
-from bertserve.perf.analyzer import PerfAnalyzerFailed, find_perf_analyzer, profile
+from bertserve.launch import ServerProcess
+from bertserve.perf.analyzer import PerfAnalyzerFailed
 from bertserve.perf.results import Measurement
+from harness import (
+    cpu_name,
+    markdown_table,
+    package_versions,
+    perf_analyzer_args,
+    perf_analyzer_point,
+    perf_analyzer_version,
+    require_perf_analyzer,
+    start_bertserve,
+)
 
-TRANSPORTS = {
-    "HTTP": ["-i", "http"],
-    "gRPC": ["-i", "grpc"],
-    "gRPC stream": ["-i", "grpc", "--streaming"],
-}
+TRANSPORTS = MappingProxyType(
+    {
+        "HTTP": ("-i", "http"),
+        "gRPC": ("-i", "grpc"),
+        "gRPC stream": ("-i", "grpc", "--streaming"),
+    }
+)
 
 
 @dataclass
@@ -46,20 +57,6 @@ class Target:
     label: str
     repo: Path
     model: str
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen[str]
-    ports: dict[str, int] = field(default_factory=dict)
-
-    def url(self, transport: str) -> str:
-        kind = "http" if transport == "HTTP" else "grpc"
-        return f"127.0.0.1:{self.ports[kind]}"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(60)
 
 
 def parse_target(text: str) -> Target:
@@ -76,77 +73,48 @@ def parse_target(text: str) -> Target:
     return Target(label, repo, model)
 
 
-def start_server(target: Target) -> Server:
-    command = [
-        sys.executable,
-        "-m",
-        "bertserve",
-        "serve",
-        "--model-repository",
-        str(target.repo),
-        "--http-port",
-        "0",
-        "--grpc-port",
-        "0",
-        "--metrics-port",
-        "0",
-    ]
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    )
-    server = Server(proc)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        started = parse_started(line)
-        if started is not None:
-            server.ports[started[0]] = started[2]
-        if READY_LINE in line:
-            return server
-    raise SystemExit(f"bertserve exited before it was ready ({' '.join(command)})")
+def url(server: ServerProcess, transport: str) -> str:
+    return server.http_url if transport == "HTTP" else server.grpc_url
 
 
-def shape_args(server: Server, model: str, seq: int) -> tuple[list[str], dict[str, str]]:
-    """--shape for every input (variable dims -> seq), and the model's config parameters."""
-    client = httpclient.InferenceServerClient(server.url("HTTP"))
+def model_inputs(server: ServerProcess, model: str) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """Each input's dims without the batch dimension, and the model's config parameters."""
+    client = httpclient.InferenceServerClient(server.http_url)
     try:
         inputs = client.get_model_metadata(model)["inputs"]
         config = client.get_model_config(model)
     finally:
         client.close()
-    args = []
-    for spec in inputs:
-        dims = [seq if d < 0 else d for d in spec["shape"][1:]]
-        args += ["--shape", f"{spec['name']}:{','.join(map(str, dims))}"]
     params = {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
-    return args, params
+    return {spec["name"]: spec["shape"][1:] for spec in inputs}, params
 
 
 def measure(
-    server: Server, target: Target, transport: str, concurrency: int, common: list[str]
+    server: ServerProcess,
+    target: Target,
+    transport: str,
+    concurrency: int,
+    args: argparse.Namespace,
+    shapes: dict[str, list[int]],
 ) -> Measurement | None:
     """One point; a point that found no stable windows (a busy machine) is tried once more."""
-    args = [
-        "-m",
+    flags = perf_analyzer_args(
         target.model,
-        "-u",
-        server.url(transport),
-        *TRANSPORTS[transport],
-        "--concurrency-range",
-        str(concurrency),
-        *common,
-    ]
-    for attempt in (1, 2):
-        try:
-            (point,) = profile(args, timeout=900)
-            return point
-        except PerfAnalyzerFailed as exc:
-            last = str(exc).splitlines()[-1]
-            print(f"  {transport} c={concurrency} attempt {attempt}: {last}", file=sys.stderr)
-    return None
+        url(server, transport),
+        concurrency=concurrency,
+        window_ms=args.window_ms,
+        stability=50,
+        max_trials=8,
+        shapes=shapes,
+        seq_len=args.seq,
+        extra=TRANSPORTS[transport],
+    )
+    try:
+        return perf_analyzer_point(
+            flags, timeout=900, attempts=2, label=f"{transport} c={concurrency}"
+        )
+    except PerfAnalyzerFailed:
+        return None
 
 
 def median_point(points: list[Measurement]) -> tuple[float, float] | None:
@@ -159,25 +127,13 @@ def median_point(points: list[Measurement]) -> tuple[float, float] | None:
 
 
 def run_target(target: Target, args: argparse.Namespace) -> tuple[str, dict[str, str]]:
-    server = start_server(target)
-    try:
-        shapes, params = shape_args(server, target.model, args.seq)
-        common = [
-            "--input-data",
-            "zero",
-            *shapes,
-            "--measurement-interval",
-            str(args.window_ms),
-            "--stability-percentage",
-            "50",
-            "--max-trials",
-            "8",
-        ]
+    with start_bertserve(target.repo, target.model, exit_timeout=60) as server:
+        shapes, params = model_inputs(server, target.model)
         results: dict[tuple[str, int], list[Measurement]] = {}
         for round_ in range(args.rounds):
             for c in args.concurrency:
                 for transport in TRANSPORTS:
-                    point = measure(server, target, transport, c, common)
+                    point = measure(server, target, transport, c, args, shapes)
                     if point is not None:
                         results.setdefault((transport, c), []).append(point)
                         print(
@@ -185,58 +141,35 @@ def run_target(target: Target, args: argparse.Namespace) -> tuple[str, dict[str,
                             f"{point.throughput:.1f}/s p99 {point.latency_p99_us / 1000:.2f} ms",
                             file=sys.stderr,
                         )
-    finally:
-        server.stop()
     return table(results, args.concurrency), params
 
 
 def table(results: dict[tuple[str, int], list[Measurement]], levels: list[int]) -> str:
     names = list(TRANSPORTS)
-    head = (
-        "| concurrency | "
-        + " | ".join(f"{n} inf/s" for n in names)
-        + " | "
-        + " | ".join(f"{n} p99 ms" for n in names)
-        + " | gRPC / HTTP inf/s |"
-    )
-    lines = [head, "|" + "---:|" * (2 * len(names) + 2)]
+    headers = ["concurrency", *(f"{n} inf/s" for n in names), *(f"{n} p99 ms" for n in names)]
+    rows = []
     for c in levels:
         medians = [median_point(results.get((n, c), [])) for n in names]
         thr = [f"{m[0]:.1f}" if m else "failed" for m in medians]
         p99 = [f"{m[1]:.2f}" if m else "failed" for m in medians]
         http, grpc = medians[0], medians[1]
         ratio = f"{grpc[0] / http[0]:.2f}" if http and grpc and http[0] else "-"
-        lines.append(f"| {c} | " + " | ".join(thr + p99) + f" | {ratio} |")
-    return "\n".join(lines)
+        rows.append([c, *thr, *p99, ratio])
+    return markdown_table([*headers, "gRPC / HTTP inf/s"], rows)
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
-        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
+        f"{cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
         f"load average at start {load}"
     )
 
 
 def versions() -> str:
     names = ("bertserve", "grpcio", "protobuf", "tritonclient", "onnxruntime", "uvloop")
-    found = [f"{n} {metadata.version(n)}" for n in names]
-    command = find_perf_analyzer() or []
-    wheels = sorted(
-        Path(command[0])
-        .resolve()
-        .parents[1]
-        .glob("lib/python*/site-packages/tritonclient-*.dist-info")
-    )
-    if wheels:
-        found.append(f"perf_analyzer from the {wheels[-1].name.removesuffix('.dist-info')} wheel")
-    return f"Python {platform.python_version()}, " + ", ".join(found)
+    found = [f"{n} {v}" for n, v in package_versions(names).items()]
+    return f"Python {platform.python_version()}, " + ", ".join([*found, perf_analyzer_version()])
 
 
 def main() -> int:
@@ -252,8 +185,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--append", type=Path, help="append the section to this markdown file")
     args = parser.parse_args()
-    if find_perf_analyzer() is None:
-        raise SystemExit("perf_analyzer not found: run scripts/install_perf_analyzer.sh")
+    require_perf_analyzer()
 
     started = datetime.now(UTC)
     where = machine()

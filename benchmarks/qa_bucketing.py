@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -39,12 +40,15 @@ from bertserve.qa.spans import SpanSettings
 from bertserve.qa.squad import Example, load_squad, sample_path
 from bertserve.qa.texts import TextLimits
 from bertserve.qa.windows import Windower, WindowSettings
+from harness import cpu_name, markdown_table
 
-STRATEGIES = {
-    "fixed 384": (384,),
-    "buckets 64/128/256/384": (64, 128, 256, 384),
-    "buckets every 64": (64, 128, 192, 256, 320, 384),
-}
+STRATEGIES = MappingProxyType(
+    {
+        "fixed 384": (384,),
+        "buckets 64/128/256/384": (64, 128, 256, 384),
+        "buckets every 64": (64, 128, 192, 256, 320, 384),
+    }
+)
 
 
 @dataclass
@@ -193,24 +197,26 @@ def markdown(
         f"run, the best of {rounds} rounds (the least disturbed). Time covers the whole "
         "pipeline: tokenization, ONNX Runtime, span extraction.",
         "",
-        "| padding | model calls | tokens computed | padding share | model s (best per "
-        "shape) | model speedup | pipeline s (best round) | pairs/s | pipeline speedup | "
-        "same answers |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = min(fixed.seconds)
+    rows = []
     for name, t in results.items():
         seconds = min(t.seconds)
         same = sum(a == b for a, b in zip(t.answers, fixed.answers, strict=True))
-        lines.append(
-            f"| {name} | {t.calls // rounds} | {t.padded_tokens // rounds:,} | "
-            f"{100 * (1 - t.real_tokens / t.padded_tokens):.0f}% | {t.model_seconds:.2f} | "
-            f"{fixed.model_seconds / t.model_seconds:.2f}x | {seconds:.2f} | "
-            f"{len(examples) / seconds:.1f} | {base / seconds:.2f}x | {same}/{len(examples)} |"
+        rows.append(
+            (name, t.calls // rounds, f"{t.padded_tokens // rounds:,}")
+            + (f"{100 * (1 - t.real_tokens / t.padded_tokens):.0f}%", f"{t.model_seconds:.2f}")
+            + (f"{fixed.model_seconds / t.model_seconds:.2f}x", f"{seconds:.2f}")
+            + (f"{len(examples) / seconds:.1f}", f"{base / seconds:.2f}x")
+            + (f"{same}/{len(examples)}",)
         )
+    headers = ("padding", "model calls", "tokens computed", "padding share")
+    headers += ("model s (best per shape)", "model speedup", "pipeline s (best round)")
+    headers += ("pairs/s", "pipeline speedup", "same answers")
+    lines.append(markdown_table(headers, rows, numeric=(False,) + (True,) * 9))
     lines += [
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, "
         f"{args.threads} intra-op threads; onnxruntime {ort.__version__}, tokenizers "
         f"{tokenizers.__version__}, numpy {np.__version__}, Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}. 1-minute load average "
