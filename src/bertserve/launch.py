@@ -121,7 +121,13 @@ class ChildProcess:
         )
         self._pump.daemon = True
         self._pump.start()
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            # Ctrl-C included: the child leads its own process group, so nothing else would
+            # stop it.
+            self.stop()
+            raise
         return self
 
     def stop(self) -> int:
@@ -192,7 +198,6 @@ class ChildProcess:
                     f"{self._where()}:\n{self.tail()}"
                 )
             if time.monotonic() > deadline:
-                self.stop()
                 raise LaunchError(
                     f"{self.name} was not ready after {self.ready_timeout:g} s and was stopped"
                     f"{self._where()}:\n{self.tail()}"

@@ -146,6 +146,16 @@ def test_any_program_is_ready_when_its_check_says_so(tmp_path: Path) -> None:
     assert child.returncode == 0
 
 
+def test_a_failure_while_waiting_stops_the_child(tmp_path: Path) -> None:
+    def interrupted() -> bool:
+        raise KeyboardInterrupt
+
+    child = ChildProcess([stand_in(tmp_path, announce())], ready=interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        child.start()
+    assert child.returncode is not None  # stopped (perhaps before its handler was set)
+
+
 def test_misuse_is_explained(tmp_path: Path) -> None:
     server = ServerProcess("repo", python=stand_in(tmp_path, announce()))
     with pytest.raises(LaunchError, match="not started: call start"):
