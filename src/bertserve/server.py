@@ -1,4 +1,8 @@
-"""Wiring and lifecycle: bind, start the front ends, load models, drain on a signal, stop."""
+"""Wiring and lifecycle: bind, start the front ends, load models, drain, stop.
+
+`Server` is the whole server inside a running event loop (what `bertserve serve` runs and what
+the front-end tests start on port 0); `serve` adds the process around it: signal handling
+and the start-up lines that launchers read."""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ import os
 import signal
 import socket
 from collections.abc import Generator
+from types import TracebackType
 from typing import Any
 
+import grpc
 import uvicorn
 
 from bertserve.announce import READY_LINE, started_line
@@ -20,12 +26,12 @@ from bertserve.engine import Engine
 from bertserve.metrics import GpuMetrics, TritonMetrics
 from bertserve.settings import ServerSettings
 
-__all__ = ["serve", "bind"]
+__all__ = ["Server", "serve", "bind"]
 
 log = logging.getLogger("bertserve.server")
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, service: str = "HTTP", flag: str = "--http-port") -> socket.socket:
     """A listening TCP socket (port 0 = a free one), bound before anything loads, so the port
     is known and logged at once."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -35,56 +41,120 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise SystemExit(f"cannot bind {host}:{port}: {exc.strerror}") from None
+        raise SystemExit(_bind_error(service, f"{host}:{port}", exc.strerror, flag)) from None
     sock.listen(2048)
     sock.setblocking(False)
     return sock
 
 
+def _bind_error(service: str, address: str, reason: str | None, flag: str) -> str:
+    return f"cannot bind {service} to {address}: {reason}; choose another {flag} (0 = a free port)"
+
+
 class _UvicornServer(uvicorn.Server):
-    """uvicorn without its own signal handling: this module owns the shutdown sequence."""
+    """uvicorn without its own signal handling: the owner of the `Server` decides when to stop."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
 
 
-async def serve(settings: ServerSettings) -> int:
-    engine = Engine(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+class Server:
+    """bertserve's services in the running event loop.
 
-    tasks: list[asyncio.Task[Any]] = []
-    http_server = None
-    if settings.allow_http:
-        http_sock = bind(settings.host, settings.http_port)
+    `start()` binds every enabled service (port 0 = a free one; `ports` then maps "http",
+    "grpc" and "metrics" to the ports taken) and serves at once; `load()` loads the models;
+    `stop()` drains: the front ends stop taking requests and finish those in flight (at most
+    `exit_timeout_secs`), then every model instance is closed. As an async context manager
+    it starts, loads, and stops on the way out::
+
+        async with Server(ServerSettings(model_repositories=[repo], http_port=0)) as server:
+            url = f"127.0.0.1:{server.ports['http']}"
+    """
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.engine = Engine(settings)
+        self.ports: dict[str, int] = {}
+        self._http: _UvicornServer | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._metrics: Any = None  # prometheus_client's WSGI server, on a thread of its own
+
+    async def start(self) -> None:
+        """Bind and serve every enabled service; a port that cannot be bound is a SystemExit
+        naming it (whatever had started is stopped first)."""
+        try:
+            if self.settings.allow_http:
+                self._start_http()
+            if self.settings.allow_grpc:
+                self._grpc, self.ports["grpc"] = await start_grpc_server(self.engine, self.settings)
+            if self.settings.allow_metrics:
+                self._start_metrics()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def load(self) -> None:
+        """Load the models the settings name (all of them unless in explicit mode). A model that
+        fails is listed UNAVAILABLE; an unreadable repository raises."""
+        await self.engine.start()
+
+    async def stop(self) -> None:
+        """Drain and stop; safe to call more than once and after a failed start."""
+        if self._http is not None:
+            self._http.should_exit = True
+        if self._grpc is not None:
+            await self._grpc.stop(self.settings.exit_timeout_secs)
+            self._grpc = None
+        if self._http_task is not None:
+            await asyncio.gather(self._http_task, return_exceptions=True)
+            self._http, self._http_task = None, None
+        await self.engine.stop()
+        if self._metrics is not None:
+            metrics, self._metrics = self._metrics, None
+            await asyncio.to_thread(metrics.shutdown)
+            metrics.server_close()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        try:
+            await self.load()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def _start_http(self) -> None:
+        sock = bind(self.settings.host, self.settings.http_port)
         config = uvicorn.Config(
-            HttpApp(engine, settings),
+            HttpApp(self.engine, self.settings),
             loop="none",
             http="httptools",
             lifespan="off",
             access_log=False,
             log_level="warning",
             timeout_keep_alive=60,
-            timeout_graceful_shutdown=int(settings.exit_timeout_secs),
+            timeout_graceful_shutdown=int(self.settings.exit_timeout_secs),
             backlog=2048,
         )
-        http_server = _UvicornServer(config)
-        tasks.append(asyncio.create_task(http_server.serve(sockets=[http_sock])))
-        log.info("HTTP service listening on %s:%d", settings.host, http_sock.getsockname()[1])
-        print(started_line("http", settings.host, http_sock.getsockname()[1]), flush=True)
+        self._http = _UvicornServer(config)
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
+        self.ports["http"] = sock.getsockname()[1]
+        log.info("HTTP service listening on %s:%d", self.settings.host, self.ports["http"])
 
-    grpc_server = None
-    if settings.allow_grpc:
-        grpc_server, grpc_port = await start_grpc_server(engine, settings)
-        print(started_line("grpc", settings.host, grpc_port), flush=True)
-
-    metrics_httpd = None
-    if settings.allow_metrics:
+    def _start_metrics(self) -> None:
         from prometheus_client import CollectorRegistry, start_http_server
 
+        engine = self.engine
         registry = CollectorRegistry()
         registry.register(
             TritonMetrics(
@@ -99,33 +169,41 @@ async def serve(settings: ServerSettings) -> int:
         gpu_metrics = GpuMetrics(dict(os.environ))
         if gpu_metrics.available:
             registry.register(gpu_metrics)
-        metrics_httpd, _thread = start_http_server(
-            settings.metrics_port, addr=settings.host, registry=registry
-        )
-        port = metrics_httpd.server_port
-        print(started_line("metrics", settings.host, port), flush=True)
+        host, port = self.settings.host, self.settings.metrics_port
+        try:
+            self._metrics, _thread = start_http_server(port, addr=host, registry=registry)
+        except OSError as exc:
+            error = _bind_error("metrics", f"{host}:{port}", exc.strerror, "--metrics-port")
+            raise SystemExit(error) from None
+        self.ports["metrics"] = self._metrics.server_port
 
-    start = asyncio.create_task(engine.start())
-    done, _ = await asyncio.wait(
-        {start, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
-    )
-    if start in done and start.exception() is not None:
-        log.error("startup failed: %s", start.exception())
-        stop.set()
-    elif start in done:
+
+async def serve(settings: ServerSettings) -> int:
+    """`bertserve serve`: start, print the start-up lines, load, serve until SIGTERM/SIGINT,
+    drain."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    server = Server(settings)
+    await server.start()
+    for service, port in server.ports.items():
+        print(started_line(service, settings.host, port), flush=True)
+
+    loading = asyncio.create_task(server.load())
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if loading in done and loading.exception() is not None:
+        log.error("startup failed: %s", loading.exception())
+    elif loading in done:
         print(READY_LINE, flush=True)
-        await stop.wait()
+        await stopping
 
     print("bertserve stopping: finishing in-flight requests", flush=True)
-    if http_server is not None:
-        http_server.should_exit = True
-    if grpc_server is not None:
-        await grpc_server.stop(settings.exit_timeout_secs)
-    await asyncio.gather(*tasks, return_exceptions=True)
-    if not start.done():
-        start.cancel()
-    await engine.stop()
-    if metrics_httpd is not None:
-        metrics_httpd.shutdown()
+    for task in (loading, stopping):
+        task.cancel()
+    await asyncio.gather(loading, stopping, return_exceptions=True)
+    await server.stop()
     print("bertserve stopped", flush=True)
     return 0

@@ -263,7 +263,9 @@ async def start_grpc_server(
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:
-        raise SystemExit(f"cannot bind gRPC to {address}: {exc}") from None
+        raise SystemExit(
+            f"cannot bind gRPC to {address}: {exc}; choose another --grpc-port (0 = a free port)"
+        ) from None
     await server.start()
     log.info("gRPC service listening on %s:%d", settings.host, port)
     return server, port
