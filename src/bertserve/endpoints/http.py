@@ -1,7 +1,8 @@
 """HTTP/REST front end: Triton's paths and JSON shapes over a bare ASGI app.
 
-No framework and no per-request validation layer: the hot path is a path split, one body read,
-the codec and the engine call."""
+No framework and no per-request validation layer: the hot path is a path split, one table
+lookup, one body read, the codec and the engine call. An endpoint is one row in ROUTES and one
+handler method on HttpApp."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from bertserve.protocol.http_codec import HEADER_LENGTH, decode_request, encode_
 from bertserve.protocol.load_parameters import load_config
 from bertserve.settings import ServerSettings
 
-__all__ = ["HttpApp"]
+__all__ = ["HttpApp", "ROUTES"]
 
 log = logging.getLogger("bertserve.http")
 
@@ -70,61 +71,87 @@ class HttpApp:
         await send({"type": "http.response.body", "body": reply.body})
 
     async def _route(self, scope: Scope, receive: Receive) -> _Reply:
-        method = scope["method"]
-        parts = scope["path"].strip("/").split("/")
-        if not parts or parts[0] != "v2":
-            return _json({"error": f"unknown path '{scope['path']}'"}, 404)
+        path = scope["path"]
+        parts = path.strip("/").split("/")
         n = len(parts)
-        engine = self.engine
-        if n == 1:
-            return _json(engine.server_metadata())
-        head = parts[1]
-        if head == "health" and n == 3:
-            ok = (
-                engine.live if parts[2] == "live" else engine.ready if parts[2] == "ready" else None
+        routes = _TABLE.get((n, parts[-1])) or _TABLE.get((n, None)) or ()
+        parts.append("")  # what an absent placeholder reads (its index is -1)
+        allowed = ""
+        for route in routes:
+            for i, segment in route.literals:
+                if parts[i] != segment:
+                    break
+            else:
+                if route.method is None or route.method == scope["method"]:
+                    return await route.handler(
+                        self, scope, receive, parts[route.model_at], parts[route.version_at]
+                    )
+                allowed = route.method
+        if allowed:
+            return _Reply(
+                405,
+                orjson.dumps({"error": f"{scope['method']} {path}: this path takes {allowed}"}),
+                [*_JSON, (b"allow", allowed.encode())],
             )
-            if ok is None:
-                return _json({"error": f"unknown path '{scope['path']}'"}, 404)
-            return _Reply(200 if ok else 400, b"")
-        if head == "models":
-            return await self._models(scope, receive, method, parts)
-        if head == "repository":
-            return await self._repository(scope, receive, parts)
-        return _json({"error": f"unknown path '{scope['path']}'"}, 404)
+        return _json({"error": f"unknown path '{path}'"}, 404)
 
-    async def _models(
-        self, scope: Scope, receive: Receive, method: str, parts: list[str]
+    # -- handlers: (scope, receive, model, version) -> reply; one row each in ROUTES ----------
+
+    async def server_metadata(self, scope: Scope, receive: Receive, *_: str) -> _Reply:
+        return _json(self.engine.server_metadata())
+
+    async def live(self, scope: Scope, receive: Receive, *_: str) -> _Reply:
+        return _Reply(200 if self.engine.live else 400, b"")
+
+    async def ready(self, scope: Scope, receive: Receive, *_: str) -> _Reply:
+        return _Reply(200 if self.engine.ready else 400, b"")
+
+    async def no_model_name(self, scope: Scope, receive: Receive, *_: str) -> _Reply:
+        return _json({"error": "the path needs a model name: /v2/models/<name>/..."}, 400)
+
+    async def all_statistics(self, scope: Scope, receive: Receive, *_: str) -> _Reply:
+        return _json({"model_stats": self.engine.statistics()})
+
+    async def model_metadata(
+        self, scope: Scope, receive: Receive, model: str, version: str
     ) -> _Reply:
-        engine = self.engine
-        if len(parts) == 3 and parts[2] == "stats":
-            return _json({"model_stats": engine.statistics()})
-        if len(parts) < 3:
-            return _json({"error": "the path needs a model name: /v2/models/<name>/..."}, 400)
-        name = parts[2]
-        rest = parts[3:]
-        version = ""
-        if len(rest) >= 2 and rest[0] == "versions":
-            version, rest = rest[1], rest[2:]
-        action = rest[0] if rest else ""
-        if len(rest) > 1:
-            return _json({"error": f"unknown path '{scope['path']}'"}, 404)
-        if action == "infer":
-            if method != "POST":
-                return _json({"error": "infer takes POST"}, 405)
-            return await self._infer(scope, receive, name, version)
-        if action == "":
-            return _json(engine.model_metadata(name, version))
-        if action == "ready":
-            if name not in engine.models:
-                raise ModelNotFound(f"unknown model '{name}'")
-            return _Reply(200 if engine.model_ready(name, version) else 400, b"")
-        if action == "config":
-            return _json(engine.model_config(name, version))
-        if action == "stats":
-            return _json({"model_stats": engine.statistics(name, version)})
-        return _json({"error": f"unknown path '{scope['path']}'"}, 404)
+        return _json(self.engine.model_metadata(model, version))
 
-    async def _infer(self, scope: Scope, receive: Receive, name: str, version: str) -> _Reply:
+    async def model_ready(self, scope: Scope, receive: Receive, model: str, version: str) -> _Reply:
+        if model not in self.engine.models:
+            raise ModelNotFound(f"unknown model '{model}'")
+        return _Reply(200 if self.engine.model_ready(model, version) else 400, b"")
+
+    async def model_config(
+        self, scope: Scope, receive: Receive, model: str, version: str
+    ) -> _Reply:
+        return _json(self.engine.model_config(model, version))
+
+    async def model_statistics(
+        self, scope: Scope, receive: Receive, model: str, version: str
+    ) -> _Reply:
+        return _json({"model_stats": self.engine.statistics(model, version)})
+
+    async def repository_index(self, scope: Scope, receive: Receive, *_: str) -> _Reply:
+        doc = _loads_optional(await self._body(scope, receive))
+        return _json(self.engine.repository_index(bool(doc.get("ready", False))))
+
+    async def load(self, scope: Scope, receive: Receive, model: str, version: str) -> _Reply:
+        doc = _loads_optional(await self._body(scope, receive))
+        self.engine.check_control()
+        params = doc.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InvalidInput("'parameters' of a load request must be an object")
+        await self.engine.load(model, load_config(params))
+        return _Reply(200, b"")
+
+    async def unload(self, scope: Scope, receive: Receive, model: str, version: str) -> _Reply:
+        _loads_optional(await self._body(scope, receive))  # checked, though nothing is read yet
+        self.engine.check_control()
+        await self.engine.unload(model)
+        return _Reply(200, b"")
+
+    async def infer(self, scope: Scope, receive: Receive, model: str, version: str) -> _Reply:
         header_length = None
         encoding = b""
         for key, value in scope["headers"]:
@@ -141,7 +168,7 @@ class HttpApp:
         body = await self._body(scope, receive)
         if encoding:
             body = _decompress(body, encoding)
-        request = decode_request(body, header_length, name, version)
+        request = decode_request(body, header_length, model, version)
         response = await self.engine.infer(request)
         payload, json_length = encode_response(response, request)
         if json_length is None:
@@ -154,28 +181,6 @@ class HttpApp:
                 (HEADER_LENGTH.encode(), str(json_length).encode()),
             ],
         )
-
-    async def _repository(self, scope: Scope, receive: Receive, parts: list[str]) -> _Reply:
-        engine = self.engine
-        if scope["method"] != "POST":
-            return _json({"error": "repository requests take POST"}, 405)
-        if len(parts) == 3 and parts[2] == "index":
-            doc = _loads_optional(await self._body(scope, receive))
-            return _json(engine.repository_index(bool(doc.get("ready", False))))
-        if len(parts) == 5 and parts[2] == "models" and parts[4] in ("load", "unload"):
-            name = parts[3]
-            doc = _loads_optional(await self._body(scope, receive))
-            engine.check_control()
-            if parts[4] == "unload":
-                await engine.unload(name)
-                return _Reply(200, b"")
-            params = doc.get("parameters") or {}
-            if not isinstance(params, dict):
-                raise InvalidInput("'parameters' of a load request must be an object")
-            config_json = load_config(params)
-            await engine.load(name, config_json)
-            return _Reply(200, b"")
-        return _json({"error": f"unknown path '{scope['path']}'"}, 404)
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.settings.http_max_input_size
@@ -224,6 +229,72 @@ def _loads_optional(body: bytes) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise InvalidInput("the request body must be a JSON object")
     return doc
+
+
+Handler = Callable[[HttpApp, Scope, Receive, str, str], Awaitable[_Reply]]
+
+#: Every endpoint: (method or None for any, path, handler). `{model}` and `{version}` are the
+#: only placeholders; a literal segment wins over a placeholder (`/v2/models/stats`).
+ROUTES: tuple[tuple[str | None, str, Handler], ...] = (
+    ("POST", "/v2/models/{model}/infer", HttpApp.infer),
+    ("POST", "/v2/models/{model}/versions/{version}/infer", HttpApp.infer),
+    (None, "/v2", HttpApp.server_metadata),
+    (None, "/v2/health/live", HttpApp.live),
+    (None, "/v2/health/ready", HttpApp.ready),
+    (None, "/v2/models", HttpApp.no_model_name),
+    (None, "/v2/models/stats", HttpApp.all_statistics),
+    (None, "/v2/models/{model}", HttpApp.model_metadata),
+    (None, "/v2/models/{model}/versions/{version}", HttpApp.model_metadata),
+    (None, "/v2/models/{model}/ready", HttpApp.model_ready),
+    (None, "/v2/models/{model}/versions/{version}/ready", HttpApp.model_ready),
+    (None, "/v2/models/{model}/config", HttpApp.model_config),
+    (None, "/v2/models/{model}/versions/{version}/config", HttpApp.model_config),
+    (None, "/v2/models/{model}/stats", HttpApp.model_statistics),
+    (None, "/v2/models/{model}/versions/{version}/stats", HttpApp.model_statistics),
+    ("POST", "/v2/repository/index", HttpApp.repository_index),
+    ("POST", "/v2/repository/models/{model}/load", HttpApp.load),
+    ("POST", "/v2/repository/models/{model}/unload", HttpApp.unload),
+)
+
+
+class _Route:
+    """A row of ROUTES made ready for matching: the literal segments to compare (all but the
+    last, which the table's key matched) and where the placeholders sit (-1 where absent)."""
+
+    __slots__ = ("method", "handler", "literals", "model_at", "version_at")
+
+    def __init__(self, method: str | None, segments: list[str], handler: Handler) -> None:
+        self.method = method
+        self.handler = handler
+        self.literals = tuple((i, s) for i, s in enumerate(segments[:-1]) if not s.startswith("{"))
+        self.model_at = segments.index("{model}") if "{model}" in segments else -1
+        self.version_at = segments.index("{version}") if "{version}" in segments else -1
+
+
+def _table(
+    routes: tuple[tuple[str | None, str, Handler], ...],
+) -> dict[tuple[int, str | None], list[_Route]]:
+    """Candidate routes by (segment count, last segment): a path looks up its own pair, else
+    (count, None). A pair's list holds the routes that end in that literal, then those of the
+    same length that end in a placeholder, so a literal wins (`/v2/models/stats`) and a model
+    may still be named like one (`/v2/models/ready`)."""
+    table: dict[tuple[int, str | None], list[_Route]] = {}
+    ending_in_placeholder: dict[int, list[_Route]] = {}
+    for method, path, handler in routes:
+        segments = path.strip("/").split("/")
+        route = _Route(method, segments, handler)
+        if segments[-1].startswith("{"):
+            ending_in_placeholder.setdefault(len(segments), []).append(route)
+        else:
+            table.setdefault((len(segments), segments[-1]), []).append(route)
+    for (n, _last), candidates in table.items():
+        candidates += ending_in_placeholder.get(n, [])
+    for n, candidates in ending_in_placeholder.items():
+        table[(n, None)] = candidates
+    return table
+
+
+_TABLE = _table(ROUTES)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
