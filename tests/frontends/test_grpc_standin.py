@@ -1,12 +1,11 @@
-"""The gRPC front end in-process (grpc.aio on port 0) over a stand-in engine: what a real
-model can't easily provoke (responses above the size limit, a client leaving a stream with
-requests in flight, a port already taken)."""
+"""The gRPC front end alone (grpc.aio on port 0) over a stand-in engine: what a real model
+can't easily provoke (responses above the size limit, a client leaving a stream with requests
+in flight)."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -49,9 +48,7 @@ class StandInEngine:
 
 
 @pytest.fixture()
-async def served() -> AsyncIterator[
-    tuple[StandInEngine, service_pb2_grpc.GRPCInferenceServiceStub]
-]:
+async def standin() -> AsyncIterator[tuple[StandInEngine, Stub]]:
     engine = StandInEngine()
     settings = ServerSettings(grpc_port=0, grpc_max_message_size=LIMIT)
     server, port = await start_grpc_server(engine, settings)  # type: ignore[arg-type]
@@ -68,8 +65,8 @@ def _request(model: str, request_id: str = "") -> service_pb2.ModelInferRequest:
     return service_pb2.ModelInferRequest.FromString(buf)
 
 
-async def test_response_above_the_limit_is_a_clear_error(served: Any) -> None:
-    _, stub = served
+async def test_response_above_the_limit_is_a_clear_error(standin: Any) -> None:
+    _, stub = standin
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.ModelInfer(_request("big"))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -77,8 +74,8 @@ async def test_response_above_the_limit_is_a_clear_error(served: Any) -> None:
     assert "--grpc-max-message-size" in info.value.details()
 
 
-async def test_stream_reports_a_too_large_response_and_goes_on(served: Any) -> None:
-    _, stub = served
+async def test_stream_reports_a_too_large_response_and_goes_on(standin: Any) -> None:
+    _, stub = standin
 
     async def requests() -> AsyncIterator[service_pb2.ModelInferRequest]:
         yield _request("big", "b")
@@ -90,8 +87,8 @@ async def test_stream_reports_a_too_large_response_and_goes_on(served: Any) -> N
     assert "unknown model 'nope'" in errors["n"]
 
 
-async def test_leaving_a_stream_cancels_its_requests_in_flight(served: Any) -> None:
-    engine, stub = served
+async def test_leaving_a_stream_cancels_its_requests_in_flight(standin: Any) -> None:
+    engine, stub = standin
     call = stub.ModelStreamInfer()
     for i in range(3):
         await call.write(_request("hold", str(i)))
@@ -104,8 +101,8 @@ async def test_leaving_a_stream_cancels_its_requests_in_flight(served: Any) -> N
     assert engine.cancelled == 3
 
 
-async def test_stream_replies_after_the_client_half_closes(served: Any) -> None:
-    engine, stub = served
+async def test_stream_replies_after_the_client_half_closes(standin: Any) -> None:
+    engine, stub = standin
     call = stub.ModelStreamInfer()
     await call.write(_request("hold", "late"))
     await call.done_writing()
@@ -116,8 +113,8 @@ async def test_stream_replies_after_the_client_half_closes(served: Any) -> None:
     assert await call.read() == grpc.aio.EOF
 
 
-async def test_stream_tells_a_client_that_asks_which_reply_is_final(served: Any) -> None:
-    engine, stub = served
+async def test_stream_tells_a_client_that_asks_which_reply_is_final(standin: Any) -> None:
+    engine, stub = standin
     engine.release.set()
     asks = _request("hold", "a")
     asks.parameters["triton_enable_empty_final_response"].bool_param = True
@@ -133,19 +130,11 @@ async def test_stream_tells_a_client_that_asks_which_reply_is_final(served: Any)
     assert "triton_final_response" not in unary.parameters
 
 
-async def test_a_taken_port_is_a_clear_exit() -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        settings = ServerSettings(grpc_port=port)
-        with pytest.raises(SystemExit, match=f"cannot bind gRPC to 127.0.0.1:{port}"):
-            await start_grpc_server(StandInEngine(), settings)  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize(
     "name",
     [
+        "bertserve.server",
+        "bertserve.endpoints.http",
         "bertserve.endpoints.grpc",
         "bertserve.protocol.grpc_codec",
         "bertserve.protocol.load_parameters",
