@@ -16,6 +16,8 @@ from bertserve.errors import ConfigError, Unsupported
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2
 
+    from bertserve.backends.packing import PackedBatch, PackingSpec
+
 __all__ = ["Backend", "Device", "LoadContext", "ModelInstance", "backend_for_config", "get_backend"]
 
 
@@ -60,6 +62,11 @@ class ModelInstance(ABC):
     #: batches. False: launch() runs the batch to the end.
     asynchronous: bool = False
 
+    #: Set by an instance that packs variable-length rows (its inputs carry Triton's
+    #: allow_ragged_batch): the scheduler then batches requests of any sequence length
+    #: together by a token budget and calls launch_packed instead of launch.
+    packing: PackingSpec | None = None
+
     @abstractmethod
     def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """Run one batch; return the requested outputs (first axis = batch when batching)."""
@@ -71,6 +78,13 @@ class ModelInstance(ABC):
         At most two launched batches are unfinished at a time, finished in launch order."""
         result = self.run(inputs, outputs)
         return lambda: result
+
+    def launch_packed(
+        self, batch: PackedBatch, outputs: list[str]
+    ) -> Callable[[], dict[str, np.ndarray]]:
+        """Start a packed batch (instances that set `packing`); the callable waits and
+        returns each requested output per token, (batch.total_tokens, ...)."""
+        raise Unsupported(f"{type(self).__name__} does not pack variable-length batches")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release sessions, memory, threads."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bertserve.backends.base import ModelInstance
+from bertserve.backends.packing import PackedBatch, pack, unpack
 from bertserve.batching.batch import shape_key, split_outputs, stack_inputs
 from bertserve.batching.policy import BatchingPolicy
 from bertserve.errors import (
@@ -44,6 +45,7 @@ class Pending:
     inputs: Mapping[str, np.ndarray]
     outputs: list[str]
     batch_size: int  # items this request carries (1 when the model has no batch axis)
+    cost: int  # what it takes of a batch's budget: items, or tokens on a model that packs
     key: tuple
     future: asyncio.Future[dict[str, np.ndarray]]
     timing: RequestTiming
@@ -59,6 +61,7 @@ class _Launched:
     wait: Callable[[], dict[str, np.ndarray]]
     started: int
     input_done: int
+    packed: PackedBatch | None = None
 
 
 class Scheduler:
@@ -97,6 +100,14 @@ class Scheduler:
             )
         self._preferred = frozenset(preferred)
         self._target = max(preferred) if preferred else max(policy.max_batch_size, 1)
+        self._max_rows = self._max_cost = max(policy.max_batch_size, 1)
+        # A model that packs variable-length rows: batches by a token budget, requests of
+        # any width together, no preferred sizes (every token count is native).
+        self._packing = instances[0].packing if instances else None
+        if self._packing is not None:
+            self._preferred = frozenset()
+            self._max_rows = min(self._max_rows, self._packing.max_rows)
+            self._max_cost = self._target = self._packing.max_tokens
         self._delay_ns = policy.max_queue_delay_us * 1000
 
     # -- admission (event loop) --------------------------------------------------------------
@@ -118,11 +129,16 @@ class Scheduler:
         if not policy.allow_timeout_override or not timeout_us:
             timeout_us = policy.default_timeout_us
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        if self._packing is None:
+            cost, key = batch_size, shape_key(inputs) if policy.dynamic else ()
+        else:  # tokens, counted before trimming: a batch never outgrows the budget
+            cost, key = next(iter(inputs.values())).size, tuple(inputs) if policy.dynamic else ()
         pending = Pending(
             inputs=inputs,
             outputs=outputs,
             batch_size=batch_size,
-            key=shape_key(inputs) if policy.dynamic else (),
+            cost=cost,
+            key=key,
             future=future,
             timing=timing,
             deadline_ns=timing.arrival + timeout_us * 1000 if timeout_us else 0,
@@ -232,20 +248,21 @@ class Scheduler:
     def _fit(self) -> tuple[list[Pending], int, bool]:
         """Requests, in arrival order, that can share a batch with the oldest one.
 
-        Returns them, their item total, and whether the batch is full (a compatible request
-        had to be left out for lack of room)."""
-        limit = self.policy.max_batch_size
+        Returns them, their cost total (items, or tokens on a model that packs), and whether
+        the batch is full (a compatible request had to be left out for lack of room)."""
+        max_rows, max_cost = self._max_rows, self._max_cost
         first = self._queue[0]
         picked = [first]
-        total = first.batch_size
+        rows, total = first.batch_size, first.cost
         for pending in itertools.islice(self._queue, 1, None):
             if pending.key != first.key:
                 continue
-            if total + pending.batch_size > limit:
+            if rows + pending.batch_size > max_rows or total + pending.cost > max_cost:
                 return picked, total, True
             picked.append(pending)
-            total += pending.batch_size
-        return picked, total, total >= limit
+            rows += pending.batch_size
+            total += pending.cost
+        return picked, total, rows >= max_rows or total >= max_cost
 
     def _cut(self, picked: list[Pending]) -> list[Pending]:
         """With preferred sizes, stop at the largest prefix whose total is preferred."""
@@ -290,15 +307,21 @@ class Scheduler:
         t0 = _now()
         for pending in batch:
             pending.timing.dispatch = t0
+        packed = None
         try:
-            stacked = stack_inputs([p.inputs for p in batch])
             wanted = list(dict.fromkeys(name for p in batch for name in p.outputs))
-            t1 = _now()
-            wait = instance.launch(stacked, wanted)
+            if self._packing is not None:
+                packed = pack([p.inputs for p in batch], self._packing)
+                t1 = _now()
+                wait = instance.launch_packed(packed, wanted)
+            else:
+                stacked = stack_inputs([p.inputs for p in batch])
+                t1 = _now()
+                wait = instance.launch(stacked, wanted)
         except Exception as exc:  # noqa: BLE001 - a backend bug must not kill the worker
             self._to_loop(self._fail_batch, batch, self._as_error(exc))
             return None
-        return _Launched(batch, wait, t0, t1)
+        return _Launched(batch, wait, t0, t1, packed)
 
     def _finish(self, launched: _Launched) -> None:
         """Wait for a launched batch, split its outputs, hand them to the loop, time it."""
@@ -306,7 +329,10 @@ class Scheduler:
         try:
             outputs = launched.wait()
             t2 = _now()
-            if self.policy.max_batch_size > 0:
+            if launched.packed is not None:
+                assert self._packing is not None
+                parts = unpack(outputs, launched.packed, self._packing.fill)
+            elif self.policy.max_batch_size > 0:
                 parts = split_outputs(outputs, [p.batch_size for p in batch])
             else:
                 parts = [outputs]

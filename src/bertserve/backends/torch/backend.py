@@ -16,6 +16,7 @@ from bertserve.backends.torch.names import (
     TOKEN_TYPE_IDS,
 )
 from bertserve.backends.torch.settings import EngineSettings
+from bertserve.booleans import parse_bool
 from bertserve.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -42,6 +43,10 @@ class TorchBackend(Backend):
         outputs = [TensorSpec(n, "FP32", lead) for n in (START_LOGITS, END_LOGITS)]
         complete_io(config, inputs, outputs, source=str(weights))
         config.backend = self.name
+        if _packing(config):
+            # Triton's flag for inputs whose shapes may differ within one batch.
+            for tensor in config.input:
+                tensor.allow_ragged_batch = True
 
     def load(
         self,
@@ -53,3 +58,13 @@ class TorchBackend(Backend):
         settings = EngineSettings.from_config(config, model_path, device)
         filename = config.default_model_filename or self.default_model_filename
         return TorchInstance(model_path, filename, settings, device)
+
+
+def _packing(config: model_config_pb2.ModelConfig) -> bool:
+    """Whether the config asks for packing (a bad value is refused at load, by the settings)."""
+    if "packing" not in config.parameters:
+        return False
+    try:
+        return parse_bool(config.parameters["packing"].string_value)
+    except ValueError:
+        return False

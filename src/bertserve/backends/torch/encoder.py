@@ -15,11 +15,17 @@ state dict (safetensors) and its `config.json`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bertserve.backends.torch.attention import (
+    ATTENTION_BACKENDS,
+    PACKED_ATTENTION_BACKENDS,
+    packed_attention,
+    padded_attention,
+)
 from bertserve.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -29,7 +35,6 @@ __all__ = ["EncoderConfig", "EncoderOptions", "QAEncoder", "load_encoder"]
 
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
 GELU_MODES = ("erf", "tanh")
-ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,7 @@ class EncoderOptions:
     precision: str = "fp16"
     gelu: str = "erf"  # "tanh": bias + GELU in the cuBLASLt epilogue (tanh approximation)
     attention: str = "auto"  # SDPA backend for unmasked batches; masked ones use "auto"
+    packed_attention: str = "flash"  # variable-length kernel of packed batches on CUDA
     fused_layernorm: bool = True  # Triton add+LayerNorm on CUDA when Triton imports
     fp8_fast_accum: bool = True
 
@@ -103,6 +109,7 @@ class EncoderOptions:
             ("precision", self.precision, PRECISIONS),
             ("gelu", self.gelu, GELU_MODES),
             ("attention", self.attention, ATTENTION_BACKENDS),
+            ("packed_attention", self.packed_attention, PACKED_ATTENTION_BACKENDS),
         ):
             if value not in allowed:
                 raise ConfigError(f"parameter {name} '{value}' is not one of {', '.join(allowed)}")
@@ -165,32 +172,77 @@ class QAEncoder:
         import torch
         import torch.nn.functional as F
 
-        cfg, opt = self.config, self.options
         b, s = input_ids.shape
-        h = cfg.hidden
-        dtype = opt.activation_dtype
-        fp8 = opt.precision == "fp8"
-        tri = opt.fused_layernorm
+        h, heads = self.config.hidden, self.config.heads
+        dtype = self.options.activation_dtype
+        bias = None
+        if attention_mask is not None:
+            bias = (1.0 - attention_mask.to(dtype)) * torch.finfo(dtype).min
+            bias = bias.view(b, 1, 1, s)
 
-        e = F.embedding(input_ids, self.word) + self.position[:s]
+        def attend(qkv: torch.Tensor) -> torch.Tensor:
+            q, k, v = qkv.view(b, s, 3, heads, h // heads).permute(2, 0, 3, 1, 4).unbind(0)
+            ctx = padded_attention(q, k, v, bias, self.options.attention)
+            return ctx.transpose(1, 2).reshape(b * s, h)
+
+        e = self._embed(input_ids, self.position[:s], token_type_ids)
+        x = self._encode(e.view(b * s, h), attend)
+        logits = F.linear(x, self.qa.weight, self.qa.bias).view(b, s, 2)
+        return logits.permute(2, 0, 1).float()
+
+    def forward_packed(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        max_len: int,
+    ) -> torch.Tensor:
+        """Logits (2, tokens) float32 of packed rows: 1-D `input_ids`, `token_type_ids` and
+        `positions` (each token's index in its row), `cu_seqlens` (rows + 1,) int32 row
+        offsets, `max_len` the longest row allowed. Every GEMM runs over the real tokens
+        only; attention stays within each row (variable-length kernels). Tokens past
+        cu_seqlens[-1] (a bucket's slack) are computed row by row and never attend."""
+        import torch.nn.functional as F
+
+        tokens = input_ids.shape[0]
+        h, heads = self.config.hidden, self.config.heads
+
+        def attend(qkv: torch.Tensor) -> torch.Tensor:
+            q, k, v = qkv.view(tokens, 3, heads, h // heads).unbind(1)
+            ctx = packed_attention(q, k, v, cu_seqlens, max_len, self.options.packed_attention)
+            return ctx.reshape(tokens, h)
+
+        e = self._embed(input_ids, F.embedding(positions, self.position), token_type_ids)
+        x = self._encode(e, attend)
+        return F.linear(x, self.qa.weight, self.qa.bias).t().float()
+
+    def _embed(
+        self, input_ids: torch.Tensor, position: torch.Tensor, token_type_ids: torch.Tensor | None
+    ) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        e = F.embedding(input_ids, self.word) + position
         if self.token_type is not None:
             if token_type_ids is None:
                 e = e + self.token_type[0]
             else:
                 e = e + F.embedding(token_type_ids, self.token_type)
-        x, xq, xs = add_layer_norm(
-            e.view(b * s, h), None, *self.emb_ln, cfg.eps, quantize=fp8, use_triton=tri
-        )
-        bias = None
-        if attention_mask is not None:
-            bias = (1.0 - attention_mask.to(dtype)) * torch.finfo(dtype).min
-            bias = bias.view(b, 1, 1, s)
-        heads, hd = cfg.heads, h // cfg.heads
+        return e
+
+    def _encode(
+        self, e: torch.Tensor, attend: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """Embedding LayerNorm and the layers over (rows, hidden) activations; `attend`
+        maps each layer's fused QKV (rows, 3 x hidden) to its context (rows, hidden)."""
+        import torch.nn.functional as F
+
+        cfg, opt = self.config, self.options
+        fp8 = opt.precision == "fp8"
+        tri = opt.fused_layernorm
+        x, xq, xs = add_layer_norm(e, None, *self.emb_ln, cfg.eps, quantize=fp8, use_triton=tri)
         for layer in self.layers:
-            qkv = self._linear(layer.qkv, x, xq, xs, "qkv")
-            q, k, v = qkv.view(b, s, 3, heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
-            ctx = self._attention(q, k, v, bias)
-            ctx = ctx.transpose(1, 2).reshape(b * s, h)
+            ctx = attend(self._linear(layer.qkv, x, xq, xs, "qkv"))
             cq, cs = quantize_rows(ctx, use_triton=tri) if fp8 else (None, None)
             a = self._linear(layer.out, ctx, cq, cs, "out")
             x, xq, xs = add_layer_norm(a, x, *layer.ln1, cfg.eps, quantize=fp8, use_triton=tri)
@@ -204,27 +256,7 @@ class QAEncoder:
                 g = self._linear_gelu(layer.ffn1, x)
                 o = F.linear(g, layer.ffn2.weight, layer.ffn2.bias)
             x, xq, xs = add_layer_norm(o, x, *layer.ln2, cfg.eps, quantize=fp8, use_triton=tri)
-        logits = F.linear(x, self.qa.weight, self.qa.bias).view(b, s, 2)
-        return logits.permute(2, 0, 1).float()
-
-    def _attention(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
-    ) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        name = self.options.attention
-        if name == "auto" or bias is not None and name in ("flash", "cudnn"):
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        backend = {
-            "flash": SDPBackend.FLASH_ATTENTION,
-            "cudnn": SDPBackend.CUDNN_ATTENTION,
-            "efficient": SDPBackend.EFFICIENT_ATTENTION,
-            "math": SDPBackend.MATH,
-        }[name]
-        with sdpa_kernel([backend]):
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return x
 
     def _linear(
         self,

@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 
 from bertserve.backends.base import Device, ModelInstance
-from bertserve.backends.torch.buckets import pick_bucket, plan_chunks
+from bertserve.backends.packing import PackedBatch, PackingSpec, check_packable, pack, unpack
+from bertserve.backends.torch.buckets import (
+    pick_bucket,
+    pick_token_bucket,
+    plan_chunks,
+    plan_token_chunks,
+    row_capacity,
+)
 from bertserve.backends.torch.names import (
     ATTENTION_MASK,
     END_LOGITS,
@@ -19,6 +26,7 @@ from bertserve.backends.torch.names import (
     START_LOGITS,
     TOKEN_TYPE_IDS,
 )
+from bertserve.backends.torch.packed import PackedProfile
 from bertserve.backends.torch.profile import Profile, capture_lock
 from bertserve.backends.torch.settings import EngineSettings
 from bertserve.backends.torch.weights import WeightsKey, acquire_encoder, release_encoder
@@ -51,9 +59,10 @@ class TorchInstance(ModelInstance):
         self._weights_key, self.encoder = acquire_encoder(
             version_dir, filename, settings.encoder, str(self.torch_device)
         )
-        self.batch_buckets: tuple[int, ...] = settings.batch_buckets
+        self.batch_buckets: tuple[int, ...] | None = settings.batch_buckets
         self.asynchronous = self.torch_device.type == "cuda"
         self.seq_buckets = settings.seq_buckets
+        self.max_row = settings.seq_buckets[-1]
         self._lock = threading.Lock()
         self.stream: Any = None
         ctx: Any
@@ -62,20 +71,61 @@ class TorchInstance(ModelInstance):
             ctx = torch.cuda.device(self.torch_device)
         else:
             ctx = contextlib.nullcontext()
+        self.profiles: dict[tuple[int, int], Profile] = {}
+        self.packed: dict[int, PackedProfile] = {}
         with ctx, torch.inference_mode():
-            self.profiles = {
-                (b, s): Profile(self, b, s)
-                for b in settings.batch_buckets
-                for s in settings.seq_buckets
-            }
-            self.profiles_built = tuple(self.profiles)
+            graphs: list[Profile | PackedProfile]
+            if settings.packing:
+                top = settings.token_buckets[-1]
+                self.packing = PackingSpec(
+                    max_tokens=top,
+                    max_rows=row_capacity(top, settings.max_rows),
+                    length_input=ATTENTION_MASK,
+                )
+                self.batch_buckets = None  # any row count is native: the batcher packs
+                self.packed = {
+                    t: PackedProfile(self, t, row_capacity(t, settings.max_rows), self.max_row)
+                    for t in settings.token_buckets
+                }
+                self.profiles_built = tuple((p.rows, p.tokens) for p in self.packed.values())
+                graphs = sorted(self.packed.values(), key=lambda p: p.tokens, reverse=True)
+            else:
+                self.profiles = {
+                    (b, s): Profile(self, b, s)
+                    for b in settings.batch_buckets
+                    for s in settings.seq_buckets
+                }
+                self.profiles_built = tuple(self.profiles)
+                graphs = sorted(self.profiles.values(), key=lambda p: p.batch * p.seq, reverse=True)
             if settings.cuda_graphs:
                 pool = torch.cuda.graph_pool_handle()
                 # Largest first: later (smaller) captures reuse the pool's blocks. One capture
                 # at a time in the process (models load on several threads).
                 with capture_lock:
-                    for key in sorted(self.profiles, key=lambda k: k[0] * k[1], reverse=True):
-                        self.profiles[key].capture(pool)
+                    for profile in graphs:
+                        profile.capture(pool)
+
+    def check_request(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """One request's checks on the event loop, so a bad one fails alone: ids inside the
+        vocabulary (an out-of-range index on the GPU is a device-side assert that kills the
+        CUDA context for every model on it), rows no longer than the longest profile, and on
+        a packing instance a right-padded mask."""
+        ids = _as_2d(inputs, INPUT_IDS, required=True)
+        assert ids is not None
+        self._check_ids(ids, _as_2d(inputs, TOKEN_TYPE_IDS, like=ids))
+        _as_2d(inputs, ATTENTION_MASK, like=ids)
+        if ids.shape[1] > self.max_row:
+            raise InvalidInput(
+                f"input '{INPUT_IDS}' has {ids.shape[1]} tokens and this model's longest row "
+                f"holds {self.max_row}: split the text into windows of at most that"
+            )
+        if self.packing is not None:
+            check_packable(inputs, self.packing)
+
+    def _check_ids(self, ids: np.ndarray, types: np.ndarray | None) -> None:
+        _check_range(ids, INPUT_IDS, self.encoder.config.vocab)
+        if types is not None:
+            _check_range(types, TOKEN_TYPE_IDS, max(1, self.encoder.config.type_vocab))
 
     def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         return self.launch(inputs, outputs)()
@@ -84,31 +134,29 @@ class TorchInstance(ModelInstance):
         self, inputs: Mapping[str, np.ndarray], outputs: list[str]
     ) -> Callable[[], dict[str, np.ndarray]]:
         """Start the batch on this instance's stream; the callable waits for its logits.
-        A batch larger than the largest profile runs in pieces, one after another."""
+        A batch larger than the largest profile runs in pieces, one after another. A
+        packing instance packs the rows (trimmed to their masks) and runs them that way."""
         import torch
 
+        spec = self.packing
+        if spec is not None:
+            self.check_request(inputs)
+            batch = pack([inputs], spec)
+            wait_packed = self.launch_packed(batch, outputs)
+            return lambda: unpack(wait_packed(), batch, spec.fill)[0]
         ids = _as_2d(inputs, INPUT_IDS, required=True)
         assert ids is not None
         mask = _as_2d(inputs, ATTENTION_MASK, like=ids)
         types = _as_2d(inputs, TOKEN_TYPE_IDS, like=ids)
         n, length = ids.shape
-        if length > self.seq_buckets[-1]:
+        if length > self.max_row:
             raise InvalidInput(
                 f"input '{INPUT_IDS}' has {length} tokens and this model's longest profile "
-                f"holds {self.seq_buckets[-1]}: split the text into windows of at most that"
+                f"holds {self.max_row}: split the text into windows of at most that"
             )
-        # An out-of-range index on the GPU is a device-side assert that kills the CUDA
-        # context for every model on it: refuse it here instead.
-        _check_range(ids, INPUT_IDS, self.encoder.config.vocab)
-        if types is not None:
-            _check_range(types, TOKEN_TYPE_IDS, max(1, self.encoder.config.type_vocab))
+        self._check_ids(ids, types)
         seq = pick_bucket(length, self.seq_buckets)
         chunks = plan_chunks(n, self.settings.batch_buckets)
-        ctx: Any = (
-            torch.cuda.device(self.torch_device)
-            if self.stream is not None
-            else contextlib.nullcontext()
-        )
 
         def start(lo: int, hi: int, bucket: int) -> Callable[[], np.ndarray]:
             return self.profiles[(bucket, seq)].launch(
@@ -117,28 +165,78 @@ class TorchInstance(ModelInstance):
                 None if types is None else types[lo:hi],
             )
 
-        def named(logits: np.ndarray) -> dict[str, np.ndarray]:
-            both = {START_LOGITS: logits[0], END_LOGITS: logits[1]}
-            return {name: both[name] for name in outputs if name in both}
-
-        with self._lock, ctx, torch.inference_mode():
+        with self._lock, self._device(), torch.inference_mode():
             if len(chunks) > 1:  # each piece is copied out before a later one reuses its slot
                 logits = np.empty((2, n, length), dtype=np.float32)
                 for lo, hi, bucket in chunks:
                     logits[:, lo:hi] = start(lo, hi, bucket)()
-                result = named(logits)
+                result = _named(logits, outputs)
                 return lambda: result
             ((lo, hi, bucket),) = chunks
             wait = start(lo, hi, bucket)
-        return lambda: named(wait().copy())
+        return lambda: _named(wait().copy(), outputs)
+
+    def launch_packed(
+        self, batch: PackedBatch, outputs: list[str]
+    ) -> Callable[[], dict[str, np.ndarray]]:
+        """Start a packed batch: the smallest token bucket that holds it, or, for a batch
+        over the largest, pieces one after another. Outputs per token, (tokens,)."""
+        import torch
+
+        if not self.packed:
+            raise InvalidInput("this instance does not pack rows: set parameter packing true")
+        lengths = batch.lengths
+        if len(lengths) and int(lengths.max()) > self.max_row:
+            raise InvalidInput(
+                f"a row of {int(lengths.max())} tokens is longer than this model's longest row "
+                f"({self.max_row}): split the text into windows of at most that"
+            )
+        ids = batch.tokens[INPUT_IDS]
+        self._check_ids(ids, batch.tokens.get(TOKEN_TYPE_IDS))
+        top = max(self.packed)
+        spec = self.packing
+        assert spec is not None
+        chunks = plan_token_chunks(lengths.tolist(), top, spec.max_rows)
+        if not chunks:  # no tokens at all (every row masked out)
+            empty = _named(np.empty((2, 0), dtype=np.float32), outputs)
+            return lambda: empty
+        bounds = np.concatenate([[0], np.cumsum(lengths)])
+
+        def start(rows: range) -> Callable[[], np.ndarray]:
+            lo, hi = int(bounds[rows.start]), int(bounds[rows.stop])
+            part = lengths[rows.start : rows.stop]
+            bucket = pick_token_bucket(hi - lo, len(part), self.packed, spec.max_rows)
+            tokens = {name: array[lo:hi] for name, array in batch.tokens.items()}
+            return self.packed[bucket].launch(tokens, part)
+
+        with self._lock, self._device(), torch.inference_mode():
+            if len(chunks) > 1:
+                logits = np.concatenate([start(rows)() for rows in chunks], axis=1)
+                result = _named(logits, outputs)
+                return lambda: result
+            wait = start(chunks[0])
+        return lambda: _named(wait().copy(), outputs)
+
+    def _device(self) -> Any:
+        import torch
+
+        if self.stream is None:
+            return contextlib.nullcontext()
+        return torch.cuda.device(self.torch_device)
 
     def close(self) -> None:
         """Drop graphs and buffers; the weights go with the model's last instance."""
         with self._lock:
             self.profiles.clear()
+            self.packed.clear()
             if self._weights_key is not None:
                 release_encoder(self._weights_key)
                 self._weights_key = None
+
+
+def _named(logits: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
+    both = {START_LOGITS: logits[0], END_LOGITS: logits[1]}
+    return {name: both[name] for name in outputs if name in both}
 
 
 def _as_2d(

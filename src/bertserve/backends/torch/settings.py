@@ -8,7 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bertserve.backends.base import Device
-from bertserve.backends.torch.buckets import DEFAULT_SEQ_BUCKETS, default_batch_buckets
+from bertserve.backends.torch.buckets import (
+    DEFAULT_SEQ_BUCKETS,
+    default_batch_buckets,
+    default_token_buckets,
+)
 from bertserve.backends.torch.encoder import EncoderOptions, read_config
 from bertserve.booleans import parse_bool
 from bertserve.errors import ConfigError
@@ -42,9 +46,13 @@ class EngineSettings:
 
     encoder: EncoderOptions
     batch_buckets: tuple[int, ...]
-    seq_buckets: tuple[int, ...]
+    seq_buckets: tuple[int, ...]  # padded profiles; the last one is the longest row served
     cuda_graphs: bool
     has_token_types: bool
+    #: Variable-length batching: rows packed back to back, graphs per token bucket.
+    packing: bool = False
+    token_buckets: tuple[int, ...] = ()
+    max_rows: int = 1  # rows in one packed batch (max_batch_size)
 
     @classmethod
     def from_config(
@@ -62,6 +70,7 @@ class EngineSettings:
             attention=params.get("attention", "auto"),
             fused_layernorm=_parse_bool(params.get("fused_layernorm", "true"), "fused_layernorm"),
             fp8_fast_accum=_parse_bool(params.get("fp8_fast_accum", "true"), "fp8_fast_accum"),
+            packed_attention=params.get("packed_attention", "flash"),
         )
         if "batch_buckets" in params:
             batch = _parse_ints(params["batch_buckets"], "batch_buckets")
@@ -86,7 +95,35 @@ class EngineSettings:
                 f"max_position_embeddings {arch.max_positions}"
             )
         graphs = _parse_bool(params.get("cuda_graphs", "true"), "cuda_graphs") and gpu
-        return cls(options, batch, seq, graphs, arch.type_vocab > 0)
+        packing = _parse_bool(params.get("packing", "false"), "packing")
+        if not packing:
+            return cls(options, batch, seq, graphs, arch.type_vocab > 0)
+        if config.max_batch_size < 1:
+            raise ConfigError(
+                "parameter packing needs max_batch_size >= 1 (rows are packed into batches); "
+                "set max_batch_size or turn packing off"
+            )
+        if "token_buckets" in params:
+            tokens = _parse_ints(params["token_buckets"], "token_buckets")
+        else:
+            max_tokens = min(32768, config.max_batch_size * seq[-1])
+            if "max_tokens" in params:
+                (max_tokens,) = _parse_ints(params["max_tokens"], "max_tokens")[-1:]
+            if max_tokens < seq[-1]:
+                raise ConfigError(
+                    f"parameter max_tokens {max_tokens} is below the longest row "
+                    f"({seq[-1]} tokens, the last of seq_buckets): raise it"
+                )
+            tokens = default_token_buckets(max_tokens)
+        if tokens[-1] < seq[-1]:
+            raise ConfigError(
+                f"parameter token_buckets {list(tokens)} must reach the longest row "
+                f"({seq[-1]} tokens, the last of seq_buckets)"
+            )
+        return cls(
+            options, batch, seq, graphs, arch.type_vocab > 0,
+            packing=True, token_buckets=tokens, max_rows=config.max_batch_size,
+        )  # fmt: skip
 
 
 def _fixed_length(config: model_config_pb2.ModelConfig) -> tuple[int, ...] | None:

@@ -1,0 +1,99 @@
+"""Attention kernels of the encoder: padded batches through SDPA, packed rows through
+variable-length kernels.
+
+Padded: (batch, heads, seq, head_dim) through `F.scaled_dot_product_attention`, whose
+kernel (flash, cuDNN, memory-efficient, math) can be forced for unmasked batches.
+
+Packed: the rows of a batch back to back, (tokens, heads, head_dim), with `cu_seqlens`
+row offsets; each token attends within its own row only. On CUDA this is FlashAttention-2's
+variable-length kernel (or cuDNN's ragged one) as PyTorch ships them: the row offsets stay on
+the device, so one CUDA graph serves every mix of lengths with the same token and row
+capacity. On CPU (the tests, float32) each row runs through SDPA in turn: same math.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bertserve.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "ATTENTION_BACKENDS",
+    "PACKED_ATTENTION_BACKENDS",
+    "packed_attention",
+    "padded_attention",
+]
+
+ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
+PACKED_ATTENTION_BACKENDS = ("flash", "cudnn")
+
+
+def padded_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, name: str
+) -> torch.Tensor:
+    """SDPA over (batch, heads, seq, head_dim); `name` forces a kernel for unmasked batches
+    (masked ones always let PyTorch choose: flash and cuDNN take no mask)."""
+    import torch.nn.functional as F
+
+    if name == "auto" or bias is not None and name in ("flash", "cudnn"):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "math": SDPBackend.MATH,
+    }[name]
+    with sdpa_kernel([backend]):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+
+def packed_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_len: int,
+    name: str = "flash",
+) -> torch.Tensor:
+    """Attention within each packed row: q, k, v (tokens, heads, head_dim), `cu_seqlens`
+    (rows + 1,) int32 offsets, `max_len` at least the longest row. Returns (tokens, heads,
+    head_dim); rows past cu_seqlens[-1] are left unspecified (a bucket's slack)."""
+    import torch
+
+    if not q.is_cuda:
+        return _packed_attention_rowwise(q, k, v, cu_seqlens)
+    if name == "cudnn":
+        op = getattr(torch.ops.aten, "_cudnn_attention_forward", None)
+        if op is None:
+            raise ConfigError(
+                "parameter packed_attention 'cudnn' needs a PyTorch with "
+                "aten._cudnn_attention_forward; use 'flash'"
+            )
+        # (query, key, value, bias, cum_seq_q, cum_seq_k, max_q, max_k, compute_lse, ...)
+        return op(q, k, v, None, cu_seqlens, cu_seqlens, max_len, max_len, False)[0]
+    # (query, key, value, cum_seq_q, cum_seq_k, max_q, max_k, dropout_p, is_causal,
+    #  return_debug_mask): positional, the part of the signature every PyTorch 2.x shares.
+    out = torch.ops.aten._flash_attention_forward(
+        q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, 0.0, False, False
+    )
+    return out[0]
+
+
+def _packed_attention_rowwise(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor
+) -> torch.Tensor:
+    import torch
+    import torch.nn.functional as F
+
+    out = torch.zeros_like(q)
+    bounds = cu_seqlens.tolist()
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        if stop > start:
+            rows = [t[start:stop].transpose(0, 1).unsqueeze(0) for t in (q, k, v)]
+            out[start:stop] = F.scaled_dot_product_attention(*rows)[0].transpose(0, 1)
+    return out

@@ -1,0 +1,122 @@
+"""One token bucket of an instance that packs rows: device buffers for up to `tokens`
+packed tokens in up to `rows` rows, one CUDA graph, two pinned staging slots.
+
+The whole input of a pass travels in one int64 block, so one host-to-device copy feeds it:
+token ids, token types, positions (each token's index in its row), then the row offsets
+(rows + 1). Unused row slots repeat the last offset (empty rows) and unused token slots are
+zeros past the last offset: the graph captured once serves every mix of lengths that fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bertserve.backends.torch.names import INPUT_IDS, TOKEN_TYPE_IDS
+
+if TYPE_CHECKING:
+    from bertserve.backends.torch.instance import TorchInstance
+
+__all__ = ["PackedProfile"]
+
+
+class PackedProfile:
+    def __init__(self, instance: TorchInstance, tokens: int, rows: int, max_len: int) -> None:
+        import torch
+
+        self.tokens, self.rows = tokens, rows
+        self.max_len = min(max_len, tokens)
+        dev = instance.torch_device
+        self.enc = instance.encoder
+        self.stream = instance.stream
+        self.has_types = instance.settings.has_token_types
+        pin = dev.type == "cuda"
+        width = 3 * tokens + rows + 1
+        self.host_in = torch.zeros((2, width), dtype=torch.int64, pin_memory=pin)
+        self.host_in_np = self.host_in.numpy()
+        self.dev_in = torch.zeros(width, dtype=torch.int64, device=dev)
+        self.host_out = torch.empty((2, 2, tokens), dtype=torch.float32, pin_memory=pin)
+        self.host_out_np = self.host_out.numpy()
+        self.dev_out = torch.empty((2, tokens), dtype=torch.float32, device=dev)
+        self.done = [torch.cuda.Event(), torch.cuda.Event()] if pin else []
+        self.slot = 0
+        self.graph: Any = None
+
+    def compute(self) -> None:
+        """The forward pass on the static buffers (what the graph captures)."""
+        import torch
+
+        t = self.tokens
+        ids, types, positions = self.dev_in[:t], self.dev_in[t : 2 * t], self.dev_in[2 * t : 3 * t]
+        cu = self.dev_in[3 * t :].to(torch.int32)
+        out = self.enc.forward_packed(
+            ids, types if self.has_types else None, positions, cu, self.max_len
+        )
+        self.dev_out.copy_(out)
+
+    def capture(self, pool: Any) -> None:
+        import torch
+
+        # Warm-up on one full-length row: cuBLAS handles, Triton compiles, attention setup.
+        self.dev_in[3 * self.tokens + 1 :].fill_(self.max_len)
+        with torch.cuda.stream(self.stream):
+            for _ in range(2):
+                self.compute()
+        self.stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: other threads keep serving while this one captures (see Profile).
+        with torch.cuda.graph(
+            graph, pool=pool, stream=self.stream, capture_error_mode="thread_local"
+        ):
+            self.compute()
+        self.graph = graph
+        self.stream.synchronize()
+
+    def launch(
+        self, tokens: Mapping[str, np.ndarray], lengths: np.ndarray
+    ) -> Callable[[], np.ndarray]:
+        """Stage packed rows (1-D token arrays, row lengths) into the next slot and start the
+        pass; the callable waits and gives the (2, n) float32 logits, a view of the slot that
+        stays valid until the launch after next on this profile."""
+        slot = self.slot
+        self.slot ^= 1
+        t, n, rows = self.tokens, int(lengths.sum()), len(lengths)
+        h = self.host_in_np[slot]
+        h[:n] = tokens[INPUT_IDS]
+        h[n:t] = 0
+        types = tokens.get(TOKEN_TYPE_IDS)
+        h[t : t + n] = 0 if types is None else types
+        h[t + n : 2 * t] = 0
+        ends = np.cumsum(lengths)
+        # Each token's position in its row: its index minus its row's first index.
+        h[2 * t : 2 * t + n] = np.arange(n) - np.repeat(ends - lengths, lengths)
+        h[2 * t + n : 3 * t] = 0
+        h[3 * t] = 0
+        h[3 * t + 1 : 3 * t + 1 + rows] = ends
+        h[3 * t + 1 + rows :] = n
+        out = self.host_out_np[slot, :, :n]
+        if self.stream is None:  # CPU: runs here and now
+            self.dev_in.copy_(self.host_in[slot])
+            self.compute()
+            self.host_out[slot].copy_(self.dev_out)
+            return lambda: out
+        import torch
+
+        # Stream order keeps the shared device buffers safe (see Profile.launch).
+        with torch.cuda.stream(self.stream):
+            self.dev_in.copy_(self.host_in[slot], non_blocking=True)
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self.compute()
+            self.host_out[slot].copy_(self.dev_out, non_blocking=True)
+            self.done[slot].record(self.stream)
+        done = self.done[slot]
+
+        def wait() -> np.ndarray:
+            done.synchronize()
+            return out
+
+        return wait

@@ -1,0 +1,178 @@
+"""Variable-length batching: packing rows, unpacking outputs, and the token-budget batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pytest
+
+from bertserve.backends.base import ModelInstance
+from bertserve.backends.packing import PackedBatch, PackingSpec, check_packable, pack, unpack
+from bertserve.batching import BatchingPolicy, Scheduler
+from bertserve.errors import InvalidInput
+from bertserve.stats import ModelStats, RequestTiming
+
+SPEC = PackingSpec(max_tokens=64, max_rows=8, length_input="mask")
+
+
+def _request(rng: np.random.Generator, rows: int, width: int, pad: int = 0) -> dict:
+    ids = rng.integers(1, 1000, size=(rows, width), dtype=np.int64)
+    mask = np.ones((rows, width), dtype=np.int64)
+    for r in range(rows):
+        cut = width - (pad * r) % (width + 1)
+        mask[r, cut:] = 0
+    return {"ids": ids, "mask": mask}
+
+
+def test_pack_keeps_real_tokens_in_order_and_unpack_restores_shapes() -> None:
+    rng = np.random.default_rng(0)
+    requests = [_request(rng, 2, 5), _request(rng, 3, 7, pad=2), _request(rng, 1, 4)]
+    batch = pack(requests, SPEC)
+    assert list(batch.lengths) == [5, 5, 7, 5, 3, 4]
+    assert batch.total_tokens == 29 and batch.rows == 6
+    assert set(batch.tokens) == {"ids"}  # the mask is consumed, not packed
+    expected = np.concatenate([r["ids"][r["mask"] == 1] for r in requests])
+    np.testing.assert_array_equal(batch.tokens["ids"], expected)
+    # An "output" that is the token id itself must come back where each token was.
+    parts = unpack({"y": batch.tokens["ids"].astype(np.float32)}, batch, fill=-7.0)
+    for request, part in zip(requests, parts, strict=True):
+        keep = request["mask"] == 1
+        assert part["y"].shape == request["ids"].shape
+        np.testing.assert_array_equal(part["y"][keep], request["ids"][keep])
+        assert np.all(part["y"][~keep] == -7.0)
+
+
+def test_unpack_of_untrimmed_requests_gives_views() -> None:
+    rng = np.random.default_rng(1)
+    requests = [_request(rng, 2, 3), _request(rng, 1, 6)]
+    batch = pack(requests, SPEC)
+    flat = np.arange(batch.total_tokens, dtype=np.float32)
+    parts = unpack({"y": flat}, batch, fill=0.0)
+    assert parts[0]["y"].base is flat and parts[1]["y"].base is flat
+    np.testing.assert_array_equal(parts[1]["y"], [[6, 7, 8, 9, 10, 11]])
+
+
+def test_without_a_length_input_rows_are_full_width() -> None:
+    batch = pack([{"ids": np.ones((2, 3), np.int64)}], PackingSpec(64, 8))
+    assert list(batch.lengths) == [3, 3]
+
+
+def test_a_mask_with_holes_is_refused_by_name() -> None:
+    bad = {"ids": np.ones((1, 4), np.int64), "mask": np.array([[1, 0, 1, 0]])}
+    with pytest.raises(InvalidInput, match="'mask' must be right-padded"):
+        check_packable(bad, SPEC)
+
+
+def test_inputs_of_different_shapes_are_refused() -> None:
+    bad = {"ids": np.ones((1, 4), np.int64), "mask": np.ones((1, 5), np.int64)}
+    with pytest.raises(InvalidInput, match="disagree"):
+        check_packable(bad, SPEC)
+    with pytest.raises(InvalidInput, match=r"\[batch, tokens\]"):
+        check_packable({"ids": np.ones(4, np.int64)}, SPEC)
+
+
+def test_rows_with_no_tokens_pack_to_nothing_and_unpack_to_fill() -> None:
+    request = {"ids": np.ones((2, 3), np.int64), "mask": np.array([[1, 1, 0], [0, 0, 0]])}
+    batch = pack([request], SPEC)
+    assert list(batch.lengths) == [2, 0]
+    (part,) = unpack({"y": np.array([5.0, 6.0], np.float32)}, batch, fill=-1.0)
+    np.testing.assert_array_equal(part["y"], [[5, 6, -1], [-1, -1, -1]])
+
+
+# ---- the token-budget batcher --------------------------------------------------------------
+class Packer(ModelInstance):
+    """A packing instance whose output is 2 x the token id; records each batch's shape."""
+
+    def __init__(self, spec: PackingSpec = SPEC) -> None:
+        self.packing = spec
+        self.batches: list[tuple[int, int]] = []  # (rows, tokens)
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        raise AssertionError("a packing instance is driven through launch_packed")
+
+    def launch_packed(
+        self, batch: PackedBatch, outputs: list[str]
+    ) -> Callable[[], dict[str, np.ndarray]]:
+        self.gate.wait(5)
+        self.batches.append((batch.rows, batch.total_tokens))
+        y = batch.tokens["ids"].astype(np.float32) * 2
+        return lambda: {"y": y}
+
+
+def _scheduler(instance: ModelInstance, **policy) -> Scheduler:
+    policy.setdefault("max_batch_size", 8)
+    policy.setdefault("dynamic", True)
+    return Scheduler("m", BatchingPolicy(**policy), [instance], ModelStats("m", "1"))
+
+
+def _submit(s: Scheduler, inputs: dict) -> asyncio.Future:
+    rows = inputs["ids"].shape[0]
+    return s.submit(inputs, ["y"], rows, RequestTiming(time.perf_counter_ns()))
+
+
+async def test_requests_of_different_lengths_share_one_batch() -> None:
+    inst = Packer()
+    s = _scheduler(inst, max_queue_delay_us=50_000)
+    s.start()
+    rng = np.random.default_rng(2)
+    requests = [_request(rng, 1, 5), _request(rng, 2, 9, pad=3), _request(rng, 1, 13)]
+    results = await asyncio.gather(*(_submit(s, r) for r in requests))
+    assert inst.batches == [(4, 5 + 9 + 6 + 13)]  # one batch; the padded row trimmed
+    for request, out in zip(requests, results, strict=True):
+        keep = request["mask"] == 1
+        np.testing.assert_array_equal(out["y"][keep], 2 * request["ids"][keep])
+        assert np.all(out["y"][~keep] == SPEC.fill)
+    await s.stop()
+
+
+async def test_the_token_budget_cuts_batches() -> None:
+    """64 tokens a batch: requests of 30 tokens go two by two, counted before trimming."""
+    inst = Packer()
+    inst.gate.clear()
+    s = _scheduler(inst, max_queue_delay_us=0)
+    s.start()
+    rng = np.random.default_rng(3)
+    first = _submit(s, _request(rng, 1, 30))
+    await asyncio.sleep(0.05)  # the instance holds the first; five more queue up
+    rest = [_submit(s, _request(rng, 1, 30, pad=1)) for _ in range(5)]
+    inst.gate.set()
+    await asyncio.gather(first, *rest)
+    assert [rows for rows, _ in inst.batches] == [1, 2, 2, 1]
+    await s.stop()
+
+
+async def test_the_row_limit_cuts_batches() -> None:
+    inst = Packer(PackingSpec(max_tokens=1000, max_rows=3, length_input="mask"))
+    inst.gate.clear()
+    s = _scheduler(inst, max_queue_delay_us=0)
+    s.start()
+    rng = np.random.default_rng(4)
+    first = _submit(s, _request(rng, 1, 4))
+    await asyncio.sleep(0.05)
+    rest = [_submit(s, _request(rng, 1, 4 + i)) for i in range(5)]
+    inst.gate.set()
+    await asyncio.gather(first, *rest)
+    assert [rows for rows, _ in inst.batches] == [1, 3, 2]
+    await s.stop()
+
+
+async def test_requests_with_different_input_sets_are_not_packed_together() -> None:
+    inst = Packer()
+    inst.gate.clear()
+    s = _scheduler(inst, max_queue_delay_us=0)
+    s.start()
+    rng = np.random.default_rng(5)
+    first = _submit(s, _request(rng, 1, 4))
+    await asyncio.sleep(0.05)
+    with_mask = [_submit(s, _request(rng, 1, 6)) for _ in range(2)]
+    without = [_submit(s, {"ids": np.ones((1, 3), np.int64)}) for _ in range(2)]
+    inst.gate.set()
+    await asyncio.gather(first, *with_mask, *without)
+    assert sorted(inst.batches[1:]) == [(2, 6), (2, 12)]
+    await s.stop()
