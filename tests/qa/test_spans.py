@@ -1,9 +1,17 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from bertserve.qa.spans import SpanSettings, best_span, extract_answer
+from bertserve.qa.spans import (
+    SpanSettings,
+    best_span,
+    best_spans,
+    extract_answer,
+    extract_answers,
+)
 from bertserve.qa.windows import Window
 
 
@@ -111,3 +119,32 @@ def test_null_score_is_the_lowest_over_windows() -> None:
 def test_extract_answer_needs_a_window() -> None:
     with pytest.raises(ValueError):
         extract_answer(CONTEXT, [], [], [], SpanSettings())
+
+
+def test_best_spans_of_a_batch_match_each_row_alone() -> None:
+    rng = np.random.default_rng(7)
+    start = rng.normal(size=(9, 40)).astype(np.float32)
+    end = rng.normal(size=(9, 40)).astype(np.float32)
+    mask = rng.random((9, 40)) < 0.6
+    mask[4] = False  # a row without any valid span
+    got_start, got_end, got_value = best_spans(start, end, mask, 7)
+    for row in range(9):
+        want = _brute_force(start[row], end[row], mask[row], 7)
+        if want is None:
+            assert got_value[row] == -np.inf
+        else:
+            assert (got_start[row], got_end[row]) == want[:2]
+            assert got_value[row] == pytest.approx(want[2], abs=1e-5)
+
+
+def test_extract_answers_answers_each_pair_from_its_own_windows() -> None:
+    a = _logits(4, 5)
+    b = _logits(6, 6, value=5.0)
+    weak = _logits(3, 3, value=1.0)
+    windows = [_window(), replace(_window(), item=2), replace(_window(), item=2)]
+    starts = np.stack([a[0], weak[0], b[0]])
+    ends = np.stack([a[1], weak[1], b[1]])
+    got = extract_answers([CONTEXT, "unused", CONTEXT], windows, starts, ends, SpanSettings())
+    assert got[0] is not None and got[0].text == "beta gamma"
+    assert got[1] is None  # a pair without windows
+    assert got[2] is not None and got[2].text == "delta"

@@ -36,7 +36,7 @@ import numpy as np
 from bertserve.backends.base import Backend, Device, LoadContext, ModelInstance
 from bertserve.errors import BertserveError, ConfigError, InternalError
 from bertserve.qa.buckets import pad_windows, parse_buckets, plan_calls
-from bertserve.qa.spans import Answer, SpanSettings, extract_answer
+from bertserve.qa.spans import Answer, SpanSettings, extract_answers
 from bertserve.qa.texts import TextLimits, decode_pairs
 from bertserve.qa.windows import Window, Windower, WindowSettings
 
@@ -205,26 +205,15 @@ class QAPipelineInstance(ModelInstance):
     def answer(self, questions: list[str], contexts: list[str]) -> list[Answer]:
         windows = self.windower.split(questions, contexts)
         starts, ends = self._logits(windows)
-        by_item: dict[int, list[int]] = {}
-        for index, window in enumerate(windows):
-            by_item.setdefault(window.item, []).append(index)
-        return [
-            extract_answer(
-                contexts[item],
-                [windows[i] for i in by_item[item]],
-                [starts[i] for i in by_item[item]],
-                [ends[i] for i in by_item[item]],
-                self.settings.spans,
-            )
-            if item in by_item
-            else NO_TOKENS_ANSWER
-            for item in range(len(questions))
-        ]
+        answers = extract_answers(contexts, windows, starts, ends, self.settings.spans)
+        return [NO_TOKENS_ANSWER if a is None else a for a in answers]
 
-    def _logits(self, windows: list[Window]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def _logits(self, windows: list[Window]) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end logits of every window, (windows, longest window) float32."""
         s = self.settings
-        starts: list[np.ndarray] = [np.empty(0)] * len(windows)
-        ends: list[np.ndarray] = [np.empty(0)] * len(windows)
+        width = max((len(w) for w in windows), default=0)
+        starts = np.zeros((len(windows), width), dtype=np.float32)
+        ends = np.zeros((len(windows), width), dtype=np.float32)
         for call in plan_calls([len(w) for w in windows], s.buckets, s.max_windows_per_call):
             padded = pad_windows([windows[i] for i in call.windows], call.length)
             feed = {name: padded[name] for name in s.qa_inputs}
@@ -240,10 +229,10 @@ class QAPipelineInstance(ModelInstance):
                 ) from None
             except Exception as exc:
                 raise InternalError(f"QA model '{s.qa_model}' failed: {exc}") from exc
-            for row, index in enumerate(call.windows):
-                n = len(windows[index])
-                starts[index] = np.asarray(start[row, :n], dtype=np.float32)
-                ends[index] = np.asarray(end[row, :n], dtype=np.float32)
+            rows = np.asarray(call.windows)
+            cut = min(call.length, width)
+            starts[rows, :cut] = start[:, :cut]
+            ends[rows, :cut] = end[:, :cut]
         return starts, ends
 
 

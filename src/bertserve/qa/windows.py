@@ -119,11 +119,13 @@ class Windower:
 
 
 def _to_window(item: int, enc: Encoding) -> Window:
-    sequence = enc.sequence_ids
+    # sequence_ids is None for special tokens: as floats those become NaN, never 1, so the
+    # context mask is one vector comparison instead of a Python loop over tokens.
+    sequence = np.array(enc.sequence_ids, dtype=np.float64)
     return Window(
         item=item,
         input_ids=np.asarray(enc.ids, dtype=np.int64),
         token_type_ids=np.asarray(enc.type_ids, dtype=np.int64),
-        context_mask=np.fromiter((s == 1 for s in sequence), dtype=bool, count=len(sequence)),
+        context_mask=sequence == 1,
         offsets=np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2),
     )
