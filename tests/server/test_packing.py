@@ -147,6 +147,33 @@ async def test_the_token_budget_cuts_batches() -> None:
     await s.stop()
 
 
+async def test_the_budget_counts_real_tokens_not_padding() -> None:
+    """Rows 40 wide with 20 real tokens each: three fit 64 tokens (padded, only one would)."""
+    inst = Packer()
+    inst.gate.clear()
+    s = _scheduler(inst, max_queue_delay_us=0)
+    s.start()
+    half = {"ids": np.ones((1, 40), np.int64), "mask": (np.arange(40) < 20)[None].astype(int)}
+    first = _submit(s, half)
+    await asyncio.sleep(0.05)
+    rest = [_submit(s, half) for _ in range(6)]
+    inst.gate.set()
+    await asyncio.gather(first, *rest)
+    assert inst.batches == [(1, 20), (3, 60), (3, 60)]
+    await s.stop()
+
+
+async def test_a_mask_with_holes_fails_its_own_request_at_admission() -> None:
+    s = _scheduler(Packer(), max_queue_delay_us=0)
+    s.start()
+    bad = {"ids": np.ones((1, 4), np.int64), "mask": np.array([[0, 1, 1, 1]])}
+    with pytest.raises(InvalidInput, match="right-padded"):
+        _submit(s, bad)
+    good = await _submit(s, {"ids": np.ones((1, 4), np.int64), "mask": np.ones((1, 4), int)})
+    assert good["y"].shape == (1, 4)
+    await s.stop()
+
+
 async def test_the_row_limit_cuts_batches() -> None:
     inst = Packer(PackingSpec(max_tokens=1000, max_rows=3, length_input="mask"))
     inst.gate.clear()

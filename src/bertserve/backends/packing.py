@@ -105,15 +105,20 @@ def check_packable(inputs: Mapping[str, np.ndarray], spec: PackingSpec) -> None:
     row_lengths(inputs, spec)
 
 
-def pack(requests: Sequence[Mapping[str, np.ndarray]], spec: PackingSpec) -> PackedBatch:
-    """Pack requests (each input [rows, width], widths differing between requests)."""
+def pack(
+    requests: Sequence[Mapping[str, np.ndarray]],
+    spec: PackingSpec,
+    known: Sequence[np.ndarray | None] | None = None,
+) -> PackedBatch:
+    """Pack requests (each input [rows, width], widths differing between requests).
+    `known`: each request's `row_lengths`, where the caller computed them already."""
     names = [n for n in requests[0] if n != spec.length_input]
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     lengths: list[np.ndarray] = []
     spans: list[_Span] = []
-    for inputs in requests:
+    for i, inputs in enumerate(requests):
         rows, width = _width(inputs)
-        trimmed = row_lengths(inputs, spec)
+        trimmed = row_lengths(inputs, spec) if known is None else known[i]
         if trimmed is None:
             keep = None
             lengths.append(np.full(rows, width, dtype=np.int64))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bertserve.backends.base import ModelInstance
-from bertserve.backends.packing import PackedBatch, pack, unpack
+from bertserve.backends.packing import PackedBatch, pack, row_lengths, unpack
 from bertserve.batching.batch import shape_key, split_outputs, stack_inputs
 from bertserve.batching.policy import BatchingPolicy
 from bertserve.errors import (
@@ -51,6 +51,7 @@ class Pending:
     timing: RequestTiming
     deadline_ns: int = 0  # 0 = none
     extra: dict = field(default_factory=dict)
+    lengths: np.ndarray | None = None  # packing: each row's real tokens (None: all full)
 
 
 @dataclass(slots=True, eq=False)
@@ -129,16 +130,20 @@ class Scheduler:
         if not policy.allow_timeout_override or not timeout_us:
             timeout_us = policy.default_timeout_us
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        lengths = None
         if self._packing is None:
             cost, key = batch_size, shape_key(inputs) if policy.dynamic else ()
-        else:  # tokens, counted before trimming: a batch never outgrows the budget
-            cost, key = next(iter(inputs.values())).size, tuple(inputs) if policy.dynamic else ()
+        else:  # the real tokens: padding past a row's mask takes no room in the batch
+            lengths = row_lengths(inputs, self._packing)
+            cost = int(lengths.sum()) if lengths is not None else next(iter(inputs.values())).size
+            key = tuple(inputs) if policy.dynamic else ()
         pending = Pending(
             inputs=inputs,
             outputs=outputs,
             batch_size=batch_size,
             cost=cost,
             key=key,
+            lengths=lengths,
             future=future,
             timing=timing,
             deadline_ns=timing.arrival + timeout_us * 1000 if timeout_us else 0,
@@ -311,7 +316,7 @@ class Scheduler:
         try:
             wanted = list(dict.fromkeys(name for p in batch for name in p.outputs))
             if self._packing is not None:
-                packed = pack([p.inputs for p in batch], self._packing)
+                packed = pack([p.inputs for p in batch], self._packing, [p.lengths for p in batch])
                 t1 = _now()
                 wait = instance.launch_packed(packed, wanted)
             else:

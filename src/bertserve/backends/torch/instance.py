@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from bertserve.backends.base import Device, ModelInstance
-from bertserve.backends.packing import PackedBatch, PackingSpec, check_packable, pack, unpack
+from bertserve.backends.packing import PackedBatch, PackingSpec, pack, unpack
 from bertserve.backends.torch.buckets import (
     pick_bucket,
     pick_token_bucket,
@@ -108,8 +108,9 @@ class TorchInstance(ModelInstance):
     def check_request(self, inputs: Mapping[str, np.ndarray]) -> None:
         """One request's checks on the event loop, so a bad one fails alone: ids inside the
         vocabulary (an out-of-range index on the GPU is a device-side assert that kills the
-        CUDA context for every model on it), rows no longer than the longest profile, and on
-        a packing instance a right-padded mask."""
+        CUDA context for every model on it), inputs of one shape, rows no longer than the
+        longest profile. (A packing model's mask is checked where its rows are measured: the
+        scheduler's admission, `pack`.)"""
         ids = _as_2d(inputs, INPUT_IDS, required=True)
         assert ids is not None
         self._check_ids(ids, _as_2d(inputs, TOKEN_TYPE_IDS, like=ids))
@@ -119,8 +120,6 @@ class TorchInstance(ModelInstance):
                 f"input '{INPUT_IDS}' has {ids.shape[1]} tokens and this model's longest row "
                 f"holds {self.max_row}: split the text into windows of at most that"
             )
-        if self.packing is not None:
-            check_packable(inputs, self.packing)
 
     def _check_ids(self, ids: np.ndarray, types: np.ndarray | None) -> None:
         _check_range(ids, INPUT_IDS, self.encoder.config.vocab)
