@@ -182,8 +182,6 @@ def test_packing_parameters_are_checked(checkpoint: tuple) -> None:
         _load(version_dir, {"seq_buckets": "32", "token_buckets": "8,16"})
     with pytest.raises(ConfigError, match="packing 'sometimes'"):
         _load(version_dir, {"packing": "sometimes"})
-    with pytest.raises(ConfigError, match="packed_attention"):
-        _load(version_dir, {"seq_buckets": "16", "packed_attention": "paged"})
 
 
 # ---- GPU only ---------------------------------------------------------------------------------

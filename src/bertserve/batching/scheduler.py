@@ -131,6 +131,7 @@ class Scheduler:
             timeout_us = policy.default_timeout_us
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
         lengths = None
+        key: tuple[object, ...]
         if self._packing is None:
             cost, key = batch_size, shape_key(inputs) if policy.dynamic else ()
         else:  # the real tokens: padding past a row's mask takes no room in the batch

@@ -6,29 +6,21 @@ kernel (flash, cuDNN, memory-efficient, math) can be forced for unmasked batches
 
 Packed: the rows of a batch back to back, (tokens, heads, head_dim), with `cu_seqlens`
 row offsets; each token attends within its own row only. On CUDA this is FlashAttention-2's
-variable-length kernel (or cuDNN's ragged one) as PyTorch ships them: the row offsets stay on
-the device, so one CUDA graph serves every mix of lengths with the same token and row
-capacity. On CPU (the tests, float32) each row runs through SDPA in turn: same math.
+variable-length kernel as PyTorch ships it: the row offsets stay on the device, so one CUDA
+graph serves every mix of lengths with the same token and row capacity. On CPU (the tests,
+float32) each row runs through SDPA in turn: same math.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bertserve.errors import ConfigError
-
 if TYPE_CHECKING:
     import torch
 
-__all__ = [
-    "ATTENTION_BACKENDS",
-    "PACKED_ATTENTION_BACKENDS",
-    "packed_attention",
-    "padded_attention",
-]
+__all__ = ["ATTENTION_BACKENDS", "packed_attention", "padded_attention"]
 
 ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
-PACKED_ATTENTION_BACKENDS = ("flash", "cudnn")
 
 
 def padded_attention(
@@ -58,7 +50,6 @@ def packed_attention(
     v: torch.Tensor,
     cu_seqlens: torch.Tensor,
     max_len: int,
-    name: str = "flash",
 ) -> torch.Tensor:
     """Attention within each packed row: q, k, v (tokens, heads, head_dim), `cu_seqlens`
     (rows + 1,) int32 offsets, `max_len` at least the longest row. Returns (tokens, heads,
@@ -67,15 +58,6 @@ def packed_attention(
 
     if not q.is_cuda:
         return _packed_attention_rowwise(q, k, v, cu_seqlens)
-    if name == "cudnn":
-        op = getattr(torch.ops.aten, "_cudnn_attention_forward", None)
-        if op is None:
-            raise ConfigError(
-                "parameter packed_attention 'cudnn' needs a PyTorch with "
-                "aten._cudnn_attention_forward; use 'flash'"
-            )
-        # (query, key, value, bias, cum_seq_q, cum_seq_k, max_q, max_k, compute_lse, ...)
-        return op(q, k, v, None, cu_seqlens, cu_seqlens, max_len, max_len, False)[0]
     # (query, key, value, cum_seq_q, cum_seq_k, max_q, max_k, dropout_p, is_causal,
     #  return_debug_mask): positional, the part of the signature every PyTorch 2.x shares.
     out = torch.ops.aten._flash_attention_forward(
@@ -94,6 +76,6 @@ def _packed_attention_rowwise(
     bounds = cu_seqlens.tolist()
     for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
         if stop > start:
-            rows = [t[start:stop].transpose(0, 1).unsqueeze(0) for t in (q, k, v)]
-            out[start:stop] = F.scaled_dot_product_attention(*rows)[0].transpose(0, 1)
+            qr, kr, vr = (t[start:stop].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+            out[start:stop] = F.scaled_dot_product_attention(qr, kr, vr)[0].transpose(0, 1)
     return out

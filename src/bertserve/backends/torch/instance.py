@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
 from collections.abc import Callable, Mapping
@@ -74,7 +75,7 @@ class TorchInstance(ModelInstance):
         self.profiles: dict[tuple[int, int], Profile] = {}
         self.packed: dict[int, PackedProfile] = {}
         with ctx, torch.inference_mode():
-            graphs: list[Profile | PackedProfile]
+            graphs: list[Any]  # Profile or PackedProfile, largest first
             if settings.packing:
                 top = settings.token_buckets[-1]
                 self.packing = PackingSpec(
@@ -204,14 +205,21 @@ class TorchInstance(ModelInstance):
         def start(rows: range) -> Callable[[], np.ndarray]:
             lo, hi = int(bounds[rows.start]), int(bounds[rows.stop])
             part = lengths[rows.start : rows.stop]
-            bucket = pick_token_bucket(hi - lo, len(part), self.packed, spec.max_rows)
+            bucket = pick_token_bucket(hi - lo, len(part), tuple(self.packed), spec.max_rows)
             tokens = {name: array[lo:hi] for name, array in batch.tokens.items()}
             return self.packed[bucket].launch(tokens, part)
 
         with self._lock, self._device(), torch.inference_mode():
             if len(chunks) > 1:
-                logits = np.concatenate([start(rows)() for rows in chunks], axis=1)
-                result = _named(logits, outputs)
+                # One piece launched ahead of the one being copied out: a profile has two
+                # staging slots, so a piece's slot is reused only after it was copied.
+                pieces: list[np.ndarray] = []
+                waits = collections.deque([start(chunks[0])])
+                for rows in chunks[1:]:
+                    waits.append(start(rows))
+                    pieces.append(waits.popleft()().copy())
+                pieces.append(waits.popleft()().copy())
+                result = _named(np.concatenate(pieces, axis=1), outputs)
                 return lambda: result
             wait = start(chunks[0])
         return lambda: _named(wait().copy(), outputs)

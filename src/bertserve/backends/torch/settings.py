@@ -70,7 +70,6 @@ class EngineSettings:
             attention=params.get("attention", "auto"),
             fused_layernorm=_parse_bool(params.get("fused_layernorm", "true"), "fused_layernorm"),
             fp8_fast_accum=_parse_bool(params.get("fp8_fast_accum", "true"), "fp8_fast_accum"),
-            packed_attention=params.get("packed_attention", "flash"),
         )
         if "batch_buckets" in params:
             batch = _parse_ints(params["batch_buckets"], "batch_buckets")

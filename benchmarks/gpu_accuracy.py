@@ -1,0 +1,239 @@
+"""FP8 and fp16 accuracy on a model with trained-like (peaked) logits.
+
+No checkpoint can be downloaded here, and random weights give flat logits, on which agreement
+between precisions means little. So the random BERT-base is fine-tuned for about a minute on a
+synthetic span-extraction task generated here, then every precision of the engine (padded and
+packed) is compared with the trained model in fp32 on held-out examples: start and end
+agreement, exact match of the decoded span, and exact match against the truth.
+
+The task, at SQuAD-like lengths ([CLS] question [SEP] context [SEP]): the context holds two to
+four runs of 1-8 "answer" tokens (drawn from their own id range) among filler words; one run
+follows a marker token, which the question repeats; the answer is that run. It is learnable in
+a minute from random weights (the cue is local), which is the point: a trained model's logits
+peak at the span's ends, as a real QA model's do. It is not a test of reading comprehension.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gpu_common import Results, Target, free_engines, load_engine
+from squad_workload import draw_lengths
+
+from bertserve.qa.spans import best_spans
+
+__all__ = ["SpanTask", "evaluate", "fine_tune"]
+
+CLS, SEP = 101, 102
+MARKERS = np.arange(200, 232)  # 32 marker ids
+ANSWER_WORDS = (500, 1000)
+FILLER = (1000, 28996)
+MAX_ANSWER_LEN = 30
+OUTPUTS = ["start_logits", "end_logits"]
+
+
+class SpanTask:
+    """Examples of the synthetic task: ids, token types, context mask, true start and end."""
+
+    def __init__(self, seed: int, vocab: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.filler = (FILLER[0], min(FILLER[1], vocab))
+
+    def example(self, length: int) -> dict[str, Any]:
+        rng = self.rng
+        q_len = int(rng.integers(6, 21))
+        c_len = max(length - q_len - 3, 24)
+        k = min(int(rng.integers(2, 5)), c_len // 12)
+        context = rng.integers(*self.filler, size=c_len)
+        spans = []
+        for at in sorted(rng.choice(c_len // 12, size=k, replace=False) * 12):
+            size = int(rng.integers(1, 9))
+            stop = min(at + 1 + size, c_len)
+            context[at + 1 : stop] = rng.integers(*ANSWER_WORDS, size=stop - at - 1)
+            spans.append((at, at + 1, stop - 1))
+        pick = int(rng.integers(k))
+        marker = int(rng.choice(MARKERS))
+        context[spans[pick][0]] = marker  # only the answer's run is marked
+        question = rng.integers(*self.filler, size=q_len)
+        question[int(rng.integers(q_len))] = marker
+        ids = np.concatenate([[CLS], question, [SEP], context, [SEP]]).astype(np.int64)
+        offset = q_len + 2
+        types = np.zeros(len(ids), dtype=np.int64)
+        types[offset:] = 1
+        ctx = np.zeros(len(ids), dtype=bool)
+        ctx[offset : offset + c_len] = True
+        _, start, end = spans[pick]
+        return {
+            "ids": ids, "types": types, "context": ctx,
+            "start": start + offset, "end": max(end, start) + offset,
+        }  # fmt: skip
+
+    def batch(self, lengths: np.ndarray) -> list[dict[str, Any]]:
+        return [self.example(int(n)) for n in lengths]
+
+
+def _padded(examples: list[dict[str, Any]], width: int | None = None) -> dict[str, np.ndarray]:
+    width = width or max(len(e["ids"]) for e in examples)
+    out = {
+        "input_ids": np.zeros((len(examples), width), np.int64),
+        "token_type_ids": np.zeros((len(examples), width), np.int64),
+        "attention_mask": np.zeros((len(examples), width), np.int64),
+    }
+    for row, e in enumerate(examples):
+        n = len(e["ids"])
+        out["input_ids"][row, :n] = e["ids"]
+        out["token_type_ids"][row, :n] = e["types"]
+        out["attention_mask"][row, :n] = 1
+    return out
+
+
+def fine_tune(
+    res: Results, random_vdir: Path, out_vdir: Path, target: Target, seconds: float
+) -> None:
+    """Train the random checkpoint on the task for `seconds` (bf16 autocast, AdamW), then
+    save it as the engine reads it."""
+    import torch
+    import transformers
+
+    dev = "cpu" if target.dry_run else f"cuda:{target.gpu_id}"
+    model = transformers.BertForQuestionAnswering.from_pretrained(str(random_vdir)).to(dev)
+    model.train()
+    task = SpanTask(seed=1, vocab=target.vocab)
+    batch_size = 8 if target.dry_run else 64
+    max_steps = 20 if target.dry_run else 4000
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    warmup = 10 if target.dry_run else 200
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    lengths = draw_lengths(max_steps * batch_size, seed=2)
+    losses: list[float] = []
+    started = time.perf_counter()
+    step = 0
+    while step < max_steps and time.perf_counter() - started < seconds:
+        chunk = np.sort(lengths[step * batch_size : (step + 1) * batch_size])
+        examples = task.batch(chunk)
+        feed = {k: torch.from_numpy(v).to(dev) for k, v in _padded(examples).items()}
+        starts = torch.tensor([e["start"] for e in examples], device=dev)
+        ends = torch.tensor([e["end"] for e in examples], device=dev)
+        with torch.autocast(device_type="cpu" if target.dry_run else "cuda", dtype=torch.bfloat16):
+            out = model(**feed, start_positions=starts, end_positions=ends)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(out.loss))
+        step += 1
+    train_s = time.perf_counter() - started
+    model.eval()
+    out_vdir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_vdir), safe_serialization=True)
+    curve = [round(float(np.mean(losses[i : i + 50])), 3) for i in range(0, len(losses), 50)]
+    res.put("training", {"steps": step, "seconds": train_s, "batch": batch_size, "loss": curve})
+    res.line(
+        f"fine-tune: {step} steps x {batch_size} in {train_s:.0f} s, loss "
+        f"{curve[0] if curve else float('nan'):.2f} -> {curve[-1] if curve else float('nan'):.3f}"
+    )
+    del model, opt
+    free_engines()
+
+
+#: name -> (precision, packed)
+VARIANTS = {
+    "engine fp32": ("fp32", False),
+    "engine fp16": ("fp16", False),
+    "engine bf16": ("bf16", False),
+    "engine fp8": ("fp8", False),
+    "packed fp16": ("fp16", True),
+    "packed fp8": ("fp8", True),
+}
+
+
+def _spans(start: np.ndarray, end: np.ndarray, context: np.ndarray) -> tuple[np.ndarray, ...]:
+    s, e, _ = best_spans(start, end, context, MAX_ANSWER_LEN)
+    return s, e
+
+
+def evaluate(res: Results, vdir: Path, target: Target, count: int) -> None:
+    """Every variant against the trained model in fp32 (transformers, eager, no TF32) on
+    `count` held-out examples at SQuAD-like lengths."""
+    import torch
+    import transformers
+
+    dev = "cpu" if target.dry_run else f"cuda:{target.gpu_id}"
+    task = SpanTask(seed=99, vocab=target.vocab)
+    examples = task.batch(draw_lengths(count, seed=98)[:count])
+    feed = _padded(examples, 384)
+    context = np.zeros(feed["input_ids"].shape, dtype=bool)
+    for row, e in enumerate(examples):
+        context[row, : len(e["context"])] = e["context"]
+    truth = (np.array([e["start"] for e in examples]), np.array([e["end"] for e in examples]))
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    model = transformers.BertForQuestionAnswering.from_pretrained(
+        str(vdir), attn_implementation="eager"
+    ).to(dev)
+    starts, ends = [], []
+    with torch.no_grad():
+        for lo in range(0, count, 64):
+            part = {k: torch.from_numpy(v[lo : lo + 64]).to(dev) for k, v in feed.items()}
+            out = model(**part)
+            starts.append(out.start_logits.float().cpu().numpy())
+            ends.append(out.end_logits.float().cpu().numpy())
+    del model
+    free_engines()
+    ref = (np.concatenate(starts), np.concatenate(ends))
+    ref_span = _spans(*ref, context)
+    masked = np.where(context, ref[0], -np.inf)
+    top2 = np.sort(masked, axis=1)[:, -2:]
+    res.put(
+        "accuracy_reference",
+        {
+            "examples": count,
+            "em_vs_truth": float(np.mean((ref_span[0] == truth[0]) & (ref_span[1] == truth[1]))),
+            "start_logit_margin_median": float(np.median(top2[:, 1] - top2[:, 0])),
+        },
+    )
+    ref_info = res.data["accuracy_reference"]
+    res.line(
+        f"accuracy: trained model fp32 exact match vs truth {ref_info['em_vs_truth']:.3f}, "
+        f"median start-logit margin {ref_info['start_logit_margin_median']:.1f}"
+    )
+    for name, (precision, packed) in VARIANTS.items():
+        params = {"precision": precision, "seq_buckets": "384", "gelu": "erf"}
+        params.update({"packing": "true"} if packed else {"batch_buckets": "64"})
+        try:
+            inst = load_engine(vdir, params, 64, target)
+            parts = [
+                inst.run({k: v[lo : lo + 64] for k, v in feed.items()}, OUTPUTS)
+                for lo in range(0, count, 64)
+            ]
+            inst.close()
+        except Exception as exc:  # noqa: BLE001
+            res.note(f"accuracy {name}: {type(exc).__name__}: {exc}"[:500])
+            continue
+        free_engines()
+        got = (
+            np.concatenate([p["start_logits"] for p in parts]),
+            np.concatenate([p["end_logits"] for p in parts]),
+        )
+        span = _spans(*got, context)
+        am = [np.where(context, x, -np.inf).argmax(1) for x in got]
+        ref_am = [np.where(context, x, -np.inf).argmax(1) for x in ref]
+        err = max(float(np.abs(got[k] - ref[k])[context].max()) for k in (0, 1))
+        record = {
+            "variant": name,
+            "start_agree": float(np.mean(am[0] == ref_am[0])),
+            "end_agree": float(np.mean(am[1] == ref_am[1])),
+            "span_em_vs_fp32": float(np.mean((span[0] == ref_span[0]) & (span[1] == ref_span[1]))),
+            "em_vs_truth": float(np.mean((span[0] == truth[0]) & (span[1] == truth[1]))),
+            "max_abs_logit_err": err,
+        }
+        res.add("accuracy", record)
+        res.line(
+            f"accuracy {name:12s} start/end agree {record['start_agree']:.4f}/"
+            f"{record['end_agree']:.4f} span EM vs fp32 {record['span_em_vs_fp32']:.4f} "
+            f"EM vs truth {record['em_vs_truth']:.4f} max|d| {err:.3f}"
+        )
