@@ -87,9 +87,10 @@ def row_lengths(inputs: Mapping[str, np.ndarray], spec: PackingSpec) -> np.ndarr
     row cannot be trimmed to a prefix."""
     if spec.length_input is None or spec.length_input not in inputs:
         return None
-    mask = np.asarray(inputs[spec.length_input]) != 0
-    if mask.all():
+    given = np.asarray(inputs[spec.length_input])
+    if given.all():  # the common case, in one pass: no padding
         return None
+    mask = given != 0
     lengths = mask.sum(axis=1)
     if not np.array_equal(mask, np.arange(mask.shape[1]) < lengths[:, None]):
         raise InvalidInput(

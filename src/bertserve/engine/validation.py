@@ -3,6 +3,7 @@ requests pass, so HTTP and gRPC fail with the same messages."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,4 +129,11 @@ class Signature:
 def _matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
     if len(shape) != len(dims):
         return False
-    return all(d == -1 or s == d for s, d in zip(shape, dims, strict=True))
+    return all(shape[i] == d for i, d in _fixed_dims(dims))
+
+
+@functools.cache
+def _fixed_dims(dims: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """(axis, size) of the dims that are not -1: what a request's shape must repeat. Cached:
+    this runs for every input of every request."""
+    return tuple((i, d) for i, d in enumerate(dims) if d != -1)

@@ -266,7 +266,14 @@ def _as_2d(
 
 
 def _check_range(arr: np.ndarray, name: str, limit: int) -> None:
-    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= limit):
+    if not arr.size:
+        return
+    if arr.dtype == np.int64 and arr.flags.c_contiguous:
+        # One pass instead of a min and a max: as unsigned, a negative id is huge.
+        bad = int(arr.view(np.uint64).max()) >= limit
+    else:
+        bad = int(arr.min()) < 0 or int(arr.max()) >= limit
+    if bad:
         raise InvalidInput(
             f"input '{name}' holds ids outside [0, {limit}): tokenize with this model's vocabulary"
         )
