@@ -241,11 +241,84 @@ def stage_gpus(run: Run) -> None:
             s.stop()
 
 
+def stage_frontend(run: Run) -> None:
+    """The front end after its per-request work was trimmed: small requests, batch 1 and the
+    text path on one process (GIL profiles), then two processes sharing GPU 0 behind nginx."""
+    import gpu_engine
+    from gpu_serving import (
+        ModelSpec,
+        Nginx,
+        Point,
+        Server,
+        measure,
+        qa_windows_file,
+        workload_files,
+    )
+    from gpu_serving import write_repository as write_repo
+
+    target, res = run.target, run.res
+    vdir = run.checkpoint()
+    res.stage("in-process baseline", lambda: gpu_engine.throughput(
+        res, vdir, target, run.seconds, budgets=(32768,)))  # fmt: skip
+    data = workload_files(run.work, 512 if target.dry_run else 2048)
+    one_gpu = (0,) if not target.dry_run else ()
+    models = {
+        "pad16": ModelSpec("fp16", False, gpus=one_gpu),
+        "pk16": ModelSpec("fp16", True, gpus=one_gpu),
+        "pk8": ModelSpec("fp8", True, gpus=one_gpu),
+    }
+    repo = write_repo(run.work / "repo4", vdir, models, target, qa={"qa16": "pk16"})
+    qa_data, _, _ = qa_windows_file(repo, "pk16", run.work)
+    small = 1 if target.dry_run else 4
+    b = _batch(target)
+    server = Server(repo, res.out / "server-frontend.log")
+    try:
+        points = [
+            (Point(f"pad16 full384 -b{small} c256", "pad16", data["full"], small, 256, 384), True),
+            (Point(f"pk16 mix -b{small} c256", "pk16", data["mix"], small, 256, 384), False),
+            (Point("pad16 full384 -b1 c1", "pad16", data["full"], 1, 1, 384), False),
+            (Point("pk16 own -b1 c1", "pk16", data["own"], 1, 1), False),
+            (Point("pk8 mix -b64 c16", "pk8", data["mix"], b(64), 16, 384), False),
+            (Point("pk16 qa-windows -b32 c16", "pk16", qa_data, b(32), 16, 384), False),
+            (Point("qa16 text -b8 c64", "qa16", _qa_text(), 8, 64), True),
+        ]
+        for point, profiled in points:
+            wait = _gil_profile(run, server.proc.pid, 8, point.model) if profiled else None
+            measure(res, "1 process", server.url, point, [server.proc.pid], run.window_ms)
+            if wait is not None:
+                wait()
+    finally:
+        server.stop()
+        free_engines()
+    if not run.nginx:
+        return
+    repo = write_repo(run.work / "repo5", vdir, {k: models[k] for k in ("pad16", "pk16")}, target)
+    env = {} if target.dry_run else {"CUDA_VISIBLE_DEVICES": "0"}
+    servers = [Server(repo, res.out / f"server-gpu0-{i}.log", env=env) for i in range(2)]
+    nginx = None
+    try:
+        nginx = Nginx(run.nginx, [s.url for s in servers], run.work / "nginx0", workers=4)
+        pids = [s.proc.pid for s in servers] + [nginx.proc.pid]
+        for point in (
+            Point(f"pad16 full384 -b{small} c256", "pad16", data["full"], small, 256, 384),
+            Point(f"pk16 mix -b{small} c256", "pk16", data["mix"], small, 256, 384),
+            Point("pad16 full384 -b128 c8", "pad16", data["full"], b(128), 8, 384),
+            Point("pk16 mix -b64 c16", "pk16", data["mix"], b(64), 16, 384),
+        ):
+            measure(res, "nginx+2 procs/1 GPU", nginx.url, point, pids, run.window_ms)
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        for s in servers:
+            s.stop()
+
+
 STAGES: dict[str, Callable[[Run], None]] = {
     "engine": stage_engine,
     "accuracy": stage_accuracy,
     "serve": stage_serve,
     "gpus": stage_gpus,
+    "frontend": stage_frontend,
 }
 
 

@@ -205,9 +205,11 @@ def throughput(
             )
             _record(res, f"packed {precision}", f"SQuAD mix, {budget} tokens", len(chosen), rate)
             if not target.dry_run and params.get("cuda_graphs") != "false":
-                bucket = max(a.packed)
-                prof = a.packed[bucket]
-                prof.launch(batch.tokens, batch.lengths)()
+                import torch
+
+                prof = a.packed[max(a.packed)]
+                with torch.inference_mode():
+                    prof.launch(batch.tokens, batch.lengths)()
                 ms = median_ms(prof.graph.replay, 20, target)
                 _record(
                     res, f"packed {precision}", f"graph replay, {budget} tokens",

@@ -246,7 +246,7 @@ def _descendants(pid: int) -> list[int]:
 
 def thread_cpu(pids: Sequence[int]) -> dict[str, float]:
     """CPU seconds (user + system) so far of every thread of `pids` and their children,
-    keyed "pid/name" (threads of one name summed)."""
+    keyed "pid/name" (threads of one name summed; "pid/main" the main thread alone)."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     for root in pids:
@@ -258,7 +258,8 @@ def thread_cpu(pids: Sequence[int]) -> dict[str, float]:
                 except OSError:
                     continue
                 fields = stat[stat.rindex(")") + 2 :].split()
-                key = f"{pid}/{name}"
+                # The main thread runs a server's event loop (its front end): keep it apart.
+                key = f"{pid}/{'main' if task.name == str(pid) else name}"
                 out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 
