@@ -25,9 +25,10 @@ import argparse
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from gpu_common import Results, Target, environment, free_engines, write_checkpoint
 
@@ -128,7 +129,7 @@ def _top_frames(raw: Path, top: int = 25) -> dict[str, object]:
 def stage_serve(run: Run) -> None:
     """One server on GPU 0: padded vs packed, the small-request path, the QA text path."""
     import gpu_engine
-    from gpu_serving import ModelSpec, Point, Server, measure, qa_windows_file, workload_files
+    from gpu_serving import ModelSpec, Point, measure, qa_windows_file, start_server, workload_files
     from gpu_serving import write_repository as write_repo
 
     target, res = run.target, run.res
@@ -147,8 +148,8 @@ def stage_serve(run: Run) -> None:
     repo = write_repo(run.work / "repo1", vdir, models, target, qa={"qa16": "pk16"})
     qa_data, pairs, windows = qa_windows_file(repo, "pk16", run.work)
     res.put("qa_sample", {"pairs": pairs, "windows": windows})
-    server = Server(repo, res.out / "server-1gpu.log")
-    pids = [server.proc.pid]
+    server = start_server(repo, res.out / "server-1gpu.log")
+    pids = [server.pid]
     try:
         small = 1 if target.dry_run else 4
         b = _batch(target)
@@ -174,8 +175,8 @@ def stage_serve(run: Run) -> None:
         ]
         for point in points:
             profiled = "c256" in point.label and point.model in ("pad16", "pk16")
-            wait = _gil_profile(run, server.proc.pid, 8, point.model) if profiled else None
-            measure(res, "1 process 1 GPU", server.url, point, pids, run.window_ms)
+            wait = _gil_profile(run, server.pid, 8, point.model) if profiled else None
+            measure(res, "1 process 1 GPU", server.http_url, point, pids, run.window_ms)
             if wait is not None:
                 wait()
     finally:
@@ -194,7 +195,7 @@ def _qa_text() -> Path:
 
 def stage_gpus(run: Run) -> None:
     """Both GPUs: one server feeding both vs one server per GPU behind nginx."""
-    from gpu_serving import ModelSpec, Nginx, Point, Server, measure, workload_files
+    from gpu_serving import ModelSpec, Nginx, Point, measure, start_server, workload_files
     from gpu_serving import write_repository as write_repo
 
     target, res = run.target, run.res
@@ -211,10 +212,10 @@ def stage_gpus(run: Run) -> None:
         Point(f"pk8 mix -b{small} c256", "pk8", data["mix"], small, 256, 384),
     ]
     repo = write_repo(run.work / "repo2", vdir, {"pk8": ModelSpec("fp8", True, gpus=both)}, target)
-    server = Server(repo, res.out / "server-2gpu.log")
+    server = start_server(repo, res.out / "server-2gpu.log")
     try:
         for point in points:
-            measure(res, "1 process 2 GPUs", server.url, point, [server.proc.pid], run.window_ms)
+            measure(res, "1 process 2 GPUs", server.http_url, point, [server.pid], run.window_ms)
     finally:
         server.stop()
         free_engines()
@@ -224,14 +225,14 @@ def stage_gpus(run: Run) -> None:
     repo = write_repo(run.work / "repo3", vdir, {"pk8": ModelSpec("fp8", True)}, target)
     gpu_count = 1 if target.dry_run else 2
     servers = [
-        Server(repo, res.out / f"server-gpu{i}.log",
-               env={} if target.dry_run else {"CUDA_VISIBLE_DEVICES": str(i)})
+        start_server(repo, res.out / f"server-gpu{i}.log",
+                     env={} if target.dry_run else {"CUDA_VISIBLE_DEVICES": str(i)})
         for i in range(gpu_count)
     ]  # fmt: skip
     nginx = None
     try:
-        nginx = Nginx(run.nginx, [s.url for s in servers], run.work / "nginx", workers=4)
-        pids = [s.proc.pid for s in servers] + [nginx.proc.pid]
+        nginx = Nginx(run.nginx, [s.http_url for s in servers], run.work / "nginx", workers=4)
+        pids = [s.pid for s in servers] + [nginx.proc.pid]
         for point in points:
             measure(res, "nginx+2 procs", nginx.url, point, pids, run.window_ms)
     finally:
@@ -249,9 +250,9 @@ def stage_frontend(run: Run) -> None:
         ModelSpec,
         Nginx,
         Point,
-        Server,
         measure,
         qa_windows_file,
+        start_server,
         workload_files,
     )
     from gpu_serving import write_repository as write_repo
@@ -271,7 +272,7 @@ def stage_frontend(run: Run) -> None:
     qa_data, _, _ = qa_windows_file(repo, "pk16", run.work)
     small = 1 if target.dry_run else 4
     b = _batch(target)
-    server = Server(repo, res.out / "server-frontend.log")
+    server = start_server(repo, res.out / "server-frontend.log")
     try:
         points = [
             (Point(f"pad16 full384 -b{small} c256", "pad16", data["full"], small, 256, 384), True),
@@ -283,8 +284,8 @@ def stage_frontend(run: Run) -> None:
             (Point("qa16 text -b8 c64", "qa16", _qa_text(), 8, 64), True),
         ]
         for point, profiled in points:
-            wait = _gil_profile(run, server.proc.pid, 8, point.model) if profiled else None
-            measure(res, "1 process", server.url, point, [server.proc.pid], run.window_ms)
+            wait = _gil_profile(run, server.pid, 8, point.model) if profiled else None
+            measure(res, "1 process", server.http_url, point, [server.pid], run.window_ms)
             if wait is not None:
                 wait()
     finally:
@@ -294,11 +295,11 @@ def stage_frontend(run: Run) -> None:
         return
     repo = write_repo(run.work / "repo5", vdir, {k: models[k] for k in ("pad16", "pk16")}, target)
     env = {} if target.dry_run else {"CUDA_VISIBLE_DEVICES": "0"}
-    servers = [Server(repo, res.out / f"server-gpu0-{i}.log", env=env) for i in range(2)]
+    servers = [start_server(repo, res.out / f"server-gpu0-{i}.log", env=env) for i in range(2)]
     nginx = None
     try:
-        nginx = Nginx(run.nginx, [s.url for s in servers], run.work / "nginx0", workers=4)
-        pids = [s.proc.pid for s in servers] + [nginx.proc.pid]
+        nginx = Nginx(run.nginx, [s.http_url for s in servers], run.work / "nginx0", workers=4)
+        pids = [s.pid for s in servers] + [nginx.proc.pid]
         for point in (
             Point(f"pad16 full384 -b{small} c256", "pad16", data["full"], small, 256, 384),
             Point(f"pk16 mix -b{small} c256", "pk16", data["mix"], small, 256, 384),
@@ -313,13 +314,15 @@ def stage_frontend(run: Run) -> None:
             s.stop()
 
 
-STAGES: dict[str, Callable[[Run], None]] = {
-    "engine": stage_engine,
-    "accuracy": stage_accuracy,
-    "serve": stage_serve,
-    "gpus": stage_gpus,
-    "frontend": stage_frontend,
-}
+STAGES: Mapping[str, Callable[[Run], None]] = MappingProxyType(
+    {
+        "engine": stage_engine,
+        "accuracy": stage_accuracy,
+        "serve": stage_serve,
+        "gpus": stage_gpus,
+        "frontend": stage_frontend,
+    }
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gpu_common import Results, Target, free_engines, load_engine
-from squad_workload import draw_lengths
 
 from bertserve.qa.spans import best_spans
+from gpu_common import Results, Target, free_engines, load_engine
+from squad_workload import draw_lengths
 
 __all__ = ["SpanTask", "evaluate", "fine_tune"]
 
@@ -32,7 +32,7 @@ MARKERS = np.arange(200, 232)  # 32 marker ids
 ANSWER_WORDS = (500, 1000)
 FILLER = (1000, 28996)
 MAX_ANSWER_LEN = 30
-OUTPUTS = ["start_logits", "end_logits"]
+OUTPUTS = ("start_logits", "end_logits")
 
 
 class SpanTask:
@@ -146,15 +146,15 @@ def fine_tune(
     free_engines()
 
 
-#: name -> (precision, packed)
-VARIANTS = {
-    "engine fp32": ("fp32", False),
-    "engine fp16": ("fp16", False),
-    "engine bf16": ("bf16", False),
-    "engine fp8": ("fp8", False),
-    "packed fp16": ("fp16", True),
-    "packed fp8": ("fp8", True),
-}
+#: (name, precision, packed)
+VARIANTS = (
+    ("engine fp32", "fp32", False),
+    ("engine fp16", "fp16", False),
+    ("engine bf16", "bf16", False),
+    ("engine fp8", "fp8", False),
+    ("packed fp16", "fp16", True),
+    ("packed fp8", "fp8", True),
+)
 
 
 def _spans(start: np.ndarray, end: np.ndarray, context: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -207,13 +207,13 @@ def evaluate(res: Results, vdir: Path, target: Target, count: int) -> None:
         f"accuracy: trained model fp32 exact match vs truth {ref_info['em_vs_truth']:.3f}, "
         f"median start-logit margin {ref_info['start_logit_margin_median']:.1f}"
     )
-    for name, (precision, packed) in VARIANTS.items():
+    for name, precision, packed in VARIANTS:
         params = {"precision": precision, "seq_buckets": "384", "gelu": "erf"}
         params.update({"packing": "true"} if packed else {"batch_buckets": "64"})
         try:
             inst = load_engine(vdir, params, 64, target)
             parts = [
-                inst.run({k: v[lo : lo + 64] for k, v in feed.items()}, OUTPUTS)
+                inst.run({k: v[lo : lo + 64] for k, v in feed.items()}, list(OUTPUTS))
                 for lo in range(0, count, 64)
             ]
             inst.close()

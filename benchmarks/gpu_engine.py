@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from gpu_common import (
     Results,
     Target,
@@ -22,7 +23,7 @@ from gpu_common import (
 
 __all__ = ["ceilings", "latency", "parity", "throughput"]
 
-OUTPUTS = ["start_logits", "end_logits"]
+OUTPUTS = ("start_logits", "end_logits")
 PADDED_BUCKETS = "1,4,16,64,128,256"
 
 
@@ -63,13 +64,13 @@ def _engine_params(precision: str, packed: bool, **extra: str) -> dict[str, str]
     return {**params, **extra}
 
 
-#: name -> (precision, packed, extra parameters)
-PARITY_VARIANTS: dict[str, tuple[str, bool, dict[str, str]]] = {
-    "padded fp16": ("fp16", False, {}),
-    "padded fp8": ("fp8", False, {}),
-    "packed fp16": ("fp16", True, {}),
-    "packed fp8": ("fp8", True, {}),
-}
+#: (name, precision, packed)
+PARITY_VARIANTS: tuple[tuple[str, str, bool], ...] = (
+    ("padded fp16", "fp16", False),
+    ("padded fp8", "fp8", False),
+    ("packed fp16", "fp16", True),
+    ("packed fp8", "fp8", True),
+)
 
 
 def parity(res: Results, vdir: Path, target: Target) -> None:
@@ -93,10 +94,10 @@ def parity(res: Results, vdir: Path, target: Target) -> None:
             ref.append((out.start_logits[0].cpu().numpy(), out.end_logits[0].cpu().numpy()))
     del model
     request = stack_rows(rows, 384)
-    for name, (precision, packed, extra) in PARITY_VARIANTS.items():
+    for name, precision, packed in PARITY_VARIANTS:
         try:
-            inst = load_engine(vdir, _engine_params(precision, packed, **extra), 256, target)
-            got = inst.run(request, OUTPUTS)
+            inst = load_engine(vdir, _engine_params(precision, packed), 256, target)
+            got = inst.run(request, list(OUTPUTS))
             inst.close()
         except Exception as exc:  # noqa: BLE001 - a variant this torch lacks is noted
             res.note(f"parity {name}: {type(exc).__name__}: {exc}"[:500])
@@ -186,7 +187,9 @@ def throughput(
         full["attention_mask"][:] = 1
         mixed = stack_rows(pool[:batch_rows], 384)
         for label, request in (("full 384", full), ("SQuAD mix, padded", mixed)):
-            rate = _two_instances(a, b, lambda i, x=request: i.run(x, OUTPUTS), seconds, batch_rows)
+            rate = _two_instances(
+                a, b, lambda i, x=request: i.run(x, list(OUTPUTS)), seconds, batch_rows
+            )
             _record(res, f"padded {precision}", label, batch_rows, rate)
         del a, b
         free_engines()
@@ -201,7 +204,7 @@ def throughput(
             chosen = _fill(pool, budget)
             batch = pack([stack_rows(chosen, 384)], a.packing)
             rate = _two_instances(
-                a, b, lambda i, x=batch: i.launch_packed(x, OUTPUTS)(), seconds, len(chosen)
+                a, b, lambda i, x=batch: i.launch_packed(x, list(OUTPUTS))(), seconds, len(chosen)
             )
             _record(res, f"packed {precision}", f"SQuAD mix, {budget} tokens", len(chosen), rate)
             if not target.dry_run and params.get("cuda_graphs") != "false":
@@ -243,7 +246,7 @@ def latency(res: Results, vdir: Path, target: Target) -> None:
                 times = []
                 for i in range(reps + 5):
                     t = time.perf_counter()
-                    inst.run(x, OUTPUTS)
+                    inst.run(x, list(OUTPUTS))
                     if i >= 5:
                         times.append((time.perf_counter() - t) * 1e3)
                 p50, p99 = float(np.percentile(times, 50)), float(np.percentile(times, 99))

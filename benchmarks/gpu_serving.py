@@ -11,29 +11,30 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bertserve.launch import ServerProcess
 from gpu_common import Results, Target, realistic_rows
+from harness import perf_analyzer_point
 from squad_workload import to_perf_analyzer
 
 __all__ = [
     "ModelSpec",
     "Nginx",
-    "Server",
+    "Point",
     "measure",
     "qa_windows_file",
+    "start_server",
     "thread_cpu",
     "workload_files",
     "write_repository",
 ]
 
-INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def workload_files(work: Path, rows: int) -> dict[str, Path]:
     paths = {}
     for name, data in (("mix", mix), ("own", own), ("full", full)):
         paths[name] = work / f"pa-{name}.json"
-        paths[name].write_text(json.dumps(to_perf_analyzer(data, INPUTS)))
+        paths[name].write_text(json.dumps(to_perf_analyzer(data, list(INPUTS))))
     return paths
 
 
@@ -135,52 +136,10 @@ def qa_windows_file(repo: Path, qa_model: str, work: Path) -> tuple[Path, int, i
     return path, len(questions), len(windows)
 
 
-class Server:
-    """`bertserve serve` as a child process on free ports (to move onto bertserve.launch)."""
-
-    def __init__(
-        self, repo: Path, log: Path, env: Mapping[str, str] | None = None,
-        args: Sequence[str] = (),
-    ) -> None:  # fmt: skip
-        from bertserve.announce import READY_LINE, parse_started
-
-        cmd = [sys.executable, "-m", "bertserve", "serve", "--model-repository", str(repo)]
-        cmd += ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", *args]
-        child_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-        self.log = log.open("w")
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env,
-            start_new_session=True,
-        )  # fmt: skip
-        self.port = 0
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.write(line)
-            started = parse_started(line)
-            if started is not None and started[0] == "http":
-                self.port = started[2]
-            if line.startswith(READY_LINE):
-                break
-        self.log.flush()
-        if not self.port or self.proc.poll() is not None:
-            self.stop()
-            raise RuntimeError(f"bertserve serve did not start; see {log}")
-        out = self.proc.stdout
-        threading.Thread(target=lambda: [self.log.write(x) for x in out], daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+def start_server(repo: Path, log: Path, env: Mapping[str, str] | None = None) -> ServerProcess:
+    """`bertserve serve` over `repo` on free ports (bertserve.launch), ready; `env` adds to
+    this process's environment (CUDA_VISIBLE_DEVICES for one server per GPU)."""
+    return ServerProcess(repo, env={**os.environ, **(env or {})}, log=log).start()
 
 
 class Nginx:
@@ -281,8 +240,6 @@ def measure(
     res: Results, topology: str, url: str, point: Point, pids: Sequence[int], window_ms: int
 ) -> dict[str, Any] | None:
     """One perf_analyzer point, with the CPU the server processes spent during it."""
-    from bertserve.perf.analyzer import profile
-
     args = ["-m", point.model, "-u", url, "-b", str(point.batch), "--input-data",
             str(point.data), "--concurrency-range", str(point.concurrency)]  # fmt: skip
     args += point.extra
@@ -298,7 +255,7 @@ def measure(
     for window, stability in ((window_ms, 25), (2 * window_ms, 50)):
         tries = ["-p", str(window), "-s", str(stability), "--max-trials", "5"]
         try:
-            (m,) = profile([*args, *tries], timeout=180, batch_size=point.batch)
+            m = perf_analyzer_point([*args, *tries], batch_size=point.batch, timeout=180)
             break
         except Exception as exc:  # noqa: BLE001 - one point failing must not stop the run
             res.note(f"{topology} {point.label} (-p {window} -s {stability}): "

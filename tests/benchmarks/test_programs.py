@@ -57,20 +57,6 @@ def test_the_check_finds_mutable_state() -> None:
     assert _mutable_state(tree) == ["line 6: global", "line 1: A", "line 2: B"]
 
 
-@pytest.mark.parametrize(
-    "module",
-    [
-        pytest.param(
-            p,
-            marks=pytest.mark.xfail(
-                strict=True, reason="benchmarks/gpu.py still runs on module-level globals"
-            ),
-        )
-        if p.name == "gpu.py"
-        else p
-        for p in MODULES
-    ],
-    ids=lambda p: p.name,
-)
+@pytest.mark.parametrize("module", MODULES, ids=lambda p: p.name)
 def test_no_module_level_mutable_state(module: Path) -> None:
     assert _mutable_state(ast.parse(module.read_text())) == []
