@@ -17,7 +17,7 @@ config.pbtxt parameters (all optional, string values):
 |---|---|---|
 | precision | fp16 (GPU), fp32 (CPU) | fp16, bf16, fp32 or fp8 (FP8 GEMMs, bf16 elsewhere) |
 | batch_buckets | 1, 4, 16, ... up to max_batch_size | batch sizes of the profiles |
-| seq_buckets | fixed input length, else 128,384 (capped by the model) | profile lengths; the last is the longest row served (packing too) |
+| seq_buckets | input length, else 128,384 | profile lengths; the last is the longest row |
 | cuda_graphs | true | capture a graph per profile (GPU only) |
 | attention | auto | SDPA kernel for unmasked batches: auto, flash, cudnn, efficient, math |
 | gelu | erf | erf, or tanh (bias+GELU in the GEMM epilogue) |
