@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from gpu_common import Results, Target, environment, free_engines, write_checkpoint
 
@@ -129,7 +130,7 @@ def _top_frames(raw: Path, top: int = 25) -> dict[str, object]:
 def stage_serve(run: Run) -> None:
     """One server on GPU 0: padded vs packed, the small-request path, the QA text path."""
     import gpu_engine
-    from gpu_serving import ModelSpec, Point, measure, qa_windows_file, start_server, workload_files
+    from gpu_serving import ModelSpec, Point, qa_windows_file, start_server, workload_files
     from gpu_serving import write_repository as write_repo
 
     target, res = run.target, run.res
@@ -149,7 +150,6 @@ def stage_serve(run: Run) -> None:
     qa_data, pairs, windows = qa_windows_file(repo, "pk16", run.work)
     res.put("qa_sample", {"pairs": pairs, "windows": windows})
     server = start_server(repo, res.out / "server-1gpu.log")
-    pids = [server.pid]
     try:
         small = 1 if target.dry_run else 4
         b = _batch(target)
@@ -173,15 +173,24 @@ def stage_serve(run: Run) -> None:
             Point("qa16 text -b8 c64", "qa16", _qa_text(), 8, 64),
             Point("qa16 text -b8 c256", "qa16", _qa_text(), 8, 256),
         ]
-        for point in points:
-            profiled = "c256" in point.label and point.model in ("pad16", "pk16")
-            wait = _gil_profile(run, server.pid, 8, point.model) if profiled else None
-            measure(res, "1 process 1 GPU", server.http_url, point, pids, run.window_ms)
-            if wait is not None:
-                wait()
+        profiled = [p for p in points if "c256" in p.label and p.model in ("pad16", "pk16")]
+        _measure_all(run, "1 process 1 GPU", server, points, profiled)
     finally:
         server.stop()
         free_engines()
+
+
+def _measure_all(
+    run: Run, topology: str, server: Any, points: list[Any], profiled: list[Any]
+) -> None:
+    """Every point on one server; a GIL profile of the server beside the `profiled` ones."""
+    from gpu_serving import measure
+
+    for point in points:
+        wait = _gil_profile(run, server.pid, 8, point.model) if point in profiled else None
+        measure(run.res, topology, server.http_url, point, [server.pid], run.window_ms)
+        if wait is not None:
+            wait()
 
 
 def _batch(target: Target) -> Callable[[int], int]:
@@ -274,20 +283,20 @@ def stage_frontend(run: Run) -> None:
     b = _batch(target)
     server = start_server(repo, res.out / "server-frontend.log")
     try:
+        small_padded = Point(
+            f"pad16 full384 -b{small} c256", "pad16", data["full"], small, 256, 384
+        )
+        text = Point("qa16 text -b8 c64", "qa16", _qa_text(), 8, 64)
         points = [
-            (Point(f"pad16 full384 -b{small} c256", "pad16", data["full"], small, 256, 384), True),
-            (Point(f"pk16 mix -b{small} c256", "pk16", data["mix"], small, 256, 384), False),
-            (Point("pad16 full384 -b1 c1", "pad16", data["full"], 1, 1, 384), False),
-            (Point("pk16 own -b1 c1", "pk16", data["own"], 1, 1), False),
-            (Point("pk8 mix -b64 c16", "pk8", data["mix"], b(64), 16, 384), False),
-            (Point("pk16 qa-windows -b32 c16", "pk16", qa_data, b(32), 16, 384), False),
-            (Point("qa16 text -b8 c64", "qa16", _qa_text(), 8, 64), True),
+            small_padded,
+            Point(f"pk16 mix -b{small} c256", "pk16", data["mix"], small, 256, 384),
+            Point("pad16 full384 -b1 c1", "pad16", data["full"], 1, 1, 384),
+            Point("pk16 own -b1 c1", "pk16", data["own"], 1, 1),
+            Point("pk8 mix -b64 c16", "pk8", data["mix"], b(64), 16, 384),
+            Point("pk16 qa-windows -b32 c16", "pk16", qa_data, b(32), 16, 384),
+            text,
         ]
-        for point, profiled in points:
-            wait = _gil_profile(run, server.pid, 8, point.model) if profiled else None
-            measure(res, "1 process", server.http_url, point, [server.pid], run.window_ms)
-            if wait is not None:
-                wait()
+        _measure_all(run, "1 process", server, points, [small_padded, text])
     finally:
         server.stop()
         free_engines()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bertserve.backends.base import ModelInstance
-from bertserve.backends.packing import PackedBatch, PackingSpec, check_packable, pack, unpack
+from bertserve.backends.packing import PackedBatch, PackingSpec, pack, unpack
 from bertserve.batching import BatchingPolicy, Scheduler
 from bertserve.errors import InvalidInput
 from bertserve.stats import ModelStats, RequestTiming
@@ -64,15 +64,15 @@ def test_without_a_length_input_rows_are_full_width() -> None:
 def test_a_mask_with_holes_is_refused_by_name() -> None:
     bad = {"ids": np.ones((1, 4), np.int64), "mask": np.array([[1, 0, 1, 0]])}
     with pytest.raises(InvalidInput, match="'mask' must be right-padded"):
-        check_packable(bad, SPEC)
+        pack([bad], SPEC)
 
 
 def test_inputs_of_different_shapes_are_refused() -> None:
     bad = {"ids": np.ones((1, 4), np.int64), "mask": np.ones((1, 5), np.int64)}
     with pytest.raises(InvalidInput, match="disagree"):
-        check_packable(bad, SPEC)
+        pack([bad], SPEC)
     with pytest.raises(InvalidInput, match=r"\[batch, tokens\]"):
-        check_packable({"ids": np.ones(4, np.int64)}, SPEC)
+        pack([{"ids": np.ones(4, np.int64)}], SPEC)
 
 
 def test_rows_with_no_tokens_pack_to_nothing_and_unpack_to_fill() -> None:

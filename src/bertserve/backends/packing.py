@@ -20,7 +20,7 @@ import numpy as np
 
 from bertserve.errors import InvalidInput
 
-__all__ = ["PackedBatch", "PackingSpec", "check_packable", "pack", "row_lengths", "unpack"]
+__all__ = ["PackedBatch", "PackingSpec", "pack", "row_lengths", "unpack"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +98,6 @@ def row_lengths(inputs: Mapping[str, np.ndarray], spec: PackingSpec) -> np.ndarr
             "that packs sequences: move each row's padding to its end"
         )
     return lengths.astype(np.int64)
-
-
-def check_packable(inputs: Mapping[str, np.ndarray], spec: PackingSpec) -> None:
-    """One request's checks before it joins a batch: shapes agree, the mask is a prefix."""
-    _width(inputs)
-    row_lengths(inputs, spec)
 
 
 def pack(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bertserve.backends.torch.names import INPUT_IDS, TOKEN_TYPE_IDS
+from bertserve.backends.torch.profile import run_staged
 
 if TYPE_CHECKING:
     from bertserve.backends.torch.instance import TorchInstance
@@ -97,26 +98,14 @@ class PackedProfile:
         h[3 * t + 1 : 3 * t + 1 + rows] = ends
         h[3 * t + 1 + rows :] = n
         out = self.host_out_np[slot, :, :n]
-        if self.stream is None:  # CPU: runs here and now
-            self.dev_in.copy_(self.host_in[slot])
+        return run_staged(
+            self.stream, self.done[slot] if self.done else None,
+            (self.dev_in, self.host_in[slot]), self._replay,
+            (self.host_out[slot], self.dev_out), out,
+        )  # fmt: skip
+
+    def _replay(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        else:
             self.compute()
-            self.host_out[slot].copy_(self.dev_out)
-            return lambda: out
-        import torch
-
-        # Stream order keeps the shared device buffers safe (see Profile.launch).
-        with torch.cuda.stream(self.stream):
-            self.dev_in.copy_(self.host_in[slot], non_blocking=True)
-            if self.graph is not None:
-                self.graph.replay()
-            else:
-                self.compute()
-            self.host_out[slot].copy_(self.dev_out, non_blocking=True)
-            self.done[slot].record(self.stream)
-        done = self.done[slot]
-
-        def wait() -> np.ndarray:
-            done.synchronize()
-            return out
-
-        return wait

@@ -12,7 +12,7 @@ import numpy as np
 if TYPE_CHECKING:
     from bertserve.backends.torch.instance import TorchInstance
 
-__all__ = ["Profile", "capture_lock"]
+__all__ = ["Profile", "capture_lock", "run_staged"]
 
 capture_lock = threading.Lock()
 
@@ -96,24 +96,41 @@ class Profile:
             h[1, n:, :] = 1  # padding rows attend somewhere: finite garbage, discarded
         dense = length == self.seq and (mask is None or bool(mask.all()))
         out = self.host_out_np[slot, :, :n, :length]
-        if self.stream is None:  # CPU: runs here and now
-            self.dev_in.copy_(self.host_in[slot])
-            self.compute(dense)
-            self.host_out[slot].copy_(self.dev_out[dense])
-            return lambda: out
-        import torch
+        return run_staged(
+            self.stream, self.done[slot] if self.done else None,
+            (self.dev_in, self.host_in[slot]), lambda: self.replay(dense),
+            (self.host_out[slot], self.dev_out[dense]), out,
+        )  # fmt: skip
 
-        # Stream order keeps the shared device buffers safe: this copy-in lands after the
-        # previous pass has read dev_in, and its copy-out before this pass writes dev_out.
-        with torch.cuda.stream(self.stream):
-            self.dev_in.copy_(self.host_in[slot], non_blocking=True)
-            self.replay(dense)
-            self.host_out[slot].copy_(self.dev_out[dense], non_blocking=True)
-            self.done[slot].record(self.stream)
-        done = self.done[slot]
 
-        def wait() -> np.ndarray:
-            done.synchronize()
-            return out
+def run_staged(
+    stream: Any,
+    done: Any,
+    copy_in: tuple[Any, Any],
+    compute: Callable[[], None],
+    copy_out: tuple[Any, Any],
+    out: np.ndarray,
+) -> Callable[[], np.ndarray]:
+    """Copy a staging slot in, compute, copy the result out, on `stream` (None: the CPU, now);
+    the callable waits for `done` (the slot's event) and gives `out`, a view of the slot."""
+    (dev_in, host_in), (host_out, dev_out) = copy_in, copy_out
+    if stream is None:
+        dev_in.copy_(host_in)
+        compute()
+        host_out.copy_(dev_out)
+        return lambda: out
+    import torch
 
-        return wait
+    # Stream order keeps the shared device buffers safe: this copy-in lands after the
+    # previous pass has read dev_in, and its copy-out before this pass writes dev_out.
+    with torch.cuda.stream(stream):
+        dev_in.copy_(host_in, non_blocking=True)
+        compute()
+        host_out.copy_(dev_out, non_blocking=True)
+        done.record(stream)
+
+    def wait() -> np.ndarray:
+        done.synchronize()
+        return out
+
+    return wait
