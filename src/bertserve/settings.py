@@ -16,6 +16,12 @@ class ServerSettings:
 
     #: Model repositories to serve (`--model-repository`, repeatable).
     model_repositories: list[Path] = field(default_factory=list)
+    #: Model repositories in object storage (`--model-repository s3://bucket/path`, gs://,
+    #: az://), mirrored into `model_cache_dir` before each load and each poll.
+    remote_repositories: list[str] = field(default_factory=list)
+    #: Where bucket repositories are cached (`--model-cache-dir`); None: $BERTSERVE_CACHE_DIR,
+    #: else ~/.cache/bertserve/repositories.
+    model_cache_dir: Path | None = None
     #: Interface to bind (`--host`); 127.0.0.1 by default, 0.0.0.0 to expose.
     host: str = "127.0.0.1"
     #: HTTP/REST port (`--http-port`); 0 picks a free port, which is logged.

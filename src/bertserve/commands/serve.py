@@ -21,9 +21,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         dest="model_repository",
         action="append",
         required=True,
+        metavar="PATH_OR_URL",
+        help="model repository: a folder, or a bucket URL (s3://bucket/path, "
+        "s3://host:port/bucket/path for an S3-compatible store, gs://bucket/path, "
+        "az://container/path; needs bertserve[storage]); repeatable",
+    )
+    p.add_argument(
+        "--model-cache-dir",
         type=Path,
+        default=None,
         metavar="PATH",
-        help="model repository folder (repeatable)",
+        help="where bucket repositories are mirrored (default $BERTSERVE_CACHE_DIR, else "
+        "~/.cache/bertserve/repositories); unchanged objects are not fetched again",
     )
     p.add_argument(
         "--host",
@@ -106,8 +115,12 @@ def _bool(text: str) -> bool:
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    from bertserve.repository.remote import is_remote
+
     return ServerSettings(
-        model_repositories=list(args.model_repository),
+        model_repositories=[Path(r) for r in args.model_repository if not is_remote(r)],
+        remote_repositories=[r for r in args.model_repository if is_remote(r)],
+        model_cache_dir=args.model_cache_dir,
         host=args.host,
         http_port=args.http_port,
         grpc_port=args.grpc_port,

@@ -31,6 +31,7 @@ from bertserve.errors import (
 )
 from bertserve.messages import InferInput, InferOutput, InferRequest, InferResponse
 from bertserve.repository import config_to_json, find_models, read_model_source
+from bertserve.repository.remote import RemoteRepository, default_cache_dir
 from bertserve.settings import ServerSettings
 from bertserve.stats import ModelStats, RequestTiming
 from bertserve.tensors import numpy_to_datatype
@@ -60,12 +61,17 @@ class Engine:
         self._locks: dict[str, asyncio.Lock] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poll_task: asyncio.Task[None] | None = None
+        cache = settings.model_cache_dir or default_cache_dir()
+        self.remotes = [RemoteRepository(url, cache) for url in settings.remote_repositories]
+        #: Local folders scanned for models: the local repositories, then each bucket's cache.
+        self.repositories = [*settings.model_repositories, *(r.local for r in self.remotes)]
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        found = find_models(self.settings.model_repositories)
+        await self._sync_remotes()
+        found = find_models(self.repositories)
         mode = self.settings.model_control_mode
         if mode == "explicit":
             wanted = self.settings.load_models
@@ -75,7 +81,7 @@ class Engine:
         for name in names:
             # A model that fails is listed UNAVAILABLE with its reason; the others still load.
             with contextlib.suppress(BertserveError):
-                await self.load(name)
+                await self._load(name)
         if mode == "poll":
             self._poll_task = asyncio.create_task(self._poll())
         self._started = True
@@ -104,15 +110,26 @@ class Engine:
     # -- repository --------------------------------------------------------------------------
 
     async def load(self, name: str, config_json: dict[str, Any] | None = None) -> None:
-        """Load (or reload) a model. A failure leaves it UNAVAILABLE with the reason, and
-        does not touch the other models."""
+        """Load (or reload) a model, after bringing bucket caches up to date."""
+        await self._sync_remotes()
+        await self._load(name, config_json)
+
+    async def _sync_remotes(self) -> None:
+        """Mirror every bucket repository into its cache (only changed objects move)."""
+        for remote in self.remotes:
+            await asyncio.to_thread(remote.sync)
+
+    async def _load(self, name: str, config_json: dict[str, Any] | None = None) -> None:
+        """Load (or reload) a model. A first load that fails leaves it UNAVAILABLE with the
+        reason; a reload that fails leaves the versions already serving in place, as Triton
+        does. Other models are never touched."""
         async with self._lock(name):
-            found = find_models(self.settings.model_repositories)
+            found = find_models(self.repositories)
             if name not in found:
                 self.models.pop(name, None)
                 raise ModelNotFound(
                     f"no model '{name}' in the model repository "
-                    f"({', '.join(map(str, self.settings.model_repositories))})"
+                    f"({', '.join(self._repository_names())})"
                 )
             old = self.models.get(name)
             entry = ModelEntry(name=name, path=found[name], fingerprint=_fingerprint(found[name]))
@@ -122,6 +139,17 @@ class Engine:
                     self._load_versions, name, found[name], config_json
                 )
             except BertserveError as exc:
+                if old is not None and old.state == ModelState.READY and old.versions:
+                    log.error(
+                        "model '%s' failed to reload, version(s) %s keep serving: %s",
+                        name,
+                        sorted(old.versions),
+                        exc,
+                    )
+                    old.failed_fingerprint = entry.fingerprint
+                    raise ModelLoadError(
+                        f"failed to reload '{name}' (the loaded versions keep serving): {exc}"
+                    ) from None
                 log.error("model '%s' failed to load: %s", name, exc)
                 if old is not None:
                     await self._stop_versions(old, drain=True)
@@ -130,11 +158,13 @@ class Engine:
                 raise ModelLoadError(f"failed to load '{name}': {exc}") from None
             for served in new_versions.values():
                 served.scheduler.start()
-            if old is not None:
-                await self._stop_versions(old, drain=True)
             entry.config, entry.versions = config, new_versions
             entry.state, entry.reason = ModelState.READY, ""
+            # Swap first, then drain: a request that arrives during the drain goes to the new
+            # versions instead of meeting a stopping scheduler.
             self.models[name] = entry
+            if old is not None:
+                await self._stop_versions(old, drain=True)
             log.info("model '%s' ready (versions %s)", name, sorted(new_versions))
 
     def _load_versions(
@@ -198,7 +228,7 @@ class Engine:
     def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         try:
-            found = find_models(self.settings.model_repositories)
+            found = find_models(self.repositories)
         except BertserveError:
             found = {}
         for name in sorted(set(found) | set(self.models)):
@@ -228,9 +258,11 @@ class Engine:
         while True:
             await asyncio.sleep(self.settings.repository_poll_secs)
             try:
-                found = find_models(self.settings.model_repositories)
+                # A store that does not answer changes nothing: what is loaded keeps serving.
+                await self._sync_remotes()
+                found = find_models(self.repositories)
             except BertserveError as exc:
-                log.error("repository poll failed: %s", exc)
+                log.error("repository poll failed, nothing changed: %s", exc)
                 continue
             for name in list(self.models):
                 if name not in found:
@@ -238,9 +270,13 @@ class Engine:
                     self.models.pop(name, None)
             for name, path in found.items():
                 entry = self.models.get(name)
-                if entry is None or entry.fingerprint != _fingerprint(path):
-                    with contextlib.suppress(BertserveError):  # recorded in the index
-                        await self.load(name)
+                seen = _fingerprint(path)
+                if entry is None or seen not in (entry.fingerprint, entry.failed_fingerprint):
+                    with contextlib.suppress(BertserveError):  # logged; recorded in the index
+                        await self._load(name)
+
+    def _repository_names(self) -> list[str]:
+        return [*map(str, self.settings.model_repositories), *self.settings.remote_repositories]
 
     # -- lookups -----------------------------------------------------------------------------
 

@@ -41,6 +41,8 @@ class ModelEntry:
     versions: dict[int, ServedVersion] = field(default_factory=dict)
     #: What the last load saw, so poll mode can tell a change.
     fingerprint: tuple = ()
+    #: What a reload that failed saw: poll mode does not retry the same content.
+    failed_fingerprint: tuple | None = None
 
     def latest(self) -> ServedVersion | None:
         return self.versions[max(self.versions)] if self.versions else None
