@@ -180,13 +180,15 @@ class Server:
 
 async def serve(settings: ServerSettings) -> int:
     """`bertserve serve`: start, print the start-up lines, load, serve until SIGTERM/SIGINT,
-    drain."""
+    drain. Exits 1 when the models could not be loaded at all (an unreadable repository)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
     server = Server(settings)
+    # SIGUSR1: leave the load balancers' rotation but keep serving (a preStop hook's signal).
+    loop.add_signal_handler(signal.SIGUSR1, server.engine.stop_admission)
     await server.start()
     for service, port in server.ports.items():
         print(started_line(service, settings.host, port), flush=True)
@@ -194,7 +196,8 @@ async def serve(settings: ServerSettings) -> int:
     loading = asyncio.create_task(server.load())
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if loading in done and loading.exception() is not None:
+    failed = loading in done and loading.exception() is not None
+    if failed:
         log.error("startup failed: %s", loading.exception())
     elif loading in done:
         print(READY_LINE, flush=True)
@@ -206,4 +209,4 @@ async def serve(settings: ServerSettings) -> int:
     await asyncio.gather(loading, stopping, return_exceptions=True)
     await server.stop()
     print("bertserve stopped", flush=True)
-    return 0
+    return 1 if failed else 0

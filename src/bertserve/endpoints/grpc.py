@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 
 from bertserve.endpoints.status import grpc_code_name
@@ -32,7 +33,7 @@ from bertserve.protocol.grpc_codec import (
 from bertserve.protocol.load_parameters import load_config
 from bertserve.settings import ServerSettings
 
-__all__ = ["GrpcService", "start_grpc_server", "SERVICE_NAME"]
+__all__ = ["EngineHealth", "GrpcService", "start_grpc_server", "SERVICE_NAME"]
 
 log = logging.getLogger("bertserve.grpc")
 
@@ -212,6 +213,46 @@ class GrpcService:
         return methods
 
 
+class EngineHealth(health_pb2_grpc.HealthServicer):
+    """The standard grpc.health.v1.Health service (what Kubernetes gRPC probes, Envoy and
+    Istio ask). The server as a whole ("") and the inference service are SERVING while the
+    engine is ready; NOT_SERVING while models load, after a preStop stopped admission, and
+    during a drain. Any other name is unknown (NOT_FOUND, as the protocol asks). Watch sends
+    the status, then each change, checked every `watch_interval` seconds."""
+
+    SERVICES = ("", SERVICE_NAME)
+
+    def __init__(self, engine: Engine, watch_interval: float = 1.0) -> None:
+        self.engine = engine
+        self.watch_interval = watch_interval
+
+    def status(self, service: str) -> int:
+        if service not in self.SERVICES:
+            return health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        if self.engine.ready:
+            return health_pb2.HealthCheckResponse.SERVING
+        return health_pb2.HealthCheckResponse.NOT_SERVING
+
+    async def Check(  # noqa: N802 - the generated servicer's method name
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        status = self.status(request.service)
+        if status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(  # noqa: N802 - the generated servicer's method name
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        last = None
+        while True:
+            status = self.status(request.service)
+            if status != last:
+                await context.write(health_pb2.HealthCheckResponse(status=status))
+                last = status
+            await asyncio.sleep(self.watch_interval)
+
+
 def _serialize(message: Any) -> bytes:
     return message.SerializeToString()
 
@@ -258,6 +299,7 @@ async def start_grpc_server(
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE_NAME, methods)])
     if hasattr(server, "add_registered_method_handlers"):
         server.add_registered_method_handlers(SERVICE_NAME, methods)
+    health_pb2_grpc.add_HealthServicer_to_server(EngineHealth(engine), server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"{host}:{settings.grpc_port}"
     try:

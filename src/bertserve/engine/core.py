@@ -58,6 +58,7 @@ class Engine:
         self.models: dict[str, ModelEntry] = {}
         self._started = False
         self._stopping = False
+        self._admitting = True
         self._locks: dict[str, asyncio.Lock] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poll_task: asyncio.Task[None] | None = None
@@ -95,6 +96,14 @@ class Engine:
             *(self._stop_versions(entry, drain=True) for entry in self.models.values())
         )
 
+    def stop_admission(self) -> None:
+        """Report not ready from now on (HTTP and gRPC readiness, grpc.health) so load
+        balancers stop sending work here, and keep serving whatever still arrives: the first
+        step of a drain (a Kubernetes preStop hook), before SIGTERM ends the process."""
+        if self._admitting:
+            log.warning("admission stopped: reporting not ready; requests still served")
+        self._admitting = False
+
     @property
     def live(self) -> bool:
         return not self._stopping
@@ -103,6 +112,7 @@ class Engine:
     def ready(self) -> bool:
         return (
             self._started
+            and self._admitting
             and not self._stopping
             and all(e.state == ModelState.READY for e in self.models.values())
         )
