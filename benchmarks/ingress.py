@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,8 +34,8 @@ import tritonclient.http as httpclient
 
 from bertserve.launch import ChildProcess, ServerProcess
 from bertserve.perf.results import read_run
+from harness import ROOT, v2_ready
 
-ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "deploy" / "nginx" / "nginx.conf.template"
 
 
@@ -46,18 +45,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _answers(address: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{address}/v2/health/ready", timeout=2) as reply:
-            return reply.status == 200
-    except OSError:
-        return False
-
-
 def start_nginx(
-    replicas: list[ServerProcess], root: Path, workers: str = "1"
+    replicas: list[ServerProcess], root: Path, model: str, workers: str = "1"
 ) -> tuple[ChildProcess, str, str]:
-    """nginx in front of `replicas`, started; returns it and its HTTP and gRPC addresses."""
+    """nginx in front of `replicas`, started (ready once `model` answers ready through it);
+    returns it and its HTTP and gRPC addresses."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     http, grpc = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     root.mkdir(parents=True, exist_ok=True)
@@ -82,7 +74,7 @@ def start_nginx(
         "-e",
         str(root / "error.log"),
     ]
-    process = ChildProcess(command, name="nginx", ready=lambda: _answers(http), ready_timeout=30)
+    process = ChildProcess(command, name="nginx", ready=v2_ready(http, model), ready_timeout=30)
     return process.start(), http, grpc
 
 
@@ -150,8 +142,8 @@ def main() -> int:
     proxies = []
     failed = True
     try:
-        one, http1, grpc1 = start_nginx(replicas[:1], work / "nginx-1")
-        two, http2, grpc2 = start_nginx(replicas, work / "nginx-2")
+        one, http1, grpc1 = start_nginx(replicas[:1], work / "nginx-1", args.model)
+        two, http2, grpc2 = start_nginx(replicas, work / "nginx-2", args.model)
         proxies = [one, two]
         shares = check_through(http2, grpc2, args.model, replicas)
         if min(shares) == 0:

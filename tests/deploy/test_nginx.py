@@ -5,9 +5,11 @@ failed request."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -21,23 +23,25 @@ pytestmark = [
     ),
 ]
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ingress.py"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-def load_ingress():
-    spec = importlib.util.spec_from_file_location("ingress", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def ingress() -> Iterator[ModuleType]:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import ingress
+
+        yield ingress
+    finally:
+        sys.path.remove(str(BENCHMARKS))
 
 
-def test_two_replicas_behind_nginx_answer_over_both_protocols(tiny_repo, tmp_path):
-    ingress = load_ingress()
+def test_two_replicas_behind_nginx_answer_over_both_protocols(ingress, tiny_repo, tmp_path):
     replicas = [start_server(tiny_repo) for _ in range(2)]
     nginx = None
     try:
-        nginx, http, grpc = ingress.start_nginx(replicas, tmp_path / "nginx")
+        nginx, http, grpc = ingress.start_nginx(replicas, tmp_path / "nginx", TINY)
         shares = ingress.check_through(http, grpc, TINY, replicas)
         assert len(shares) == 2 and min(shares) > 0, shares  # least_conn used both
         assert sum(shares) == 40
