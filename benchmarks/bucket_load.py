@@ -75,6 +75,11 @@ def start_stores(root: Path) -> tuple[list[ChildProcess], dict[str, str], dict[s
         "AWS_ENDPOINT_URL": s3,
         "STORAGE_EMULATOR_HOST": gcs,
         "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        # Credential lookups never reach for a cloud metadata server from here.
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "NO_GCE_CHECK": "true",
+        "GCE_METADATA_HOST": "127.0.0.1:9",
+        "GCE_METADATA_IP": "127.0.0.1:9",
     }
     return [moto, fake_gcs], env, {"s3": s3, "gs": gcs}
 

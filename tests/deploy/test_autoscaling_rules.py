@@ -18,12 +18,12 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tritonclient.http as httpclient
 import yaml
 
 from tests.conftest import TINY, ServerProcess, copy_model, start_server
+from tests.frontends.protocols import feed, inputs
 
 pytestmark = pytest.mark.e2e
 
@@ -148,11 +148,7 @@ def load(server: ServerProcess, seconds: float) -> list[str]:
 
     def client() -> None:
         with httpclient.InferenceServerClient(server.http_url) as c:
-            tensors = []
-            for name in ("input_ids", "attention_mask", "token_type_ids"):
-                tensor = httpclient.InferInput(name, [1, 16], "INT64")
-                tensor.set_data_from_numpy(np.ones((1, 16), np.int64))
-                tensors.append(tensor)
+            tensors = inputs(httpclient, feed())
             while time.monotonic() < stop:
                 try:
                     c.infer("busy", tensors)

@@ -7,43 +7,29 @@ from __future__ import annotations
 import os
 import signal
 import time
-import urllib.error
-import urllib.request
 
-import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
 from bertserve.launch import LaunchError
 from tests.conftest import TINY, start_server
+from tests.frontends.protocols import feed, inputs, ready_status
 
 pytestmark = pytest.mark.e2e
-
-
-def ready_code(address: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://{address}/v2/health/ready", timeout=10) as reply:
-            return int(reply.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 def test_sigusr1_leaves_rotation_then_sigterm_drains(tiny_repo):
     server = start_server(tiny_repo)
     try:
-        assert ready_code(server.http_url) == 200
+        assert ready_status(server.http_url) == 200
         os.kill(server.pid, signal.SIGUSR1)
         deadline = time.monotonic() + 10
-        while ready_code(server.http_url) != 400 and time.monotonic() < deadline:
+        while ready_status(server.http_url) != 400 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert ready_code(server.http_url) == 400
+        assert ready_status(server.http_url) == 400
         with httpclient.InferenceServerClient(server.http_url) as client:
-            tensors = []
-            for name in ("input_ids", "attention_mask", "token_type_ids"):
-                tensor = httpclient.InferInput(name, [1, 8], "INT64")
-                tensor.set_data_from_numpy(np.ones((1, 8), np.int64))
-                tensors.append(tensor)
-            assert client.infer(TINY, tensors).as_numpy("start_logits").shape == (1, 8)
+            answer = client.infer(TINY, inputs(httpclient, feed()))
+            assert answer.as_numpy("start_logits").shape == (1, 16)
     finally:
         assert server.stop() == 0
     assert "admission stopped" in server.output()

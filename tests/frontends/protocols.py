@@ -8,6 +8,8 @@ fields, so every HTTP answer is checked against Triton's schema on the way)."""
 from __future__ import annotations
 
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,15 @@ def reference(tiny_repo: Path, data: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The tiny model's outputs from onnxruntime, run directly."""
     session = ort.InferenceSession(str(tiny_repo / TINY / "1" / "model.onnx"))
     return session.run(list(OUTPUTS), data)
+
+
+def ready_status(address: str) -> int:
+    """The HTTP status of /v2/health/ready at host:port (200 ready, 400 not)."""
+    try:
+        with urllib.request.urlopen(f"http://{address}/v2/health/ready", timeout=10) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def inputs(module: Any, data: dict[str, np.ndarray], binary: bool = True) -> list[Any]:

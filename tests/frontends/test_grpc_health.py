@@ -5,28 +5,18 @@ over both protocols, while inference goes on."""
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 
 import grpc
-import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import TINY
 from tests.frontends.conftest import running, settings, url
+from tests.frontends.protocols import feed, inputs, ready_status
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def ready_code(address: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://{address}/v2/health/ready", timeout=10) as reply:
-            return int(reply.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 def test_health_follows_readiness_and_admission(tiny_repo):
@@ -47,17 +37,12 @@ def test_health_follows_readiness_and_admission(tiny_repo):
 
         server.engine.stop_admission()
         assert check() == NOT_SERVING
-        assert ready_code(url(server, "http")) == 400
+        assert ready_status(url(server, "http")) == 400
         started = time.monotonic()
         assert next(watch).status == NOT_SERVING  # the stream reports the change
         assert time.monotonic() - started < 10
         watch.cancel()
         with httpclient.InferenceServerClient(url(server, "http")) as client:
             assert client.is_server_live()
-            tensors = []
-            for name in ("input_ids", "attention_mask", "token_type_ids"):
-                tensor = httpclient.InferInput(name, [1, 8], "INT64")
-                tensor.set_data_from_numpy(np.ones((1, 8), np.int64))
-                tensors.append(tensor)
-            answer = client.infer(TINY, tensors)  # out of rotation, still answering
-            assert answer.as_numpy("start_logits").shape == (1, 8)
+            answer = client.infer(TINY, inputs(httpclient, feed()))  # out of rotation, answering
+            assert answer.as_numpy("start_logits").shape == (1, 16)

@@ -91,10 +91,19 @@ def start_moto(log: Path, env: dict[str, str] | None = None) -> tuple[subprocess
     return proc, endpoint
 
 
+#: Cloud metadata servers pointed at a closed loopback port: whatever credential lookup a
+#: client library tries never leaves this machine.
+NO_METADATA = {
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "NO_GCE_CHECK": "true",
+    "GCE_METADATA_HOST": "127.0.0.1:9",
+    "GCE_METADATA_IP": "127.0.0.1:9",
+}
 S3_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
+    **NO_METADATA,
 }
 
 
@@ -152,7 +161,7 @@ def gs_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
         )  # fmt: skip
     try:
         _wait_http(f"{endpoint}/storage/v1/b", proc)
-        env = {"STORAGE_EMULATOR_HOST": endpoint, **_GCSFS_ENV}
+        env = {"STORAGE_EMULATOR_HOST": endpoint, **_GCSFS_ENV, **NO_METADATA}
         fs = gcsfs.GCSFileSystem(endpoint_url=endpoint, token="anon", skip_instance_cache=True)
         yield ObjectStore("gs", endpoint, env, fs)
     finally:

@@ -148,6 +148,7 @@ def test_credentials_the_store_refuses_are_named(s3_with_auth, monkeypatch, tmp_
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_with_auth)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(RepositoryAccessDenied, match="no permission to list .* read access"):
         RemoteRepository("s3://models/repo", tmp_path).sync()
 

@@ -11,34 +11,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from bertserve.launch import LaunchError
 from tests.conftest import TINY, start_server
+from tests.frontends.protocols import feed, inputs, reference
 from tests.storage.conftest import S3_CREDENTIALS, ObjectStore, free_port
 
 pytestmark = pytest.mark.e2e
-
-
-def feed(seq: int = 16) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(7)
-    return {
-        "input_ids": rng.integers(0, 100, (1, seq), dtype=np.int64),
-        "attention_mask": np.ones((1, seq), np.int64),
-        "token_type_ids": np.zeros((1, seq), np.int64),
-    }
-
-
-def http_inputs(data: dict[str, np.ndarray]) -> list[httpclient.InferInput]:
-    tensors = []
-    for name, array in data.items():
-        tensor = httpclient.InferInput(name, list(array.shape), "INT64")
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
-    return tensors
 
 
 def upload_tiny(store: ObjectStore, tiny_repo: Path, bucket: str) -> None:
@@ -61,22 +43,15 @@ def test_served_from_the_bucket_then_from_the_warm_cache(store, tiny_repo, tmp_p
     upload_tiny(store, tiny_repo, bucket)
     url = server_url(store, bucket, monkeypatch)
     cache = tmp_path / "cache"
-    expected = ort.InferenceSession(str(tiny_repo / TINY / "1" / "model.onnx")).run(
-        ["start_logits"], feed()
-    )[0]
+    expected = reference(tiny_repo, feed())[0]
 
     server = start_server(url, extra=["--model-cache-dir", str(cache)])
     try:
         with httpclient.InferenceServerClient(server.http_url) as client:
-            result = client.infer(TINY, http_inputs(feed()))
+            result = client.infer(TINY, inputs(httpclient, feed()))
             np.testing.assert_allclose(result.as_numpy("start_logits"), expected, atol=1e-5)
         with grpcclient.InferenceServerClient(server.grpc_url) as client:
-            tensors = []
-            for name, array in feed().items():
-                tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
-                tensor.set_data_from_numpy(array)
-                tensors.append(tensor)
-            result = client.infer(TINY, tensors)
+            result = client.infer(TINY, inputs(grpcclient, feed()))
             np.testing.assert_allclose(result.as_numpy("start_logits"), expected, atol=1e-5)
     finally:
         assert server.stop() == 0
@@ -116,7 +91,7 @@ def test_poll_takes_a_new_version_from_the_bucket_without_a_failed_request(
             deadline = time.monotonic() + 90  # bounded, whatever happens
             while not stop.is_set() and time.monotonic() < deadline:
                 try:
-                    result = client.infer(TINY, http_inputs(feed()))
+                    result = client.infer(TINY, inputs(httpclient, feed()))
                     seen[index].append(result.get_response()["model_version"])
                 except Exception as exc:  # noqa: BLE001 - every failure is the finding
                     failures.append(repr(exc))

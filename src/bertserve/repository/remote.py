@@ -171,6 +171,10 @@ class RemoteRepository:
                 options: dict[str, Any] = {"skip_instance_cache": True}
                 if loc.endpoint:
                     options["client_kwargs"] = {"endpoint_url": loc.endpoint}
+                if loc.protocol == "gs" and os.environ.get("STORAGE_EMULATOR_HOST"):
+                    # As Google's own client does for an emulator: no credentials, so no
+                    # lookup of them (which would ask a cloud metadata server).
+                    options["token"] = "anon"
                 self._fs = fsspec.filesystem(loc.protocol, **options)
             except ImportError as exc:
                 raise ConfigError(
