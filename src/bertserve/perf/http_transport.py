@@ -64,6 +64,10 @@ class HttpConnection(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if not self._parser.should_keep_alive():
+            # "Connection: close" (a proxy's per-connection request limit, say): the server
+            # closes next; the following request goes on a new connection.
+            self.lost = True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(self._parser.get_status_code())
@@ -103,12 +107,16 @@ class HttpConnection(asyncio.Protocol):
 
 
 class _LoadConnection(Connection):
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_transport")
 
-    def __init__(self, conn: HttpConnection) -> None:
+    def __init__(self, conn: HttpConnection, transport: HttpTransport) -> None:
         self._conn = conn
+        self._transport = transport
 
     async def infer(self, payload: Any) -> Outcome:
+        if self._conn.lost:  # closed by the server between requests: open another, as clients do
+            self._conn.close()
+            self._conn = await self._transport._open()
         status, send_ns, recv_ns = await self._conn.send(payload)
         return status == 200, send_ns, recv_ns
 
@@ -191,7 +199,7 @@ class HttpTransport(Transport):
         decode_response(body, int(length) if length is not None else None)
 
     async def connect(self) -> Connection:
-        return _LoadConnection(await self._open())
+        return _LoadConnection(await self._open(), self)
 
     async def close(self) -> None:
         if self._control is not None:
