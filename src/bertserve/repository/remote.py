@@ -145,14 +145,14 @@ class RemoteRepository:
     """One bucket URL and its local mirror. `sync()` is safe to call from several threads and
     several processes sharing the cache (a file lock serializes them)."""
 
-    def __init__(self, url: str, cache_dir: Path, filesystem: Any = None) -> None:
+    def __init__(self, url: str, cache_dir: Path) -> None:
         self.url = url.rstrip("/")
         self._location = _parse(self.url)
         digest = hashlib.sha256(self.url.encode()).hexdigest()[:12]
         bucket = re.sub(r"[^A-Za-z0-9._-]", "_", self._location.root.split("/")[0])
         #: The folder the engine scans: a mirror of the bucket path.
         self.local = Path(cache_dir) / f"{self._location.protocol}-{bucket}-{digest}"
-        self._fs = filesystem
+        self._fs: Any = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
