@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,11 +46,11 @@ class Pending:
     outputs: list[str]
     batch_size: int  # items this request carries (1 when the model has no batch axis)
     cost: int  # what it takes of a batch's budget: items, or tokens on a model that packs
-    key: tuple
+    key: tuple[object, ...]  # requests share a batch only when equal: shape_key, or the
+    # input names on a model that packs (any widths go together)
     future: asyncio.Future[dict[str, np.ndarray]]
     timing: RequestTiming
     deadline_ns: int = 0  # 0 = none
-    extra: dict = field(default_factory=dict)
     lengths: np.ndarray | None = None  # packing: each row's real tokens (None: all full)
 
 

@@ -10,6 +10,7 @@ cased WordPiece vocabulary of the right size (see bertserve.builder.vocabulary).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -231,7 +232,7 @@ def _load_model(arch: Architecture, folder: Path) -> torch.nn.Module:
 
     cls = _model_class(arch.model_type)
     verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
+    transformers.logging.set_verbosity(logging.ERROR)
     try:
         model, info = cls.from_pretrained(
             str(folder), attn_implementation="eager", output_loading_info=True
@@ -250,7 +251,10 @@ def _load_model(arch: Architecture, folder: Path) -> torch.nn.Module:
             f"{folder} has no question-answering head ({', '.join(missing)} missing): "
             "use a checkpoint fine-tuned for extractive QA (…ForQuestionAnswering)."
         )
-    return model.eval()
+    # from_pretrained is annotated to return the model, but with output_loading_info it
+    # returns (model, info): the class is held as Any, and the model typed here.
+    loaded: torch.nn.Module = model.eval()
+    return loaded
 
 
 def _load_tokenizer(folder: Path) -> Any:

@@ -16,7 +16,7 @@ from bertserve import __version__
 from bertserve.batching.policy import BatchingPolicy
 from bertserve.batching.scheduler import Scheduler
 from bertserve.engine.loader import create_instances, prepare_config, warm_up
-from bertserve.engine.table import ModelEntry, ModelState, ServedVersion
+from bertserve.engine.table import Fingerprint, ModelEntry, ModelState, ServedVersion
 from bertserve.engine.validation import Signature
 from bertserve.errors import (
     BertserveError,
@@ -379,7 +379,7 @@ class Engine:
         return {o.name: o.data for o in response.outputs}
 
 
-def _fingerprint(path: Path) -> tuple:
+def _fingerprint(path: Path) -> Fingerprint:
     """What poll mode compares: config and version folders with their modification times."""
     items = []
     for p in sorted(path.rglob("*")):

@@ -41,7 +41,8 @@ class PackedProfile:
         self.host_out = torch.empty((2, 2, tokens), dtype=torch.float32, pin_memory=pin)
         self.host_out_np = self.host_out.numpy()
         self.dev_out = torch.empty((2, tokens), dtype=torch.float32, device=dev)
-        self.done = [torch.cuda.Event(), torch.cuda.Event()] if pin else []
+        # torch.cuda.Event.__new__ carries no annotations (torch 2.13).
+        self.done = [torch.cuda.Event(), torch.cuda.Event()] if pin else []  # type: ignore[no-untyped-call]
         self.slot = 0
         self.graph: Any = None
 

@@ -40,7 +40,8 @@ class Profile:
             dense: torch.empty((2, batch, seq), dtype=torch.float32, device=dev)
             for dense in (True, False)
         }
-        self.done = [torch.cuda.Event(), torch.cuda.Event()] if pin else []
+        # torch.cuda.Event.__new__ carries no annotations (torch 2.13).
+        self.done = [torch.cuda.Event(), torch.cuda.Event()] if pin else []  # type: ignore[no-untyped-call]
         self.slot = 0
         self.graphs: dict[bool, Any] = {}
         self.has_types = instance.settings.has_token_types

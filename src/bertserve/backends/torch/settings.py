@@ -9,18 +9,13 @@ from typing import TYPE_CHECKING
 
 from bertserve.backends.base import Device
 from bertserve.backends.parameters import ModelParameters
+from bertserve.backends.torch.attention import ATTENTION_BACKENDS
 from bertserve.backends.torch.buckets import (
     DEFAULT_SEQ_BUCKETS,
     default_batch_buckets,
     default_token_buckets,
 )
-from bertserve.backends.torch.encoder import (
-    ATTENTION_BACKENDS,
-    GELU_MODES,
-    PRECISIONS,
-    EncoderOptions,
-    read_config,
-)
+from bertserve.backends.torch.encoder import GELU_MODES, PRECISIONS, EncoderOptions, read_config
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2
