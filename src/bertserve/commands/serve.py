@@ -52,6 +52,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-grpc", type=_bool, default=True, metavar="BOOL")
     p.add_argument("--allow-metrics", type=_bool, default=True, metavar="BOOL")
     p.add_argument(
+        "--allow-cpu-metrics",
+        type=_bool,
+        default=True,
+        metavar="BOOL",
+        help="serve nv_cpu_utilization and nv_cpu_memory_*_bytes with the metrics",
+    )
+    p.add_argument(
+        "--metrics-config",
+        action="append",
+        type=_metrics_config,
+        default=[],
+        metavar="KEY=VALUE",
+        help="as tritonserver's: summary_latencies=true adds latency summaries "
+        "(nv_inference_*_summary_us, quantiles over each model's last 60 s), "
+        "summary_quantiles=0.5:0.05,0.99:0.001 picks their quantiles, "
+        "counter_latencies=false drops the nv_inference_*_duration_us counters (repeatable)",
+    )
+    p.add_argument(
         "--model-control-mode", choices=MODEL_CONTROL_MODES, default=d.model_control_mode
     )
     p.add_argument(
@@ -105,7 +123,32 @@ def _bool(text: str) -> bool:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+_METRICS_CONFIG_KEYS = ("summary_latencies", "summary_quantiles", "counter_latencies")
+
+
+def _metrics_config(text: str) -> tuple[str, str]:
+    """KEY=VALUE of --metrics-config, checked here so a bad one is a usage error."""
+    from bertserve.metrics import parse_quantiles
+
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or key not in _METRICS_CONFIG_KEYS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write KEY=VALUE with KEY one of {', '.join(_METRICS_CONFIG_KEYS)}"
+        )
+    try:
+        parse_quantiles(value) if key == "summary_quantiles" else parse_bool(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{key}: {exc}") from None
+    return key, value
+
+
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    from bertserve.metrics import parse_quantiles
+
+    metrics: dict[str, str] = dict(args.metrics_config)
+    defaults = ServerSettings()
+    quantiles = metrics.get("summary_quantiles")
     return ServerSettings(
         model_repositories=list(args.model_repository),
         host=args.host,
@@ -115,6 +158,12 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         allow_http=args.allow_http,
         allow_grpc=args.allow_grpc,
         allow_metrics=args.allow_metrics,
+        allow_cpu_metrics=args.allow_cpu_metrics,
+        metrics_counter_latencies=parse_bool(metrics.get("counter_latencies", "true")),
+        metrics_summary_latencies=parse_bool(metrics.get("summary_latencies", "false")),
+        metrics_summary_quantiles=(
+            parse_quantiles(quantiles) if quantiles else defaults.metrics_summary_quantiles
+        ),
         model_control_mode=args.model_control_mode,
         load_models=list(args.load_model),
         repository_poll_secs=args.repository_poll_secs,

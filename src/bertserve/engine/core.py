@@ -32,7 +32,7 @@ from bertserve.errors import (
 from bertserve.messages import InferInput, InferOutput, InferRequest, InferResponse
 from bertserve.repository import config_to_json, find_models, read_model_source
 from bertserve.settings import ServerSettings
-from bertserve.stats import ModelStats, RequestTiming
+from bertserve.stats import LatencyWindow, ModelStats, RequestTiming
 from bertserve.tensors import numpy_to_datatype
 
 __all__ = ["Engine", "EXTENSIONS"]
@@ -165,7 +165,7 @@ class Engine:
                     config=config,
                     signature=Signature(config),
                     scheduler=Scheduler(
-                        name, policy, instances, stats := ModelStats(name, str(version))
+                        name, policy, instances, stats := self._stats(name, version)
                     ),
                     stats=stats,
                 )
@@ -176,6 +176,11 @@ class Engine:
                     instance.close()
             raise
         return served, config
+
+    def _stats(self, name: str, version: int) -> ModelStats:
+        """A version's statistics; with a window of recent latencies for the summaries."""
+        window = LatencyWindow() if self.settings.metrics_summary_latencies else None
+        return ModelStats(name, str(version), window=window)
 
     async def unload(self, name: str) -> None:
         async with self._lock(name):
