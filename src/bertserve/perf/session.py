@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 
-from bertserve.perf.display import SweepDisplay, summary_table
+from bertserve.perf.display import SweepDisplay, print_summary
 from bertserve.perf.profiler import profile
 from bertserve.perf.results import Run, write_perf_analyzer_csv, write_run
 from bertserve.perf.settings import PerfSettings
@@ -46,7 +46,7 @@ def measure(settings: PerfSettings, console: Console, *, summary: bool = True) -
     with SweepDisplay(console) as display:
         result = run_async(profile(settings, display.events()))
     if summary:
-        console.print(summary_table(result))
+        print_summary(result, console)
     for path in write_outputs(result, settings):
         console.print(f"wrote {path}", highlight=False)
     return result
