@@ -154,6 +154,7 @@ async def run_sweep(settings: PerfSettings, transport: Transport, events: SweepE
         protocol=settings.protocol,
         machine=settings.machine,
         batch_size=settings.batch_size,
+        seq_len=settings.seq_len,
         mode=settings.mode,
         tool="bertserve perf",
         notes=command_line(settings),

@@ -161,6 +161,9 @@ class Run:
     machine: str | None = None
     """Price-catalog id of the machine that served, e.g. "gcp-n1-standard-4-t4"."""
     batch_size: int = 1
+    seq_len: int | None = None
+    """Tokens per sequence of the requests (the `input_ids` shape), where known: a cost
+    is comparable only with one measured at the same length."""
     mode: Mode = "concurrency"
     tool: str = "bertserve perf"
     """"bertserve perf" or "perf_analyzer"."""

@@ -121,6 +121,12 @@ class PerfSettings:
         return chosen.values()
 
     @property
+    def seq_len(self) -> int | None:
+        """Tokens per sequence: the last `--shape input_ids` dimension, if one was given."""
+        dims = self.shapes.get("input_ids")
+        return dims[-1] if dims else None
+
+    @property
     def judged_stat(self) -> str:
         """The latency statistic stability and `-l` look at: "avg" or "p<N>"."""
         return "avg" if self.percentile is None else f"p{self.percentile}"
