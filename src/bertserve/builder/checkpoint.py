@@ -92,12 +92,6 @@ def load_checkpoint(arch: Architecture, weights: WeightsSource, seed: int = 0) -
     return _from_folder(arch, folder, weights="dir", source=str(folder))
 
 
-def _input_names(model_type: str) -> tuple[str, ...]:
-    if model_type == "distilbert":
-        return ("input_ids", "attention_mask")
-    return ("input_ids", "attention_mask", "token_type_ids")
-
-
 def _config_class(model_type: str) -> Any:
     from transformers import BertConfig, DistilBertConfig
 
@@ -136,7 +130,7 @@ def _random(arch: Architecture, seed: int) -> Checkpoint:
         source=f"seed={seed}",
         write_tokenizer=write_tokenizer,
         generated_tokenizer=cached is None,
-        input_names=_input_names(arch.model_type),
+        input_names=arch.input_names,
     )
 
 
@@ -223,7 +217,7 @@ def _from_folder(arch: Architecture, folder: Path, weights: str, source: str) ->
         source=source,
         write_tokenizer=partial(_save_tokenizer, tokenizer),
         generated_tokenizer=False,
-        input_names=_input_names(arch.model_type),
+        input_names=arch.input_names,
     )
 
 

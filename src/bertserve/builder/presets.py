@@ -49,6 +49,12 @@ class Architecture:
     def hidden_size(self) -> int:
         return int(self.config.get("hidden_size", self.config.get("dim", 0)))
 
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The QA model's inputs (DistilBERT has no token types)."""
+        names = ("input_ids", "attention_mask")
+        return names if self.model_type == "distilbert" else (*names, "token_type_ids")
+
 
 ARCHITECTURES: dict[str, Architecture] = {
     "tiny": Architecture(
