@@ -28,8 +28,9 @@ def _ms(us: float | None) -> str:
 class SweepDisplay:
     """A progress bar over the sweep's load levels and one line per finished point."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, verbose: bool = False) -> None:
         self.console = console
+        self.verbose = verbose
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -70,15 +71,15 @@ class SweepDisplay:
         assert settings is not None
         unit = "" if settings.mode == "concurrency" else "/s"
         state = "stable" if report.stable else "measuring"
-        self.progress.update(
-            self._task,
-            description=(
-                f"load {report.load:g}{unit} window {report.trial}/{settings.max_trials}: "
-                f"{report.throughput:,.1f} infer/s, {settings.judged_stat} "
-                f"{report.judged_latency_us / 1000:.2f} ms, client CPU "
-                f"{report.window.client_cpu_fraction:.0%} ({state})"
-            ),
+        line = (
+            f"load {report.load:g}{unit} window {report.trial}/{settings.max_trials}: "
+            f"{report.throughput:,.1f} infer/s, {settings.judged_stat} "
+            f"{report.judged_latency_us / 1000:.2f} ms, client CPU "
+            f"{report.window.client_cpu_fraction:.0%} ({state})"
         )
+        if self.verbose:
+            self.progress.console.print(f"  {line}", highlight=False, markup=False)
+        self.progress.update(self._task, description=line)
         self.progress.refresh()
 
     def _point(self, m: Measurement) -> None:

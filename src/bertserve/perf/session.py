@@ -33,7 +33,12 @@ def write_outputs(run: Run, settings: PerfSettings) -> list[Path]:
     """perf_analyzer's CSV (`-f`) and the full JSON (`--json`), where asked; their paths."""
     written = []
     if settings.csv_path and run.measurements:
-        write_perf_analyzer_csv(run.measurements, settings.csv_path)
+        write_perf_analyzer_csv(
+            run.measurements,
+            settings.csv_path,
+            verbose=settings.verbose_csv,
+            gpu_metrics=settings.collect_metrics,
+        )
         written.append(Path(settings.csv_path))
     if settings.json_path:
         write_run(run, settings.json_path)
@@ -43,7 +48,7 @@ def write_outputs(run: Run, settings: PerfSettings) -> list[Path]:
 
 def measure(settings: PerfSettings, console: Console, *, summary: bool = True) -> Run:
     """Sweep with progress on `console`, print the summary table, write the files."""
-    with SweepDisplay(console) as display:
+    with SweepDisplay(console, verbose=settings.verbose) as display:
         result = run_async(profile(settings, display.events()))
     if summary:
         print_summary(result, console)
