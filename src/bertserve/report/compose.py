@@ -67,6 +67,9 @@ def compose_report(
     blocks.append(Heading(2, "Figures"))
     blocks += list(figures)
     blocks += [Heading(2, "Inputs"), _inputs_table(analysis.deployments)]
+    measured = tuple(f"{d.label}: {d.run.notes}" for d in analysis.deployments if d.run.notes)
+    if measured:
+        blocks += [Paragraph("How each was measured (command line or note):"), Bullets(measured)]
     blocks += [Heading(2, "Prices used"), _prices(analysis.deployments)]
     blocks.append(Heading(2, "Every sweep point"))
     for d in analysis.deployments:
@@ -123,11 +126,11 @@ def _inputs_table(deployments: Sequence[Deployment]) -> Table:
                 " ".join(x for x in (r.protocol, r.url) if x),
                 r.model or "",
                 str(r.batch_size),
+                str(r.seq_len or ""),
                 r.mode,
                 str(len(r.measurements)),
                 r.date or "",
                 "YES" if r.random_weights else "no",
-                r.notes or "",
             )
         )
     return Table(
@@ -138,11 +141,11 @@ def _inputs_table(deployments: Sequence[Deployment]) -> Table:
             "server",
             "model",
             "batch",
+            "seq",
             "mode",
             "points",
             "date",
             "random weights",
-            "notes",
         ),
         rows=tuple(rows),
     )
