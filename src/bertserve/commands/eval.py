@@ -142,7 +142,7 @@ def evaluate(
 
 
 def describe(examples: Sequence[Example]) -> str:
-    """"23 questions (21 answerable, 2 unanswerable)"."""
+    """How many questions, e.g. "23 questions (21 answerable, 2 unanswerable)"."""
     unanswerable = sum(e.is_impossible for e in examples)
     return (
         f"{len(examples)} questions ({len(examples) - unanswerable} answerable, "

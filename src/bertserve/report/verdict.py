@@ -184,10 +184,7 @@ def _against_reference(
         ours = ours.removesuffix(")") + f"; {setting})"
     else:
         ours += f" ({setting})"
-    return (
-        f"{ours}; the reference's {ref.label} on {ref.machine}: {fmt.dollars(theirs)} "
-        f"({ratio})."
-    )
+    return f"{ours}; the reference's {ref.label} on {ref.machine}: {fmt.dollars(theirs)} ({ratio})."
 
 
 def _setting(s: DeploymentSummary, seq_len: int | None, batch: int, row: HeadlineRow) -> str:
