@@ -13,7 +13,6 @@ import signal
 import socket
 from collections.abc import Generator
 from types import TracebackType
-from typing import Any
 
 import grpc
 import uvicorn
