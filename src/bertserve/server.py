@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Generator
 from types import TracebackType
 
@@ -185,8 +186,10 @@ async def serve(settings: ServerSettings) -> int:
     loading = asyncio.create_task(server.load())
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if loading in done and loading.exception() is not None:
-        log.error("startup failed: %s", loading.exception())
+    failure = loading.exception() if loading in done else None
+    if failure is not None:
+        # Nothing can be served (an unreadable repository, say): say why, exit non-zero.
+        print(f"bertserve serve: cannot serve: {failure}", file=sys.stderr, flush=True)
     elif loading in done:
         print(READY_LINE, flush=True)
         await stopping
@@ -197,4 +200,4 @@ async def serve(settings: ServerSettings) -> int:
     await asyncio.gather(loading, stopping, return_exceptions=True)
     await server.stop()
     print("bertserve stopped", flush=True)
-    return 0
+    return 1 if failure is not None else 0

@@ -89,7 +89,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="BOOL",
         help="refuse configs without inputs/outputs",
     )
-    p.add_argument("--log-verbose", type=int, default=0, metavar="LEVEL")
+    p.add_argument(
+        "--log-verbose",
+        type=int,
+        default=0,
+        metavar="LEVEL",
+        help="1 or more: log every request (model, inferences, latency, queue time) and "
+        "every batch executed (requests, inferences, input/infer/output times)",
+    )
     p.add_argument(
         "--http-max-input-size",
         type=int,

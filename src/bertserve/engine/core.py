@@ -38,6 +38,8 @@ from bertserve.tensors import numpy_to_datatype
 __all__ = ["Engine", "EXTENSIONS"]
 
 log = logging.getLogger("bertserve.engine")
+#: One line per request at INFO (`serve --log-verbose 1`).
+request_log = logging.getLogger("bertserve.requests")
 _now = time.perf_counter_ns
 
 #: Triton protocol extensions this server implements (server metadata lists them).
@@ -347,8 +349,20 @@ class Engine:
         except BertserveError as exc:
             reason = "REJECTED" if isinstance(exc, (InvalidInput, QueueFull)) else "BACKEND"
             stats.record_failure(timing, reason, _now())
+            if request_log.isEnabledFor(logging.INFO):
+                request_log.info(
+                    "request %r to %s v%s failed (%s): %s",
+                    request.id, request.model_name, served.version, reason, exc,
+                )  # fmt: skip
             raise
-        stats.record_success(timing, batch, _now())
+        end = _now()
+        stats.record_success(timing, batch, end)
+        if request_log.isEnabledFor(logging.INFO):
+            request_log.info(
+                "request %r to %s v%s: %d inference(s) in %.2f ms (queue %.2f ms)",
+                request.id, request.model_name, served.version, batch,
+                (end - timing.arrival) / 1e6, (timing.dispatch - timing.arrival) / 1e6,
+            )  # fmt: skip
         sig_outputs = served.signature.outputs
         return InferResponse(
             model_name=request.model_name,
