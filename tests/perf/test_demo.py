@@ -97,3 +97,14 @@ def test_demo_without_the_build_extra_names_it_and_exits_2(
         "bertserve demo needs the build extra (torch missing): pip install 'bertserve[build]'"
     )
     assert not (tmp_path / "o" / "server.log").exists()
+
+
+def test_machine_flag_prices_as_that_machine_without_an_assumption(
+    tiny_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["demo", "--quick", "--output", str(tmp_path / "r"), "--repository", str(tiny_repo)]
+    assert main([*args, "--machine", "aws-m5-xlarge"]) == 0
+    closing = capsys.readouterr().out.rstrip().splitlines()[-2:]
+    assert re.match(r"tiny BERT FP32 on aws-m5-xlarge: \$[\d.]+ per million", closing[0])
+    assert closing[1].startswith("Verdict: pick bert_tiny_onnx_cpu on aws-m5-xlarge, $")
+    assert read_run(tmp_path / "r" / "runs" / "bert_tiny_onnx_cpu.json").machine == "aws-m5-xlarge"
