@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from bertserve.gpus import visible_gpu_filter, visible_gpu_handles
 from bertserve.settings import ServerSettings
 from bertserve.stats import WINDOW_FIELDS, ModelStats
 
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: prometheus_client's number format for the text exposition (untyped there).
+_go_float: Callable[[float], str] = floatToGoString
 
 # name -> (help, how to read it from ModelStats)
 _COUNTERS: dict[str, tuple[str, Callable[[ModelStats], float]]] = {
@@ -205,7 +208,7 @@ class TritonMetrics(Collector):
                         if len(recent)
                         else float("nan")
                     )
-                    metric.add_sample(name, {**labels, "quantile": floatToGoString(q)}, value)
+                    metric.add_sample(name, {**labels, "quantile": _go_float(q)}, value)
         yield from summaries
 
 
@@ -305,7 +308,7 @@ def exposition(registry: CollectorRegistry) -> bytes:
                 f'{key}="{_escape(value, quote=True)}"' for key, value in sample.labels.items()
             )
             where = f"{{{labels}}}" if labels else ""
-            lines.append(f"{sample.name}{where} {floatToGoString(sample.value)}")
+            lines.append(f"{sample.name}{where} {_go_float(sample.value)}")
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
@@ -350,27 +353,6 @@ class MetricsServer:
 
     def server_close(self) -> None:
         self._httpd.server_close()
-
-
-def visible_gpu_filter(environ: dict[str, str]) -> list[str] | None:
-    """CUDA_VISIBLE_DEVICES as a list of indices or UUID prefixes; None = every GPU."""
-    value = environ.get("CUDA_VISIBLE_DEVICES")
-    if value is None:
-        return None
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
-def visible_gpu_handles(nvml: Any, visible: list[str] | None) -> list[tuple[str, Any]]:
-    """(uuid, NVML handle) of each GPU that `visible` (visible_gpu_filter's list) leaves."""
-    handles = []
-    for index in range(nvml.nvmlDeviceGetCount()):
-        handle = nvml.nvmlDeviceGetHandleByIndex(index)
-        uuid = nvml.nvmlDeviceGetUUID(handle)
-        uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
-        if visible is not None and not any(v == str(index) or uuid.startswith(v) for v in visible):
-            continue
-        handles.append((uuid, handle))
-    return handles
 
 
 class GpuMetrics(Collector):

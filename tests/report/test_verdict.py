@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from bertserve.builder.presets import model_kind
 from bertserve.cost import load_catalog
 from bertserve.cost.host import Host, guess_machine
 from bertserve.perf.results import Measurement, Run
 from bertserve.report.analysis import analyze
 from bertserve.report.reference import headline_rows, load_reference
-from bertserve.report.verdict import model_kind, pick_sentences, reference_sentences
+from bertserve.report.verdict import pick_sentences, reference_sentences
 
 
 def _run(
@@ -49,7 +50,7 @@ def _sentences(*runs: Run, budget_ms: float | None = None) -> tuple[str, ...]:
     analysis = analyze([(r, "test") for r in runs], catalog, budget_ms=budget_ms)
     bench = load_reference()
     guess = guess_machine(catalog, Host(2))
-    return reference_sentences(analysis, bench, headline_rows(bench, catalog), guess)
+    return reference_sentences(analysis, bench, headline_rows(bench, catalog), guess, model_kind)
 
 
 def test_model_kinds_from_bertserve_names() -> None:
@@ -111,7 +112,7 @@ def test_models_without_a_counterpart_or_a_price() -> None:
 
 def _pick(*runs: Run, budget_ms: float | None = None) -> tuple[str, ...]:
     analysis = analyze([(r, "test") for r in runs], load_catalog(), budget_ms=budget_ms)
-    return pick_sentences(analysis)
+    return pick_sentences(analysis, model_kind)
 
 
 def test_pick_one_line_per_sequence_length_and_never_the_test_model() -> None:

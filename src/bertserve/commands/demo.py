@@ -406,6 +406,7 @@ def _report(
     guess: MachineGuess | None,
     console: Console,
 ) -> WrittenReport:
+    from bertserve.builder.presets import model_kind
     from bertserve.report.pipeline import print_report, produce_report
 
     sources = [
@@ -419,6 +420,7 @@ def _report(
         title="bertserve demo: BERT question answering on this machine",
         reference=reference,
         guess=guess,
+        kind_of=model_kind,
     )
     print_report(report, console)
     files = report.files

@@ -83,6 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from bertserve.builder.presets import model_kind
     from bertserve.cost.catalog import load_catalog
     from bertserve.errors import BertserveError
     from bertserve.perf.results import Run
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             reference=args.reference,
             stat=args.percentile,
             budget_ms=args.latency_budget_ms,
+            kind_of=model_kind,
         )
     except BertserveError as exc:
         return fail(str(exc))

@@ -158,7 +158,7 @@ def _visible_gpus() -> list[str]:
         pynvml.nvmlInit()
     except Exception:  # noqa: BLE001 - no driver or no library: no GPU
         return []
-    from bertserve.metrics import visible_gpu_filter, visible_gpu_handles
+    from bertserve.gpus import visible_gpu_filter, visible_gpu_handles
 
     try:
         names = []

@@ -23,7 +23,13 @@ from bertserve.report.reference import (
     load_reference,
     reference_verdicts,
 )
-from bertserve.report.verdict import Verdict, pick_sentences, reference_sentences
+from bertserve.report.verdict import (
+    KindOf,
+    Verdict,
+    pick_sentences,
+    reference_sentences,
+    unknown_kind,
+)
 from bertserve.report.writer import ReportFiles, write_report
 
 __all__ = ["WrittenReport", "print_report", "print_verdict", "produce_report"]
@@ -55,10 +61,13 @@ def produce_report(
     stat: str = "p99",
     budget_ms: float | None = None,
     guess: MachineGuess | None = None,
+    kind_of: KindOf = unknown_kind,
 ) -> WrittenReport:
     """Analyze `sources` (each run with where it came from), with the packaged reference
     benchmark's deployments added when `reference`, and write the report into `output`.
-    `guess` is how the machine was priced when the user did not say; the verdict names it."""
+    `guess` is how the machine was priced when the user did not say; the verdict names it.
+    `kind_of` says what a model is (architecture, device), so the verdict can set it beside
+    the reference's deployment of the same model."""
     runs = list(sources)
     bench = load_reference()
     headline = headline_rows(bench, catalog)
@@ -74,8 +83,8 @@ def produce_report(
     analysis = analyze(runs, catalog, stat=stat, budget_ms=budget_ms)
     verdict = Verdict(
         assumption=guess.sentence() if guess is not None else None,
-        reference=reference_sentences(analysis, bench, headline, guess),
-        pick=pick_sentences(analysis),
+        reference=reference_sentences(analysis, bench, headline, guess, kind_of),
+        pick=pick_sentences(analysis, kind_of),
     )
     generated = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     files = write_report(

@@ -5,7 +5,9 @@ saying where the two were not measured alike (sequence length, batch, load)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from bertserve.cost.host import MachineGuess
 from bertserve.cost.model import format_ratio
@@ -13,7 +15,14 @@ from bertserve.report import formatting as fmt
 from bertserve.report.analysis import Analysis, DeploymentSummary
 from bertserve.report.reference import HeadlineRow, ReferenceBenchmark
 
-__all__ = ["ModelKind", "Verdict", "model_kind", "pick_sentences", "reference_sentences"]
+__all__ = [
+    "Kind",
+    "KindOf",
+    "Verdict",
+    "pick_sentences",
+    "reference_sentences",
+    "unknown_kind",
+]
 
 #: The reference deployment a bertserve model is compared with: same architecture, same
 #: device. On GPU the reference's headline is BERT-base with TensorRT, its cheapest row.
@@ -23,37 +32,28 @@ COUNTERPARTS: dict[tuple[str, str], str] = {
     ("distilbert", "gpu"): "bert_distill_tf_gpu",
     ("bert-base", "gpu"): "bert_base_trt_gpu",
 }
-_TITLES = {"distilbert": "DistilBERT", "bert-base": "BERT-base", "tiny": "tiny BERT"}
 
 
-@dataclass(frozen=True)
-class ModelKind:
-    """What a served model is, read from the name `bertserve build` gave it."""
-
-    architecture: str
-    device: str
-    precision: str
+class Kind(Protocol):
+    """What a served model is (bertserve.builder.presets.ModelKind, handed in by the
+    commands: reports do not import the builder)."""
 
     @property
-    def title(self) -> str:
-        return f"{_TITLES.get(self.architecture, self.architecture)} {self.precision.upper()}"
+    def architecture(self) -> str: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def title(self) -> str: ...
 
 
-def model_kind(model: str) -> ModelKind | None:
-    """The preset variant named `model` (any precision `--precision` could give it); None for
-    a model bertserve did not name."""
-    from bertserve.builder.presets import PRECISIONS, PRESETS
+#: Model name -> what it is, or None for a model nothing is known about.
+KindOf = Callable[[str], "Kind | None"]
 
-    for variants in PRESETS.values():
-        for v in variants:
-            names: dict[str, str]
-            if v.device == "gpu":
-                names = {v.name: v.precision}
-            else:
-                base = v.name.removesuffix("_int8").removesuffix("_fp16")
-                names = {(base if p == "fp32" else f"{base}_{p}"): p for p in PRECISIONS}
-            if model in names:
-                return ModelKind(v.architecture.key, v.device, names[model])
+
+def unknown_kind(model: str) -> Kind | None:
+    """The default: nothing is known about any model."""
     return None
 
 
@@ -74,7 +74,7 @@ class Verdict:
         return (*head, *self.reference, *self.pick)
 
 
-def pick_sentences(analysis: Analysis) -> tuple[str, ...]:
+def pick_sentences(analysis: Analysis, kind_of: KindOf = unknown_kind) -> tuple[str, ...]:
     """Model Analyzer's summary: the cheapest deployment within the budget and how many
     times cheaper per million inferences it is than the next, one line per sequence length
     (a cost per inference compares only deployments doing the same work). The 2-layer test
@@ -91,7 +91,7 @@ def pick_sentences(analysis: Analysis) -> tuple[str, ...]:
             f"No verdict: no costed deployment has a point within {budget} "
             f"({_fastest(analysis)}); raise --latency-budget-ms.",
         )
-    real = [s for s in costed if not _is_test_model(s)]
+    real = [s for s in costed if not _is_test_model(s, kind_of)]
     candidates = real or costed
     lengths = sorted({s.deployment.run.seq_len or 0 for s in candidates})
     lines = []
@@ -101,17 +101,19 @@ def pick_sentences(analysis: Analysis) -> tuple[str, ...]:
             key=lambda s: s.best_cost or 0.0,
         )
         workload = "" if len(lengths) == 1 else (f" at seq {length}" if length else " (seq ?)")
-        lines.append(_pick(group, analysis, workload))
+        lines.append(_pick(group, analysis, workload, kind_of))
     return tuple(lines)
 
 
-def _pick(group: list[DeploymentSummary], analysis: Analysis, workload: str) -> str:
+def _pick(
+    group: list[DeploymentSummary], analysis: Analysis, workload: str, kind_of: KindOf
+) -> str:
     first = group[0]
     head = (
         f"Verdict{workload}: pick {first.deployment.label} on {_machine_id(first)}, "
         f"{fmt.dollars(first.best_cost)} per million inferences at {_point(first, analysis)}"
     )
-    if _is_test_model(first):
+    if _is_test_model(first, kind_of):
         head += " (a 2-layer test model: a smoke test, not a BERT QA deployment)"
     if len(group) == 1:
         where = "" if analysis.budget_ms is None else f" with a point within {analysis.budget_text}"
@@ -125,8 +127,8 @@ def _pick(group: list[DeploymentSummary], analysis: Analysis, workload: str) -> 
     )
 
 
-def _is_test_model(s: DeploymentSummary) -> bool:
-    kind = model_kind(s.deployment.run.model or s.deployment.label)
+def _is_test_model(s: DeploymentSummary, kind_of: KindOf) -> bool:
+    kind = kind_of(s.deployment.run.model or s.deployment.label)
     return kind is not None and kind.architecture == "tiny"
 
 
@@ -135,6 +137,7 @@ def reference_sentences(
     bench: ReferenceBenchmark,
     rows: list[HeadlineRow],
     guess: MachineGuess | None = None,
+    kind_of: KindOf = unknown_kind,
 ) -> tuple[str, ...]:
     """Each measured deployment against the reference's deployment of the same model on the
     same kind of device: dollars per million inferences side by side, and whether the two
@@ -145,7 +148,7 @@ def reference_sentences(
     for s in analysis.summaries:
         if s.deployment.label in reference_labels:
             continue
-        sentences.append(_against_reference(s, analysis, by_id, guess))
+        sentences.append(_against_reference(s, analysis, by_id, guess, kind_of))
     return tuple(sentences)
 
 
@@ -154,9 +157,10 @@ def _against_reference(
     analysis: Analysis,
     headline: dict[str, HeadlineRow],
     guess: MachineGuess | None,
+    kind_of: KindOf,
 ) -> str:
     d = s.deployment
-    kind = model_kind(d.run.model or d.label)
+    kind = kind_of(d.run.model or d.label)
     name = kind.title if kind else d.label
     where = _where(s, guess)
     if s.best is None:
