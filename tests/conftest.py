@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,15 @@ from bertserve.launch import ServerProcess
 from bertserve.perf.analyzer import ENV_VAR, find_perf_analyzer
 
 TINY = "bert_tiny_onnx_cpu"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def find_tool(name: str, env_var: str) -> str | None:
+    """A program the tests drive (promtool, chromium): $ENV_VAR, then this checkout's
+    .tools/NAME (where scripts/install puts what it unpacks), then PATH."""
+    candidates = [os.environ.get(env_var), str(ROOT / ".tools" / name), shutil.which(name)]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
 
 #: Skips a test that runs Triton's real perf_analyzer where none is installed.
 needs_perf_analyzer = pytest.mark.skipif(

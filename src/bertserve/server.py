@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
+import sys
 from collections.abc import Generator
 from types import TracebackType
-from typing import Any
 
 import grpc
 import uvicorn
@@ -23,7 +22,7 @@ from bertserve.announce import READY_LINE, started_line
 from bertserve.endpoints.grpc import start_grpc_server
 from bertserve.endpoints.http import HttpApp
 from bertserve.engine import Engine
-from bertserve.metrics import GpuMetrics, TritonMetrics
+from bertserve.metrics import MetricsServer, build_registry
 from bertserve.settings import ServerSettings
 
 __all__ = ["Server", "serve", "bind"]
@@ -79,7 +78,7 @@ class Server:
         self._http: _UvicornServer | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._grpc: grpc.aio.Server | None = None
-        self._metrics: Any = None  # prometheus_client's WSGI server, on a thread of its own
+        self._metrics: MetricsServer | None = None  # on a thread of its own
 
     async def start(self) -> None:
         """Bind and serve every enabled service; a port that cannot be bound is a SystemExit
@@ -152,26 +151,19 @@ class Server:
         log.info("HTTP service listening on %s:%d", self.settings.host, self.ports["http"])
 
     def _start_metrics(self) -> None:
-        from prometheus_client import CollectorRegistry, start_http_server
-
         engine = self.engine
-        registry = CollectorRegistry()
-        registry.register(
-            TritonMetrics(
-                engine.all_stats,
-                lambda: [
-                    (e.name, str(v), s.scheduler.queue_length())
-                    for e in list(engine.models.values())
-                    for v, s in list(e.versions.items())
-                ],
-            )
+        registry = build_registry(
+            engine.all_stats,
+            lambda: [
+                (e.name, str(v), s.scheduler.queue_length())
+                for e in list(engine.models.values())
+                for v, s in list(e.versions.items())
+            ],
+            self.settings,
         )
-        gpu_metrics = GpuMetrics(dict(os.environ))
-        if gpu_metrics.available:
-            registry.register(gpu_metrics)
         host, port = self.settings.host, self.settings.metrics_port
         try:
-            self._metrics, _thread = start_http_server(port, addr=host, registry=registry)
+            self._metrics = MetricsServer(host, port, registry)
         except OSError as exc:
             error = _bind_error("metrics", f"{host}:{port}", exc.strerror, "--metrics-port")
             raise SystemExit(error) from None
@@ -196,9 +188,10 @@ async def serve(settings: ServerSettings) -> int:
     loading = asyncio.create_task(server.load())
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    failed = loading in done and loading.exception() is not None
-    if failed:
-        log.error("startup failed: %s", loading.exception())
+    failure = loading.exception() if loading in done else None
+    if failure is not None:
+        # Nothing can be served (an unreadable repository, say): say why, exit non-zero.
+        print(f"bertserve serve: cannot serve: {failure}", file=sys.stderr, flush=True)
     elif loading in done:
         print(READY_LINE, flush=True)
         await stopping
@@ -209,4 +202,4 @@ async def serve(settings: ServerSettings) -> int:
     await asyncio.gather(loading, stopping, return_exceptions=True)
     await server.stop()
     print("bertserve stopped", flush=True)
-    return 1 if failed else 0
+    return 1 if failure is not None else 0

@@ -33,6 +33,16 @@ class ServerSettings:
     allow_http: bool = True
     allow_grpc: bool = True
     allow_metrics: bool = True
+    #: Serve nv_cpu_* (machine CPU use and memory) with the metrics (`--allow-cpu-metrics`).
+    allow_cpu_metrics: bool = True
+    #: `--metrics-config counter_latencies=`: Triton's cumulative latency counters
+    #: (nv_inference_*_duration_us).
+    metrics_counter_latencies: bool = True
+    #: `--metrics-config summary_latencies=`: latency summaries (nv_inference_*_summary_us),
+    #: quantiles over each model version's last 60 s of requests.
+    metrics_summary_latencies: bool = False
+    #: `--metrics-config summary_quantiles=`: the quantiles the summaries report.
+    metrics_summary_quantiles: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99, 0.999)
     #: none: load everything at start, no changes; explicit: load/unload through the API
     #: (only `load_models` at start); poll: rescan the repositories every `repository_poll_secs`.
     model_control_mode: str = "none"

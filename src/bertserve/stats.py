@@ -5,10 +5,21 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Duration", "BatchStats", "ModelStats", "RequestTiming"]
+__all__ = [
+    "WINDOW_FIELDS",
+    "BatchStats",
+    "Duration",
+    "LatencyWindow",
+    "ModelStats",
+    "RequestTiming",
+]
+
+#: The per-request durations a LatencyWindow keeps, in this order.
+WINDOW_FIELDS = ("request", "queue", "compute_input", "compute_infer", "compute_output")
 
 
 @dataclass(slots=True)
@@ -51,6 +62,25 @@ class RequestTiming:
     output_done: int = 0  # outputs split back
 
 
+class LatencyWindow:
+    """The last `max_age_s` seconds of each request's durations in microseconds (request,
+    queue, compute input/infer/output), for Triton's latency summaries. At most
+    `max_samples` are kept: under a heavier load the window is shorter than `max_age_s`."""
+
+    def __init__(self, max_age_s: float = 60.0, max_samples: int = 100_000) -> None:
+        self.max_age_s = max_age_s
+        self._samples: deque[tuple[float, ...]] = deque(maxlen=max_samples)
+
+    def add(self, now_s: float, durations_us: tuple[float, ...]) -> None:
+        self._samples.append((now_s, *durations_us))
+
+    def recent(self, now_s: float) -> list[tuple[float, ...]]:
+        """Durations of the requests that finished within `max_age_s` of `now_s`."""
+        while self._samples and self._samples[0][0] < now_s - self.max_age_s:
+            self._samples.popleft()
+        return [sample[1:] for sample in self._samples]
+
+
 @dataclass
 class ModelStats:
     """Counters of one model version. Updated from the event loop and from instance threads."""
@@ -68,17 +98,32 @@ class ModelStats:
     last_inference_ms: int = 0
     fail_reasons: dict[str, int] = field(default_factory=dict)
     batches: dict[int, BatchStats] = field(default_factory=dict)
+    #: Recent per-request durations, kept only when latency summaries are on.
+    window: LatencyWindow | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record_success(self, timing: RequestTiming, batch_items: int, end_ns: int) -> None:
+        request = end_ns - timing.arrival
+        queue = timing.dispatch - timing.arrival
+        compute_input = timing.input_done - timing.dispatch
+        compute_infer = timing.infer_done - timing.input_done
+        compute_output = timing.output_done - timing.infer_done
         with self._lock:
-            self.success.add(end_ns - timing.arrival)
-            self.queue.add(timing.dispatch - timing.arrival)
-            self.compute_input.add(timing.input_done - timing.dispatch)
-            self.compute_infer.add(timing.infer_done - timing.input_done)
-            self.compute_output.add(timing.output_done - timing.infer_done)
+            self.success.add(request)
+            self.queue.add(queue)
+            self.compute_input.add(compute_input)
+            self.compute_infer.add(compute_infer)
+            self.compute_output.add(compute_output)
             self.inference_count += batch_items
             self.last_inference_ms = int(time.time() * 1000)
+            if self.window is not None:
+                durations = (request, queue, compute_input, compute_infer, compute_output)
+                self.window.add(time.monotonic(), tuple(ns / 1000 for ns in durations))
+
+    def recent_latencies(self) -> list[tuple[float, ...]]:
+        """The window's per-request durations (WINDOW_FIELDS order, microseconds)."""
+        with self._lock:
+            return [] if self.window is None else self.window.recent(time.monotonic())
 
     def record_failure(self, timing: RequestTiming | None, reason: str, end_ns: int) -> None:
         with self._lock:

@@ -32,7 +32,7 @@ def test_force_replaces_the_whole_model_folder(tmp_path: Path) -> None:
     build_preset("tiny", tmp_path, force=True)
     assert not (tmp_path / NAME / "2").exists()  # no half-old, half-new model
     assert (tmp_path / NAME / "1" / "model.onnx").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [NAME, "other_model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [NAME, f"{NAME}_qa", "other_model"]
 
 
 def test_disk_full_midway_leaves_the_repository(

@@ -37,7 +37,27 @@ def test_layout_and_config(tiny_build: BuildOutcome) -> None:
     assert params["weights"] == "random"
     assert params["tokenizer"] == TOKENIZER_DIR
     assert params["tokenizer_generated"] == "true"
-    assert sorted(p.name for p in tiny_build.repository.iterdir()) == [NAME]  # no leftovers
+    # No leftovers: the model and the QA pipeline written beside it.
+    assert sorted(p.name for p in tiny_build.repository.iterdir()) == [NAME, f"{NAME}_qa"]
+
+
+def test_a_qa_pipeline_is_written_beside_the_model(tiny_build: BuildOutcome) -> None:
+    from bertserve.backends.qa_pipeline import PipelineSettings
+
+    pipeline_dir = tiny_build.repository / f"{NAME}_qa"
+    config = _config(pipeline_dir)
+    assert config.backend == "bertserve_qa"
+    assert (pipeline_dir / "1").is_dir()
+    settings = PipelineSettings.from_config(config)  # what the server reads at load
+    assert settings.qa_model == NAME
+    assert settings.qa_inputs == ("input_ids", "attention_mask", "token_type_ids")
+    assert settings.windows.max_seq_len == 384
+    assert settings.max_windows_per_call <= 8  # the QA model's max_batch_size
+    assert not settings.spans.allow_impossible  # not a SQuAD 2.0 model
+    assert tiny_build.pipelines == [f"{NAME}_qa"]
+    assert f"QA pipelines (text in, answer out; `bertserve ask -m NAME`): {NAME}_qa" in (
+        tiny_build.summary()
+    )
 
 
 def test_onnx_graph_has_dynamic_batch_and_sequence(tiny_build: BuildOutcome) -> None:
@@ -83,9 +103,43 @@ def test_cli_builds_and_refuses_to_overwrite(
     first = (repo / f"{NAME}_int8" / "1" / "model.onnx").read_bytes()
     assert main(["build", "--preset", "tiny", "--output", str(repo), "--precision", "int8"]) == 1
     err = capsys.readouterr().err
-    assert "already holds bert_tiny_onnx_cpu_int8: pass --force" in err
+    assert "already holds bert_tiny_onnx_cpu_int8, bert_tiny_onnx_cpu_int8_qa: pass --force" in err
     assert (repo / f"{NAME}_int8" / "1" / "model.onnx").read_bytes() == first
     args = ["build", "--preset", "tiny", "--output", str(repo), "--precision", "int8"]
     assert main([*args, "--force", "--seed", "7"]) == 0
     assert (repo / f"{NAME}_int8" / "1" / "model.onnx").read_bytes() != first
-    assert sorted(p.name for p in repo.iterdir()) == [f"{NAME}_int8"]
+    assert sorted(p.name for p in repo.iterdir()) == [f"{NAME}_int8", f"{NAME}_int8_qa"]
+
+
+def test_cli_shows_each_stage_on_stderr_and_the_summary_on_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["build", "--preset", "tiny", "--output", str(tmp_path / "m"), "--no-qa-pipeline"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    stages = [line.split("] ", 1)[1] for line in captured.err.splitlines() if " done in " in line]
+    assert [s.rsplit(" done in ", 1)[0] for s in stages] == [
+        "tiny: loading the random checkpoint",
+        "tiny: exporting to ONNX",
+        "tiny: optimizing (ONNX Runtime transformer fusion)",
+        f"{NAME}: writing the fused fp32 model",
+        "tiny: reference logits at seq 128 (transformers)",
+        f"{NAME}: parity against transformers fp32",
+    ]
+    assert captured.out.startswith("bertserve build --preset tiny: 1 of 1 models")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [NAME]  # no pipeline asked
+
+
+def test_cli_without_the_build_extra_names_it_and_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    for module in ("torch", "transformers"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    assert main(["build", "--preset", "tiny", "--output", str(tmp_path / "m")]) == 2
+    assert capsys.readouterr().err == (
+        "bertserve build needs the build extra (torch, transformers missing): "
+        "pip install 'bertserve[build]'\n"
+    )
+    assert not (tmp_path / "m").exists()

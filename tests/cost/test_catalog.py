@@ -31,12 +31,36 @@ def test_shipped_catalog_has_the_reference_prices() -> None:
 def test_every_shipped_entry_names_source_and_date() -> None:
     catalog = load_catalog()
     assert len(catalog) >= 15
-    accelerators = " ".join(m.accelerator for m in catalog.values())
-    for gpu in ("T4", "L4", "A10G", "A100", "H100"):
-        assert gpu in accelerators
     for machine in catalog.values():
         assert machine.source and machine.as_of and machine.price_per_hour > 0
         assert "http" not in machine.source
+        if machine.vcpus is not None:  # a machine, not a part: matched by kind
+            assert machine.kind in ("general-purpose", "compute-optimized", "accelerator-optimized")
+
+
+def test_the_gpus_users_rent_are_priced_on_both_clouds() -> None:
+    catalog = load_catalog()
+    offered = {(m.provider, m.gpu_model) for m in catalog.values() if m.vcpus and m.gpu_count}
+    for gpu in ("T4", "L4", "A100", "H100", "H200"):
+        assert ("gcp", gpu) in offered and ("aws", gpu) in offered, gpu
+    assert ("aws", "A10G") in offered  # A10G is an AWS part only
+
+
+def test_accelerator_text_gives_count_and_model() -> None:
+    catalog = load_catalog()
+    assert (catalog["aws-p5-48xlarge"].gpu_count, catalog["aws-p5-48xlarge"].gpu_model) == (
+        8,
+        "H100",
+    )
+    assert catalog["gcp-n1-standard-4-t4"].gpu_model == "T4"
+    assert catalog["gcp-n1-standard-2"].gpu_count == 0
+
+
+def test_share_prices_one_gpu_of_an_eight_gpu_machine() -> None:
+    catalog = load_catalog()
+    one = catalog["aws-p5en-48xlarge-1gpu"]
+    assert one.price_per_hour == pytest.approx(catalog["aws-p5en-48xlarge"].price_per_hour / 8)
+    assert (one.share, one.parts, one.gpu_count) == (0.125, ("aws-p5en-48xlarge",), 1)
 
 
 def test_override_merges_over_the_shipped_catalog(tmp_path: Path) -> None:
@@ -92,6 +116,15 @@ as_of = "2026"
         ("[machines.x]\nname='x'\nsource='s'\nas_of='n'\nparts=['nope']\n", "part 'nope'"),
         ("[machines.x]\nname='x'\nsource='s'\nas_of='n'\nparts=['x']\n", "a cycle"),
         ("currency = 'EUR'\n", "bertserve catalogs are USD"),
+        (
+            "[machines.x]\nname='x'\nsource='s'\nas_of='n'\nprice_per_hour=1\nshare=0.5\n",
+            "`share` prices a slice of `parts`",
+        ),
+        (
+            "[machines.y]\nname='y'\nsource='s'\nas_of='n'\nprice_per_hour=8\n"
+            "[machines.x]\nname='x'\nsource='s'\nas_of='n'\nparts=['y']\nshare=2\n",
+            "`share` must be a number in (0, 1]",
+        ),
         ("machine = 1\n", "unknown top-level key(s) machine"),
     ],
 )

@@ -8,7 +8,6 @@ pending-requests rule must see the requests waiting in the batcher."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import threading
@@ -22,7 +21,7 @@ import pytest
 import tritonclient.http as httpclient
 import yaml
 
-from tests.conftest import TINY, ServerProcess, copy_model, start_server
+from tests.conftest import TINY, ServerProcess, copy_model, find_tool, start_server
 from tests.frontends.protocols import feed, inputs
 
 pytestmark = pytest.mark.e2e
@@ -39,9 +38,10 @@ ONPREM_RULE = (
     "(1+delta(nv_inference_request_success{<<.LabelMatchers>>}[30s]))) by (<<.GroupBy>>)"
 )
 
+PROMETHEUS = find_tool("prometheus", "BERTSERVE_PROMETHEUS")
 needs_prometheus = pytest.mark.skipif(
-    shutil.which("prometheus") is None,
-    reason="prometheus not installed (Debian package prometheus; .ci/run installs it)",
+    PROMETHEUS is None,
+    reason="prometheus not found (scripts/install unpacks it from Debian's prometheus package)",
 )
 
 
@@ -81,7 +81,7 @@ class Prometheus:
         self.log = open(root / "prometheus.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [
-                "prometheus",
+                str(PROMETHEUS),
                 f"--config.file={root / 'prometheus.yml'}",
                 f"--storage.tsdb.path={root / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",

@@ -180,7 +180,7 @@ def test_packing_parameters_are_checked(checkpoint: tuple) -> None:
         _load(version_dir, {"seq_buckets": "32", "max_tokens": "16"})
     with pytest.raises(ConfigError, match="token_buckets"):
         _load(version_dir, {"seq_buckets": "32", "token_buckets": "8,16"})
-    with pytest.raises(ConfigError, match="packing 'sometimes'"):
+    with pytest.raises(ConfigError, match="packing must be true or false.*got 'sometimes'"):
         _load(version_dir, {"packing": "sometimes"})
 
 

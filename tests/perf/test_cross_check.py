@@ -33,6 +33,9 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.perf_analyzer,
     needs_perf_analyzer,
+    # Our load generator runs in this process: a coverage tracer would slow it, and the
+    # comparison with perf_analyzer's timing is the point of the test.
+    pytest.mark.no_cover,
 ]
 
 MODEL = "steady"

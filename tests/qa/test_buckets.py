@@ -3,20 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bertserve.errors import ConfigError
-from bertserve.qa.buckets import ModelCall, bucket_for, pad_windows, parse_buckets, plan_calls
+from bertserve.qa.buckets import ModelCall, bucket_for, pad_windows, plan_calls
 from bertserve.qa.windows import Window
-
-
-def test_parse_buckets_sorts_dedupes_and_adds_max() -> None:
-    assert parse_buckets("256, 64,64,128", 384) == (64, 128, 256, 384)
-    assert parse_buckets("", 384) == (384,)
-
-
-@pytest.mark.parametrize("text", ["64,abc", "0,64", "512"])
-def test_parse_buckets_refuses_bad_values(text: str) -> None:
-    with pytest.raises(ConfigError, match="buckets"):
-        parse_buckets(text, 384)
 
 
 def test_bucket_for_picks_smallest_that_fits() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,11 @@ def test_autocomplete_refuses_wrong_tensors(repo: Path) -> None:
         ("allow_impossible", "maybe", "allow_impossible must be true or false"),
         ("max_answer_len", "0", "max_answer_len must be at least 1"),
         ("tokenizer", "nowhere/tokenizer.json", "is not a file"),
+        ("buckets", "64,abc", "buckets must list integers"),
+        ("buckets", "0,64", "buckets must list integers"),
+        ("qa_outputs", "start_logits", "qa_outputs must name two outputs"),
+        ("qa_model", "../toy_qa", "qa_model must be the name of a model"),
+        ("qa_model_version", "../1", "qa_model_version must be a version number"),
     ],
 )
 def test_bad_parameters_are_config_errors(repo: Path, key: str, value: str, message: str) -> None:
@@ -101,6 +107,40 @@ def test_bad_parameters_are_config_errors(repo: Path, key: str, value: str, mess
     config.parameters[key].string_value = value
     with pytest.raises(ConfigError, match=message):
         get_backend("bertserve_qa").autocomplete(config, repo / "qa" / "1")
+
+
+@pytest.mark.parametrize(("text", "expected"), [("yes", True), ("on", True), ("No", False)])
+def test_booleans_are_spelled_as_everywhere_else(repo: Path, text: str, expected: bool) -> None:
+    config = _config(repo)
+    config.parameters["allow_impossible"].string_value = text
+    assert PipelineSettings.from_config(config).spans.allow_impossible is expected
+
+
+def test_buckets_are_sorted_deduplicated_and_end_at_max_seq_len(repo: Path) -> None:
+    config = _config(repo)
+    config.parameters["buckets"].string_value = "64, 32,32"
+    assert PipelineSettings.from_config(config).buckets == (32, 64, 128)
+    config.parameters["max_seq_len"].string_value = "384"
+    del config.parameters["buckets"]
+    assert PipelineSettings.from_config(config).buckets == (64, 128, 256, 384)
+    config.parameters["max_seq_len"].string_value = "48"
+    config.parameters["max_query_len"].string_value = "8"
+    config.parameters["doc_stride"].string_value = "8"
+    assert PipelineSettings.from_config(config).buckets == (48,)
+
+
+def test_tokenizer_parameter_is_confined_to_the_pipeline_folder(repo: Path) -> None:
+    # Inside the pipeline's own folder (relative to its version folder): taken.
+    shutil.copytree(repo / "toy_qa" / "1" / "tokenizer", repo / "qa" / "tokenizer")
+    config = _config(repo)
+    config.parameters["tokenizer"].string_value = "../tokenizer"
+    get_backend("bertserve_qa").autocomplete(config, repo / "qa" / "1")
+    # Another model's folder, or anywhere else: refused, whether the file exists or not.
+    for outside in ("../../toy_qa/1/tokenizer", str(repo / "toy_qa" / "1" / "tokenizer")):
+        config = _config(repo)
+        config.parameters["tokenizer"].string_value = outside
+        with pytest.raises(ConfigError, match="parameters.tokenizer .* leads outside"):
+            get_backend("bertserve_qa").autocomplete(config, repo / "qa" / "1")
 
 
 def test_tokenizer_is_found_next_to_the_qa_model(repo: Path) -> None:

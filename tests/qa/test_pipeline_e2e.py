@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -246,11 +247,12 @@ def tiny_qa_server(
     from bertserve.backends.qa_pipeline import pipeline_config
 
     root = tmp_path_factory.mktemp("tiny_qa_repo")
-    tokenizer = tiny_repo / TINY / "1" / "tokenizer" / "tokenizer.json"
-    config = pipeline_config(
-        "tiny_qa", TINY, {"tokenizer": str(tokenizer), "max_seq_len": "256", "doc_stride": "64"}
-    )
+    # A pipeline reads only files inside its own folder: it gets a copy of the tokenizer.
     (root / "tiny_qa" / "1").mkdir(parents=True)
+    shutil.copy(tiny_repo / TINY / "1" / "tokenizer" / "tokenizer.json", root / "tiny_qa" / "1")
+    config = pipeline_config(
+        "tiny_qa", TINY, {"tokenizer": "tokenizer.json", "max_seq_len": "256", "doc_stride": "64"}
+    )
     (root / "tiny_qa" / "config.pbtxt").write_text(text_format.MessageToString(config))
     server = start_server(tiny_repo, root)
     yield server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib import resources
@@ -83,7 +84,75 @@ def test_inputs_with_budget_and_random_weights(
     assert "| mine | aws-g4dn-xlarge | $0.526 | 2 | 200 |" in md
     assert "$0.7306" in md
     assert "DistilBERT CPU: no point meets p99 latency <= 5 ms" in md
-    assert "measured with RANDOM WEIGHTS" in capsys.readouterr().out
+    assert md.count("RANDOM WEIGHTS") == 1  # one warning, however many models
+    out = capsys.readouterr().out
+    assert "Measured with RANDOM WEIGHTS: mine." in out
+    # The output ends with the verdict, in dollars.
+    assert out.rstrip().splitlines()[-1] == (
+        "Verdict: pick mine on aws-g4dn-xlarge, $0.7306 per million inferences at p99 4.0 ms; "
+        "the only costed deployment with a point within p99 latency <= 5 ms."
+    )
+    assert "## Verdict" in md and "Verdict: pick mine" in md
+
+
+def test_verdict_names_the_cheaper_deployment_and_by_how_much(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with (
+        resources.as_file(REFERENCE / "perf_bert_distill_tf_cpu.csv") as cpu,
+        resources.as_file(REFERENCE / "perf_bert_base_gpu_trt.csv") as trt,
+    ):
+        code = main(
+            [
+                "report",
+                "--input", f"{cpu}:label=DistilBERT CPU:machine=gcp-n1-standard-96:batch=2",
+                "--input", f"{trt}:label=TRT T4:machine=gcp-n1-standard-4-t4:batch=2",
+                "--latency-budget-ms", "400",
+                "--output", str(tmp_path / "r"),
+            ]
+        )  # fmt: skip
+    assert code == 0
+    verdict = capsys.readouterr().out.rstrip().splitlines()[-1]
+    # At p99 <= 400 ms: TRT's best is concurrency 22 (530 inferences/s, p99 118 ms) on
+    # $0.54/h, DistilBERT's concurrency 4 (24/s, p99 369 ms) on $4.56/h.
+    assert verdict == (
+        "Verdict: pick TRT T4 on gcp-n1-standard-4-t4, $0.283 per million inferences at p99 "
+        "118.4 ms: 186.5 x cheaper per million inferences than DistilBERT CPU ($52.78) at p99 "
+        "latency <= 400 ms."
+    )
+
+
+def test_no_verdict_without_prices_or_within_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with resources.as_file(REFERENCE / "perf_bert_distill_tf_cpu.csv") as cpu:
+        assert main(["report", "--input", f"{cpu}:batch=2", "-o", str(tmp_path / "a")]) == 0
+        assert "No verdict: no deployment has a machine price" in capsys.readouterr().out
+        args = ["report", "--input", f"{cpu}:batch=2:machine=gcp-n1-standard-96"]
+        assert main([*args, "--latency-budget-ms", "10", "-o", str(tmp_path / "b")]) == 0
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last.startswith("No verdict: no costed deployment has a point within p99")
+    assert "raise --latency-budget-ms" in last
+
+
+def test_tables_printed_to_a_file_are_plain_and_keep_every_digit(tmp_path: Path) -> None:
+    """Not a terminal: no box, no wrapping, no "…", whatever the width."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bertserve", "report", "--reference", "-o", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "60"},
+    )
+    out = done.stdout
+    assert "…" not in out and "┃" not in out and "│" not in out
+    header = next(line for line in out.splitlines() if line.startswith("deployment"))
+    assert header.split() == ["deployment", "machine", "load", "inferences/s", "p99", "ms",
+                              "$/M", "inferences"]  # fmt: skip
+    row = next(line for line in out.splitlines() if line.startswith("BERT-base, TensorRT, GPU "))
+    assert row.split()[-5:] == ["gcp-n1-standard-4-t4", "22", "530", "118.4", "$0.283"]
+    assert "2,598.9" in out
+    assert max(len(line) for line in out.splitlines()) > 60  # full width, not COLUMNS
 
 
 def test_errors_are_named_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

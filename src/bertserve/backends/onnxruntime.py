@@ -12,6 +12,7 @@ from tritonclient.grpc import model_config_pb2
 
 from bertserve.backends.base import Backend, Device, LoadContext, ModelInstance
 from bertserve.backends.io_spec import TensorSpec, complete_io
+from bertserve.backends.parameters import ModelParameters, confined_file
 from bertserve.errors import ConfigError, InternalError
 
 __all__ = ["OnnxRuntimeBackend", "OnnxRuntimeInstance"]
@@ -36,14 +37,12 @@ _ONNX_TO_DATATYPE = {
 
 def _model_file(config: model_config_pb2.ModelConfig, version_dir: Path) -> Path:
     filename = config.default_model_filename or OnnxRuntimeBackend.default_model_filename
-    return version_dir / filename
+    return confined_file(filename, version_dir, "default_model_filename")
 
 
 def _graph_specs(model_file: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     import onnx
 
-    if not model_file.is_file():
-        raise ConfigError(f"model file {model_file} not found")
     try:
         model = onnx.load(str(model_file), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types
@@ -77,8 +76,9 @@ class OnnxRuntimeBackend(Backend):
     default_model_filename = "model.onnx"
 
     def autocomplete(self, config: model_config_pb2.ModelConfig, model_path: Path) -> None:
-        inputs, outputs = _graph_specs(_model_file(config, model_path))
-        complete_io(config, inputs, outputs, source=str(_model_file(config, model_path)))
+        model_file = _model_file(config, model_path)
+        inputs, outputs = _graph_specs(model_file)
+        complete_io(config, inputs, outputs, source=str(model_file))
         if not config.platform:
             config.platform = "onnxruntime_onnx"
         if not config.backend:
@@ -92,12 +92,6 @@ class OnnxRuntimeBackend(Backend):
         context: LoadContext,
     ) -> ModelInstance:
         return OnnxRuntimeInstance(config, _model_file(config, model_path), device, context)
-
-
-def _parameter(config: model_config_pb2.ModelConfig, key: str) -> str | None:
-    if key in config.parameters:
-        return config.parameters[key].string_value
-    return None
 
 
 def _default_threads(config: model_config_pb2.ModelConfig) -> int:
@@ -116,21 +110,17 @@ class OnnxRuntimeInstance(ModelInstance):
     ) -> None:
         import onnxruntime as ort
 
+        params = ModelParameters(config)
         options = ort.SessionOptions()
-        threads = _parameter(config, "intra_op_thread_count")
-        try:
-            options.intra_op_num_threads = int(threads) if threads else _default_threads(config)
-            inter = _parameter(config, "inter_op_thread_count")
-            if inter:
-                options.inter_op_num_threads = int(inter)
-        except ValueError:
-            raise ConfigError(
-                "parameters intra_op_thread_count / inter_op_thread_count must be integers"
-            ) from None
+        # 0 leaves the count to onnxruntime (one thread per core).
+        options.intra_op_num_threads = params.integer(
+            "intra_op_thread_count", _default_threads(config), minimum=0
+        )
+        options.inter_op_num_threads = params.integer("inter_op_thread_count", 0, minimum=0)
         # ORT's pool threads spin after each run by default; on a machine whose cores are
         # shared with the server's event loop (and often the load generator) that spinning
         # starves the loop. Opt back in with parameters { key: "allow_spinning" value "1" }.
-        spinning = _parameter(config, "allow_spinning") or "0"
+        spinning = "1" if params.boolean("allow_spinning", False) else "0"
         options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -91,7 +91,7 @@ def row_lengths(inputs: Mapping[str, np.ndarray], spec: PackingSpec) -> np.ndarr
     if given.all():  # the common case, in one pass: no padding
         return None
     mask = given != 0
-    lengths = mask.sum(axis=1)
+    lengths: np.ndarray = mask.sum(axis=1)
     if not np.array_equal(mask, np.arange(mask.shape[1]) < lengths[:, None]):
         raise InvalidInput(
             f"input '{spec.length_input}' must be right-padded (ones, then zeros) on a model "
@@ -128,7 +128,9 @@ def pack(
     return PackedBatch(tokens, np.concatenate(lengths), tuple(spans))
 
 
-def unpack(outputs: Mapping[str, np.ndarray], batch: PackedBatch, fill: float) -> list[dict]:
+def unpack(
+    outputs: Mapping[str, np.ndarray], batch: PackedBatch, fill: float
+) -> list[dict[str, np.ndarray]]:
     """Per-token outputs (tokens, ...) -> each request's outputs [rows, width, ...]. Views
     of `outputs` where no row was trimmed."""
     results: list[dict[str, np.ndarray]] = []

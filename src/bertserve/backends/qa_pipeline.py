@@ -13,8 +13,9 @@ checks again, so nothing unchecked is computed when an instance is driven direct
 
 config.pbtxt parameters (all strings, as Triton's `parameters` are):
   qa_model            the QA model to call (required); qa_model_version ("" = latest)
-  tokenizer           tokenizer.json, relative to the repository root; default: the QA model's
-                      newest version folder's tokenizer/tokenizer.json or tokenizer.json
+  tokenizer           tokenizer.json (or a folder holding one) inside this model's folder,
+                      relative to its version folder; default: the QA model's newest version
+                      folder's tokenizer/tokenizer.json or tokenizer.json
   max_seq_len 384, doc_stride 128 (overlap in tokens), max_query_len 64, max_answer_len 30
   buckets             "64,128,256,384": each QA call is padded to the smallest that fits
   max_windows_per_call 4 (keep <= the QA model's max_batch_size)
@@ -34,8 +35,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bertserve.backends.base import Backend, Device, LoadContext, ModelInstance
+from bertserve.backends.parameters import ModelParameters, confined_file
 from bertserve.errors import BertserveError, ConfigError, InternalError
-from bertserve.qa.buckets import pad_windows, parse_buckets, plan_calls
+from bertserve.qa.buckets import pad_windows, plan_calls
 from bertserve.qa.spans import Answer, SpanSettings, extract_answers
 from bertserve.qa.texts import TextLimits, decode_pairs
 from bertserve.qa.windows import Window, Windower, WindowSettings
@@ -87,79 +89,63 @@ class PipelineSettings:
 
     @classmethod
     def from_config(cls, config: model_config_pb2.ModelConfig) -> PipelineSettings:
-        params = {k: v.string_value for k, v in config.parameters.items()}
-        qa_model = params.get("qa_model", "").strip()
-        if not qa_model:
-            raise ConfigError(
-                "parameters.qa_model is missing: name the QA model this pipeline calls"
-            )
-
-        def number(key: str, default: int) -> int:
-            try:
-                return int(params.get(key, default))
-            except ValueError:
-                raise ConfigError(f"parameters.{key} must be an integer") from None
-
+        params = ModelParameters(config)
+        qa_model = params.required("qa_model", "name the QA model this pipeline calls")
+        if qa_model in (".", "..") or any(sep in qa_model for sep in "/\\"):
+            raise params.invalid("qa_model", "must be the name of a model in this repository")
+        version = params.text("qa_model_version")
+        if version and not version.isdigit():
+            raise params.invalid("qa_model_version", "must be a version number, or absent")
         windows = WindowSettings(
-            max_seq_len=number("max_seq_len", 384),
-            doc_stride=number("doc_stride", 128),
-            max_query_len=number("max_query_len", 64),
+            max_seq_len=params.integer("max_seq_len", 384, minimum=1),
+            doc_stride=params.integer("doc_stride", 128, minimum=0),
+            max_query_len=params.integer("max_query_len", 64, minimum=1),
         )
-        try:
-            threshold = float(params.get("null_threshold", 0.0))
-        except ValueError:
-            raise ConfigError("parameters.null_threshold must be a number") from None
-        allow = params.get("allow_impossible", "false").strip().lower()
-        if allow not in ("true", "false", "1", "0"):
-            raise ConfigError(f"parameters.allow_impossible must be true or false, got '{allow}'")
         spans = SpanSettings(
-            max_answer_len=number("max_answer_len", 30),
-            allow_impossible=allow in ("true", "1"),
-            null_threshold=threshold,
+            max_answer_len=params.integer("max_answer_len", 30, minimum=1),
+            allow_impossible=params.boolean("allow_impossible", False),
+            null_threshold=params.number("null_threshold", 0.0),
         )
-        if spans.max_answer_len < 1:
-            raise ConfigError("parameters.max_answer_len must be at least 1")
-        limits = TextLimits(number("max_question_bytes", 4096), number("max_context_bytes", 65536))
-        per_call = number("max_windows_per_call", 4)
-        if per_call < 1:
-            raise ConfigError("parameters.max_windows_per_call must be at least 1")
-        default_buckets = ",".join(str(b) for b in _DEFAULT_BUCKETS if b < windows.max_seq_len)
-        qa_inputs = tuple(n.strip() for n in params.get("qa_inputs", ",".join(_ROLES)).split(","))
-        if "input_ids" not in qa_inputs or not set(qa_inputs) <= set(_ROLES):
-            raise ConfigError(
-                f"parameters.qa_inputs '{','.join(qa_inputs)}' must list input_ids and any of "
-                "attention_mask, token_type_ids"
+        limits = TextLimits(
+            max_question_bytes=params.integer("max_question_bytes", 4096, minimum=1),
+            max_context_bytes=params.integer("max_context_bytes", 65536, minimum=1),
+        )
+        buckets = params.integers(
+            "buckets", tuple(b for b in _DEFAULT_BUCKETS if b < windows.max_seq_len), minimum=1
+        )
+        if buckets and buckets[-1] > windows.max_seq_len:
+            raise params.invalid("buckets", f"must not exceed max_seq_len {windows.max_seq_len}")
+        qa_inputs = params.names("qa_inputs", _ROLES, allowed=_ROLES)
+        if "input_ids" not in qa_inputs:
+            raise params.invalid(
+                "qa_inputs", "must list input_ids and any of attention_mask, token_type_ids"
             )
-        qa_outputs = tuple(
-            n.strip() for n in params.get("qa_outputs", "start_logits,end_logits").split(",")
-        )
+        qa_outputs = params.names("qa_outputs", ("start_logits", "end_logits"))
         if len(qa_outputs) != 2:
-            raise ConfigError("parameters.qa_outputs must name two outputs: start, end logits")
+            raise params.invalid("qa_outputs", "must name two outputs: start, end logits")
         return cls(
             qa_model=qa_model,
-            qa_model_version=params.get("qa_model_version", ""),
-            tokenizer=params.get("tokenizer", ""),
+            qa_model_version=version,
+            tokenizer=params.text("tokenizer"),
             windows=windows,
             spans=spans,
             limits=limits,
-            buckets=parse_buckets(params.get("buckets", default_buckets), windows.max_seq_len),
-            max_windows_per_call=per_call,
+            # max_seq_len is always a bucket: every window fits somewhere.
+            buckets=tuple(sorted({*buckets, windows.max_seq_len})),
+            max_windows_per_call=params.integer("max_windows_per_call", 4, minimum=1),
             qa_inputs=qa_inputs,
             qa_outputs=(qa_outputs[0], qa_outputs[1]),
         )
 
 
 def find_tokenizer(settings: PipelineSettings, version_dir: Path) -> Path:
-    """The tokenizer.json the settings name, resolved against the repository root."""
-    root = version_dir.resolve().parent.parent
+    """The tokenizer.json the settings name (inside the pipeline's folder, relative to its
+    version folder), else the QA model's own."""
     if settings.tokenizer:
-        path = Path(settings.tokenizer)
-        path = path if path.is_absolute() else root / path
-        if path.is_dir():
-            path = path / "tokenizer.json"
-        if not path.is_file():
-            raise ConfigError(f"parameters.tokenizer: {path} is not a file")
-        return path
+        return confined_file(
+            settings.tokenizer, version_dir, "parameters.tokenizer", in_folder="tokenizer.json"
+        )
+    root = version_dir.resolve().parent.parent
     model_dir = root / settings.qa_model
     versions = sorted(
         (p for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()),
@@ -174,7 +160,8 @@ def find_tokenizer(settings: PipelineSettings, version_dir: Path) -> Path:
                 return candidate
     raise ConfigError(
         f"no tokenizer.json found for QA model '{settings.qa_model}' under {model_dir}: "
-        "set parameters.tokenizer to its path (relative to the model repository)"
+        "copy it into the pipeline's folder and set parameters.tokenizer to its path (relative "
+        "to the pipeline's version folder)"
     )
 
 

@@ -6,10 +6,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["stack_inputs", "split_outputs", "shape_key"]
+__all__ = ["ShapeKey", "stack_inputs", "split_outputs", "shape_key"]
 
 
-def shape_key(inputs: Mapping[str, np.ndarray]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+#: Each input's name and non-batch shape.
+ShapeKey = tuple[tuple[str, tuple[int, ...]], ...]
+
+
+def shape_key(inputs: Mapping[str, np.ndarray]) -> ShapeKey:
     """What must agree for two requests to share a batch: each input's non-batch shape."""
     return tuple((name, array.shape[1:]) for name, array in inputs.items())
 

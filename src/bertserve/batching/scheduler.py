@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,6 +35,8 @@ from bertserve.stats import ModelStats, RequestTiming
 __all__ = ["Scheduler", "Pending"]
 
 log = logging.getLogger("bertserve.scheduler")
+#: One line per executed batch at INFO (`serve --log-verbose 1`).
+batch_log = logging.getLogger("bertserve.batches")
 _now = time.perf_counter_ns
 
 
@@ -46,11 +48,11 @@ class Pending:
     outputs: list[str]
     batch_size: int  # items this request carries (1 when the model has no batch axis)
     cost: int  # what it takes of a batch's budget: items, or tokens on a model that packs
-    key: tuple
+    key: tuple[object, ...]  # requests share a batch only when equal: shape_key, or the
+    # input names on a model that packs (any widths go together)
     future: asyncio.Future[dict[str, np.ndarray]]
     timing: RequestTiming
     deadline_ns: int = 0  # 0 = none
-    extra: dict = field(default_factory=dict)
     lengths: np.ndarray | None = None  # packing: each row's real tokens (None: all full)
 
 
@@ -356,6 +358,13 @@ class Scheduler:
             timing.input_done, timing.infer_done, timing.output_done = t1, t2, t3
         batch_items = sum(p.batch_size for p in batch)
         self.stats.record_execution(batch_items, t1 - t0, t2 - t1, t3 - t2)
+        if batch_log.isEnabledFor(logging.INFO):
+            batch_log.info(
+                "batch of %s: %d request(s), %d inference(s); input %.2f ms, infer %.2f ms, "
+                "output %.2f ms",
+                self.name, len(batch), batch_items, (t1 - t0) / 1e6, (t2 - t1) / 1e6,
+                (t3 - t2) / 1e6,
+            )  # fmt: skip
         self._to_loop(self._complete, batch, results)
 
     def _as_error(self, exc: Exception) -> BertserveError:

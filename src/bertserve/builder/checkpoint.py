@@ -10,6 +10,7 @@ cased WordPiece vocabulary of the right size (see bertserve.builder.vocabulary).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -91,12 +92,6 @@ def load_checkpoint(arch: Architecture, weights: WeightsSource, seed: int = 0) -
     return _from_folder(arch, folder, weights="dir", source=str(folder))
 
 
-def _input_names(model_type: str) -> tuple[str, ...]:
-    if model_type == "distilbert":
-        return ("input_ids", "attention_mask")
-    return ("input_ids", "attention_mask", "token_type_ids")
-
-
 def _config_class(model_type: str) -> Any:
     from transformers import BertConfig, DistilBertConfig
 
@@ -135,7 +130,7 @@ def _random(arch: Architecture, seed: int) -> Checkpoint:
         source=f"seed={seed}",
         write_tokenizer=write_tokenizer,
         generated_tokenizer=cached is None,
-        input_names=_input_names(arch.model_type),
+        input_names=arch.input_names,
     )
 
 
@@ -222,7 +217,7 @@ def _from_folder(arch: Architecture, folder: Path, weights: str, source: str) ->
         source=source,
         write_tokenizer=partial(_save_tokenizer, tokenizer),
         generated_tokenizer=False,
-        input_names=_input_names(arch.model_type),
+        input_names=arch.input_names,
     )
 
 
@@ -231,7 +226,7 @@ def _load_model(arch: Architecture, folder: Path) -> torch.nn.Module:
 
     cls = _model_class(arch.model_type)
     verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
+    transformers.logging.set_verbosity(logging.ERROR)
     try:
         model, info = cls.from_pretrained(
             str(folder), attn_implementation="eager", output_loading_info=True
@@ -250,7 +245,10 @@ def _load_model(arch: Architecture, folder: Path) -> torch.nn.Module:
             f"{folder} has no question-answering head ({', '.join(missing)} missing): "
             "use a checkpoint fine-tuned for extractive QA (…ForQuestionAnswering)."
         )
-    return model.eval()
+    # from_pretrained is annotated to return the model, but with output_loading_info it
+    # returns (model, info): the class is held as Any, and the model typed here.
+    loaded: torch.nn.Module = model.eval()
+    return loaded
 
 
 def _load_tokenizer(folder: Path) -> Any:

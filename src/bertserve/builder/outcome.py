@@ -36,6 +36,8 @@ class BuildOutcome:
     repository: Path
     weights: str
     variants: list[VariantOutcome]
+    #: `bertserve_qa` pipeline models written beside the QA models, by name.
+    pipelines: list[str] = field(default_factory=list)
 
     @property
     def built(self) -> list[VariantOutcome]:
@@ -60,6 +62,11 @@ class BuildOutcome:
                 f"{_fmt(p.get('agreement'), '.0%'):>6}  "
                 f"{v.status}{': ' + v.reason if v.reason else ''}"
             )
+        if self.pipelines:
+            lines.append(
+                f"QA pipelines (text in, answer out; `bertserve ask -m NAME`): "
+                f"{', '.join(self.pipelines)}"
+            )
         if self.weights == "random":
             lines.append(
                 "weights are random (seeded): same compute cost, meaningless answers; "
@@ -72,6 +79,7 @@ class BuildOutcome:
             "preset": self.preset,
             "repository": str(self.repository),
             "weights": self.weights,
+            "pipelines": list(self.pipelines),
             "variants": [
                 {
                     "name": v.name,

@@ -16,17 +16,19 @@ from bertserve.builder.errors import BuildError
 
 __all__ = [
     "ARCHITECTURES",
+    "ModelKind",
     "PRESETS",
     "Architecture",
     "Batching",
     "Overrides",
     "Precision",
     "Variant",
+    "model_kind",
     "resolve_preset",
 ]
 
 Precision = Literal["fp32", "fp16", "int8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,12 @@ class Architecture:
     @property
     def hidden_size(self) -> int:
         return int(self.config.get("hidden_size", self.config.get("dim", 0)))
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The QA model's inputs (DistilBERT has no token types)."""
+        names = ("input_ids", "attention_mask")
+        return names if self.model_type == "distilbert" else (*names, "token_type_ids")
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -289,3 +297,34 @@ def _override_batching(b: Batching, o: Overrides) -> Batching:
         raise BuildError("--max-batch-size and --instances must be at least 1.")
     preferred = tuple(p for p in b.preferred_batch_sizes if p <= mbs) or (mbs,)
     return replace(b, max_batch_size=mbs, instances=inst, preferred_batch_sizes=preferred)
+
+
+_TITLES = {"distilbert": "DistilBERT", "bert-base": "BERT-base", "tiny": "tiny BERT"}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelKind:
+    """What a served model is, read from the name `bertserve build` gave it."""
+
+    architecture: str
+    device: str
+    precision: str
+
+    @property
+    def title(self) -> str:
+        return f"{_TITLES.get(self.architecture, self.architecture)} {self.precision.upper()}"
+
+
+def model_kind(model: str) -> ModelKind | None:
+    """The preset variant named `model` (at any precision `--precision` could give it); None
+    for a model bertserve did not name."""
+    for variants in PRESETS.values():
+        for v in variants:
+            names: dict[str, str]
+            if v.device == "gpu":
+                names = {v.name: v.precision}
+            else:
+                names = {_renamed(v, p): p for p in PRECISIONS}
+            if model in names:
+                return ModelKind(v.architecture.key, v.device, names[model])
+    return None

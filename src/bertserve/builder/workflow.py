@@ -41,11 +41,20 @@ from bertserve.builder.parity import (
     run_onnx,
 )
 from bertserve.builder.presets import Architecture, Overrides, Precision, Variant, resolve_preset
+from bertserve.builder.progress import SILENT, BuildProgress
+from bertserve.builder.qa import pipeline_name, write_pipeline
 from bertserve.builder.staging import Staging, check_free_space
 
 __all__ = ["BuildOptions", "build", "build_preset", "default_weights"]
 
 GpuWriter = Callable[..., Mapping[str, Any]]
+
+#: What writing each CPU precision does, as the progress line says it.
+_CPU_STEP = {
+    "fp32": "writing the fused fp32 model",
+    "int8": "quantizing to INT8 (dynamic)",
+    "fp16": "converting to FP16",
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,8 @@ class BuildOptions:
     force: bool = False
     #: Seed of random weights.
     seed: int = 0
+    #: Write a `bertserve_qa` pipeline model (`<model>_qa`) beside each QA model built.
+    qa_pipelines: bool = True
 
     def overrides(self) -> Overrides:
         return Overrides(
@@ -80,7 +91,9 @@ def default_weights(preset: str) -> str:
     return "random" if preset == "tiny" else "hub"
 
 
-def build_preset(preset: str, output: Path, **options: Any) -> BuildOutcome:
+def build_preset(
+    preset: str, output: Path, progress: BuildProgress = SILENT, **options: Any
+) -> BuildOutcome:
     """Build `preset` into the repository `output`; keyword options are BuildOptions fields.
 
     `weights` may also be given as a string ("hub", "random" or a folder path)."""
@@ -93,10 +106,12 @@ def build_preset(preset: str, output: Path, **options: Any) -> BuildOutcome:
         opts = BuildOptions(**options)
     except TypeError as exc:
         raise BuildError(f"{exc}: valid options are the fields of BuildOptions.") from exc
-    return build(preset, Path(output), opts)
+    return build(preset, Path(output), opts, progress)
 
 
-def build(preset: str, output: Path, options: BuildOptions) -> BuildOutcome:
+def build(
+    preset: str, output: Path, options: BuildOptions, progress: BuildProgress = SILENT
+) -> BuildOutcome:
     variants = resolve_preset(preset, options.overrides())
     weights = options.weights if options.weights is not None else default_weights(preset)
     gpu_writer, gpu_reason = _gpu_writer()
@@ -112,36 +127,55 @@ def build(preset: str, output: Path, options: BuildOptions) -> BuildOutcome:
             f"Nothing to build: {', '.join(outcomes)} need a GPU ({gpu_reason}); "
             "run on a CUDA machine or pick CPU models with --only."
         )
-    with Staging(output, [v.name for v in todo], options.force) as staging:
+    names = [v.name for v in todo]
+    if options.qa_pipelines:
+        names += [pipeline_name(v.name) for v in todo]
+    with Staging(output, names, options.force) as staging:
         check_free_space(output, _bytes_needed(todo))
         failures: list[str] = []
         for arch, group in _by_architecture(todo):
-            checkpoint = load_checkpoint(arch, weights, seed=options.seed)
-            builder = _ArchitectureBuild(checkpoint, staging, preset, gpu_writer)
+            with progress.stage(arch.key, f"loading the {_weights_label(weights)} checkpoint"):
+                checkpoint = load_checkpoint(arch, weights, seed=options.seed)
+            builder = _ArchitectureBuild(checkpoint, staging, preset, gpu_writer, progress)
             for v in group:
                 outcome = builder.build(v)
                 outcomes[v.name] = outcome
                 if outcome.status == "failed":
                     failures.append(outcome.reason)
+                elif options.qa_pipelines:
+                    with progress.stage(pipeline_name(v.name), "writing the QA pipeline"):
+                        write_pipeline(v, staging.root)
         if failures:
             raise ParityError(" ".join(failures))
         staging.commit()
     for v in todo:
         outcomes[v.name].path = output / v.name
-    weights_label = weights if isinstance(weights, str) else "dir"
-    return BuildOutcome(preset, output, weights_label, [outcomes[v.name] for v in variants])
+    pipelines = [pipeline_name(v.name) for v in todo] if options.qa_pipelines else []
+    return BuildOutcome(
+        preset, output, _weights_label(weights), [outcomes[v.name] for v in variants], pipelines
+    )
+
+
+def _weights_label(weights: WeightsSource) -> str:
+    return weights if isinstance(weights, str) else "dir"
 
 
 class _ArchitectureBuild:
     """Shared work for all variants of one checkpoint: export, fusion, reference logits."""
 
     def __init__(
-        self, checkpoint: Checkpoint, staging: Staging, preset: str, gpu_writer: GpuWriter | None
+        self,
+        checkpoint: Checkpoint,
+        staging: Staging,
+        preset: str,
+        gpu_writer: GpuWriter | None,
+        progress: BuildProgress,
     ) -> None:
         self.checkpoint = checkpoint
         self.staging = staging
         self.preset = preset
         self.gpu_writer = gpu_writer
+        self.progress = progress
         self._fused: Path | None = None
         self.fused_operators: dict[str, int] = {}
         self._references: dict[int, tuple[Any, dict[str, Any]]] = {}
@@ -153,19 +187,24 @@ class _ArchitectureBuild:
         if self._fused is None:
             key = self.checkpoint.architecture.key
             raw = self.staging.scratch / f"{key}.onnx"
-            export_onnx(self.checkpoint.model, self.checkpoint.input_names, raw)
+            with self.progress.stage(key, "exporting to ONNX"):
+                export_onnx(self.checkpoint.model, self.checkpoint.input_names, raw)
             fused = self.staging.scratch / f"{key}.fused.onnx"
-            self.fused_operators = fuse(
-                raw, fused, self.checkpoint.num_heads, self.checkpoint.hidden_size
-            )
+            with self.progress.stage(key, "optimizing (ONNX Runtime transformer fusion)"):
+                self.fused_operators = fuse(
+                    raw, fused, self.checkpoint.num_heads, self.checkpoint.hidden_size
+                )
             raw.unlink()
             self._fused = fused
         return self._fused
 
     def reference(self, seq_len: int, tokenizer_dir: Path) -> tuple[Any, dict[str, Any]]:
         if seq_len not in self._references:
-            inputs = parity_inputs(tokenizer_dir, self.checkpoint.input_names, seq_len)
-            self._references[seq_len] = (inputs, reference_logits(self.checkpoint.model, inputs))
+            key = self.checkpoint.architecture.key
+            with self.progress.stage(key, f"reference logits at seq {seq_len} (transformers)"):
+                inputs = parity_inputs(tokenizer_dir, self.checkpoint.input_names, seq_len)
+                logits = reference_logits(self.checkpoint.model, inputs)
+            self._references[seq_len] = (inputs, logits)
         return self._references[seq_len]
 
     def build(self, v: Variant) -> VariantOutcome:
@@ -183,10 +222,18 @@ class _ArchitectureBuild:
         report: dict[str, Any] = _report_header(v, cp, self.preset)
         if v.device == "cpu":
             model_path = version_dir / "model.onnx"
-            with _step(v.name, f"writing the {v.precision} ONNX model"):
-                self._write_cpu_model(v.precision, model_path)
+            with _step(v.name, "exporting and optimizing the ONNX model"):
+                fused = self.fused()
+            with (
+                self.progress.stage(v.name, _CPU_STEP[v.precision]),
+                _step(v.name, f"writing the {v.precision} ONNX model"),
+            ):
+                self._write_cpu_model(fused, v.precision, model_path)
             inputs, reference = self.reference(v.seq_len, tokenizer_dir)
-            with _step(v.name, "running the accuracy check"):
+            with (
+                self.progress.stage(v.name, "parity against transformers fp32"),
+                _step(v.name, "running the accuracy check"),
+            ):
                 candidate = run_onnx(model_path, inputs)
             parity = measure_parity(
                 reference,
@@ -201,7 +248,10 @@ class _ArchitectureBuild:
             passed = parity.passed
         else:
             assert self.gpu_writer is not None
-            with _step(v.name, "running bertserve.builder.gpu_variant.write_gpu_variant"):
+            with (
+                self.progress.stage(v.name, "GPU engine and its parity check"),
+                _step(v.name, "running bertserve.builder.gpu_variant.write_gpu_variant"),
+            ):
                 report.update(self.gpu_writer(v, cp.model, config, version_dir))
             passed = bool(report.get("parity", {}).get("passed", True))
         write_model_config(config, model_dir)
@@ -215,10 +265,9 @@ class _ArchitectureBuild:
                 return _outcome(v, "failed", str(exc), report)
         return _outcome(v, "built", "", report)
 
-    def _write_cpu_model(self, precision: str, path: Path) -> None:
+    def _write_cpu_model(self, fused: Path, precision: str, path: Path) -> None:
         from bertserve.builder.optimization import quantize_int8, to_fp16
 
-        fused = self.fused()
         if precision == "fp32":
             shutil.copyfile(fused, path)
         elif precision == "int8":

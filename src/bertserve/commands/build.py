@@ -20,8 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Writes REPO/<model>/config.pbtxt (no input/output: the server completes them), "
         "REPO/<model>/1/model.onnx, REPO/<model>/1/tokenizer/ and REPO/<model>/1/"
-        "build_report.json (accuracy against transformers fp32). Models are built in a hidden "
-        "REPO/.bertserve-build-* folder and moved into place only if every one passes."
+        "build_report.json (accuracy against transformers fp32), and REPO/<model>_qa/, a "
+        "question-answering pipeline over it (docs/qa.md). Models are built in a hidden "
+        "REPO/.bertserve-build-* folder and moved into place only if every one passes. "
+        "Progress goes to stderr, the summary to stdout."
     )
     parser.add_argument(
         "--preset",
@@ -74,15 +76,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force", action="store_true", help="replace models the repository already holds"
     )
+    parser.add_argument(
+        "--no-qa-pipeline",
+        dest="qa_pipelines",
+        action="store_false",
+        help="do not write the `<model>_qa` question-answering pipeline beside each model",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from bertserve.builder.extra import missing_build_extra
+
+    missing = missing_build_extra("build")
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
+
     from bertserve.builder import BuildError, build_preset
+    from bertserve.builder.progress import StageLines
+    from bertserve.tables import make_console
 
     try:
         outcome = build_preset(
             args.preset,
             args.output,
+            StageLines(make_console(stderr=True)),
             weights=args.weights,
             only=tuple(args.only),
             seq_len=args.seq_len,
@@ -91,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             instances=args.instances,
             seed=args.seed,
             force=args.force,
+            qa_pipelines=args.qa_pipelines,
         )
     except BuildError as exc:
         print(f"bertserve build: {exc}", file=sys.stderr)

@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bertserve.commands.ask import add_url_argument, random_weights
 
 if TYPE_CHECKING:
-    from bertserve.qa.evaluation import Comparison
+    from rich.console import Console
 
-__all__ = ["HELP", "add_arguments", "run"]
+    from bertserve.qa.evaluation import Comparison, VariantResult
+    from bertserve.qa.squad import Example
+
+__all__ = ["HELP", "add_arguments", "describe", "evaluate", "print_scores", "run"]
 
 HELP = (
     "Score served QA pipelines on SQuAD v1.1/v2.0 JSON (official EM/F1) and compare variants: "
@@ -55,10 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bertserve.qa.client import RANDOM_WEIGHTS_WARNING, AnswerClient, ClientError
-    from bertserve.qa.evaluation import VariantResult, compare, format_table, summary_lines
-    from bertserve.qa.metrics import score_predictions
+    from bertserve.qa.client import ClientError
+    from bertserve.qa.evaluation import compare
     from bertserve.qa.squad import load_squad, sample_path
+    from bertserve.tables import make_console
 
     if args.batch_size < 1 or args.concurrency < 1 or args.limit < 0:
         print("error: --batch-size and --concurrency must be >= 1, --limit >= 0", file=sys.stderr)
@@ -71,24 +75,54 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.limit:
         examples = examples[: args.limit]
-    unanswerable = sum(e.is_impossible for e in examples)
-    print(
-        f"SQuAD {version}: {len(examples)} questions ({len(examples) - unanswerable} answerable, "
-        f"{unanswerable} unanswerable) from {data}"
-    )
+    console = make_console()
+    console.print(f"SQuAD {version}: {describe(examples)} from {data}", markup=False)
+    try:
+        results = evaluate(
+            console,
+            args.url,
+            args.compare or [args.model],
+            examples,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+        )
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    comparisons = compare(results)
+    print_scores(console, comparisons)
+    if args.output:
+        _write(args.output, str(data), version, comparisons)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def evaluate(
+    console: Console,
+    url: str,
+    models: Sequence[str],
+    examples: Sequence[Example],
+    *,
+    batch_size: int,
+    concurrency: int,
+) -> list[VariantResult]:
+    """Ask every model every question (with a progress bar) and score the answers; a
+    ClientError names the model and what the server said."""
+    from bertserve.progress_bar import CountBar
+    from bertserve.qa.client import RANDOM_WEIGHTS_WARNING, AnswerClient
+    from bertserve.qa.evaluation import VariantResult
+    from bertserve.qa.metrics import score_predictions
+
     questions = [e.question for e in examples]
     contexts = [e.context for e in examples]
     results: list[VariantResult] = []
-    for model in args.compare or [args.model]:
-        try:
-            with AnswerClient(args.url, model, concurrency=args.concurrency) as client:
-                random_models = random_weights(client)
-                # Warm-up: the first requests of a model may pay for lazy initialisation.
-                client.ask(questions[: args.batch_size], contexts[: args.batch_size])
-                answers = client.ask_all(questions, contexts, args.batch_size)
-        except ClientError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+    for model in models:
+        with AnswerClient(url, model, concurrency=concurrency) as client:
+            random_models = random_weights(client)
+            # Warm-up: the first requests of a model may pay for lazy initialisation.
+            client.ask(questions[:batch_size], contexts[:batch_size])
+            with CountBar(console, len(questions), f"{model}: questions answered") as bar:
+                answers = client.ask_all(questions, contexts, batch_size, bar.advance)
         for name in random_models:
             print(RANDOM_WEIGHTS_WARNING.format(model=name), file=sys.stderr)
         predictions = {
@@ -104,16 +138,32 @@ def run(args: argparse.Namespace) -> int:
                 random_weights=bool(random_models),
             )
         )
-    comparisons = compare(results)
-    print(format_table(comparisons))
+    return results
+
+
+def describe(examples: Sequence[Example]) -> str:
+    """How many questions, e.g. "23 questions (21 answerable, 2 unanswerable)"."""
+    unanswerable = sum(e.is_impossible for e in examples)
+    return (
+        f"{len(examples)} questions ({len(examples) - unanswerable} answerable, "
+        f"{unanswerable} unanswerable)"
+    )
+
+
+def print_scores(console: Console, comparisons: Sequence[Comparison]) -> None:
+    """The scores table, one sentence per compared variant, and the random-weights caveat."""
+    from bertserve.qa.evaluation import score_table, summary_lines
+    from bertserve.tables import print_table
+
+    print_table(console, *score_table(comparisons))
     for line in summary_lines(comparisons):
-        print(line)
-    if any(r.random_weights for r in results):
-        print("(random weights: EM/F1 and agreement say nothing about real accuracy)")
-    if args.output:
-        _write(args.output, str(data), version, comparisons)
-        print(f"wrote {args.output}")
-    return 0
+        console.print(line, markup=False, highlight=False)
+    if any(c.result.random_weights for c in comparisons):
+        console.print(
+            "(random weights: EM/F1 and agreement say nothing about real accuracy)",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _write(path: Path, data: str, version: str, comparisons: list[Comparison]) -> None:

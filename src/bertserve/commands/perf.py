@@ -59,6 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     mode = load.add_mutually_exclusive_group()
     mode.add_argument(
+        "-a",
         "--async",
         dest="asynchronous",
         action="store_true",
@@ -140,6 +141,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="stop the sweep after a load whose latency exceeds MS",
     )
 
+    server = p.add_argument_group("server")
+    server.add_argument(
+        "-H",
+        dest="http_headers",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="HTTP header sent with every request (repeatable; ignored over gRPC, as "
+        "perf_analyzer does)",
+    )
+    server.add_argument(
+        "--collect-metrics",
+        action="store_true",
+        help="scrape the server's GPU metrics while each load is measured and write them "
+        "to the -f CSV (needs --verbose-csv, as perf_analyzer does)",
+    )
+    server.add_argument(
+        "--metrics-url",
+        default="localhost:8002/metrics",
+        help="where the server serves its metrics (default localhost:8002/metrics)",
+    )
+    server.add_argument(
+        "--metrics-interval",
+        type=positive_float,
+        default=1000.0,
+        metavar="MS",
+        help="milliseconds between metrics scrapes within a load level (default 1000)",
+    )
+    server.add_argument(
+        "--shared-memory",
+        choices=("none", "system", "cuda"),
+        default="none",
+        help="tensors in shared memory: only none, since bertserve serve has no "
+        "shared-memory extension yet",
+    )
+
     data = p.add_argument_group("request data")
     data.add_argument(
         "--input-data",
@@ -183,6 +220,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE.json",
         help="write every field of every point, and the run, as bertserve JSON",
     )
+    out.add_argument(
+        "--verbose-csv",
+        action="store_true",
+        help="the -f CSV also gets perf_analyzer's extra columns: Avg latency, "
+        "request/response, response wait (and the GPU columns with --collect-metrics)",
+    )
+    out.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="print every measurement window, not only each load's result",
+    )
     out.add_argument("--label", default="", help="run label in reports (default: model name)")
     out.add_argument(
         "--machine",
@@ -206,6 +256,19 @@ def settings_from_args(args: argparse.Namespace) -> PerfSettings:
         if not sep or not name or not parsed or any(d < 1 for d in parsed):
             raise ValueError(f"--shape {text!r}: write NAME:DIMS, e.g. input_ids:128 or x:3,224")
         shapes[name] = parsed
+    headers = []
+    for text in args.http_headers:
+        name, sep, value = text.partition(":")
+        if not sep or not name.strip() or any(c in text for c in "\r\n"):
+            raise ValueError(f"-H {text!r}: write NAME:VALUE, e.g. -H 'Authorization:Bearer x'")
+        headers.append((name.strip(), value.strip()))
+    if args.collect_metrics and not args.verbose_csv:
+        raise ValueError("--collect-metrics writes to the verbose CSV: add --verbose-csv")
+    if args.shared_memory != "none":
+        raise ValueError(
+            f"--shared-memory {args.shared_memory}: bertserve serve has no shared-memory "
+            "extension yet; tensors travel in the requests (--shared-memory none)"
+        )
     rate = None
     if args.request_rate_range is not None:
         rate = parse_range(args.request_rate_range, integer=False, flag="--request-rate-range")
@@ -235,18 +298,23 @@ def settings_from_args(args: argparse.Namespace) -> PerfSettings:
         json_path=args.json,
         label=args.label,
         machine=args.machine,
+        http_headers=tuple(headers),
+        verbose=args.verbose > 0,
+        verbose_csv=args.verbose_csv,
+        collect_metrics=args.collect_metrics,
+        metrics_url=args.metrics_url,
+        metrics_interval_ms=args.metrics_interval,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from rich.console import Console
-
     from bertserve.errors import BertserveError
     from bertserve.perf.session import measure
+    from bertserve.tables import make_console
 
-    console = Console(stderr=False)
+    console = make_console()
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
@@ -257,7 +325,18 @@ def run(args: argparse.Namespace) -> int:
     except BertserveError as exc:
         print(f"bertserve perf: {exc}", file=sys.stderr)
         return 1
-    return 0 if run_record.measurements else 1
+    if not run_record.measurements:
+        return 1
+    unstable = [m.load for m in run_record.measurements if not m.extras.get("stable", 1.0)]
+    if unstable:
+        # perf_analyzer's exit status when a measurement does not stabilize.
+        print(
+            f"bertserve perf: no stable measurement at {', '.join(f'{x:g}' for x in unstable)} "
+            "(results written anyway); use longer windows (-p) or a larger -s",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
 
 
 def _percentile(text: str) -> int:

@@ -83,15 +83,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from rich.console import Console
-
+    from bertserve.builder.presets import model_kind
     from bertserve.cost.catalog import load_catalog
     from bertserve.errors import BertserveError
     from bertserve.perf.results import Run
     from bertserve.report.inputs import load_input, parse_input_spec
-    from bertserve.report.pipeline import print_report, produce_report
+    from bertserve.report.pipeline import print_report, print_verdict, produce_report
+    from bertserve.tables import make_console
 
-    console = Console()
+    console = make_console()
 
     def fail(message: str) -> int:
         print(f"bertserve report: {message}", file=sys.stderr)
@@ -116,25 +116,30 @@ def run(args: argparse.Namespace) -> int:
             reference=args.reference,
             stat=args.percentile,
             budget_ms=args.latency_budget_ms,
+            kind_of=model_kind,
         )
     except BertserveError as exc:
         return fail(str(exc))
     sentence = report.reference_sentence()
     print_report(report, console, (sentence,) if sentence else ())
     files = report.files
-    console.print(f"wrote {files.markdown}, {files.html} and {len(files.figures)} PNG plots")
+    console.print(
+        f"wrote {files.markdown}, {files.html} and {len(files.figures)} PNG plots",
+        highlight=False,
+    )
+    print_verdict(report, console)
     sys.stdout.flush()
     return 0
 
 
 def _print_catalog(catalog: Catalog, console: Console) -> None:
-    from rich.table import Table
+    from bertserve.tables import print_table
 
-    table = Table(title=f"Price catalog ({catalog.currency} per hour, on-demand)")
-    for header in ("id", "name", "$/hour", "source", "as of"):
-        table.add_column(header, justify="right" if header == "$/hour" else "left")
-    for machine in catalog.values():
-        table.add_row(
-            machine.id, machine.name, f"{machine.price_per_hour:.4g}", machine.source, machine.as_of
-        )
-    console.print(table)
+    rows = [(m.id, m.name, f"{m.price_per_hour:.4g}", m.source, m.as_of) for m in catalog.values()]
+    print_table(
+        console,
+        ("id", "name", "$/hour", "source", "as of"),
+        rows,
+        (False, False, True, False, False),
+        title=f"Price catalog ({catalog.currency} per hour, on-demand)",
+    )

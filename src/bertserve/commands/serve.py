@@ -61,6 +61,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-grpc", type=_bool, default=True, metavar="BOOL")
     p.add_argument("--allow-metrics", type=_bool, default=True, metavar="BOOL")
     p.add_argument(
+        "--allow-cpu-metrics",
+        type=_bool,
+        default=True,
+        metavar="BOOL",
+        help="serve nv_cpu_utilization and nv_cpu_memory_*_bytes with the metrics",
+    )
+    p.add_argument(
+        "--metrics-config",
+        action="append",
+        type=_metrics_config,
+        default=[],
+        metavar="KEY=VALUE",
+        help="as tritonserver's: summary_latencies=true adds latency summaries "
+        "(nv_inference_*_summary_us, quantiles over each model's last 60 s), "
+        "summary_quantiles=0.5:0.05,0.99:0.001 picks their quantiles, "
+        "counter_latencies=false drops the nv_inference_*_duration_us counters (repeatable)",
+    )
+    p.add_argument(
         "--model-control-mode", choices=MODEL_CONTROL_MODES, default=d.model_control_mode
     )
     p.add_argument(
@@ -80,7 +98,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="BOOL",
         help="refuse configs without inputs/outputs",
     )
-    p.add_argument("--log-verbose", type=int, default=0, metavar="LEVEL")
+    p.add_argument(
+        "--log-verbose",
+        type=int,
+        default=0,
+        metavar="LEVEL",
+        help="1 or more: log every request (model, inferences, latency, queue time) and "
+        "every batch executed (requests, inferences, input/infer/output times)",
+    )
     p.add_argument(
         "--http-max-input-size",
         type=int,
@@ -114,9 +139,33 @@ def _bool(text: str) -> bool:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+_METRICS_CONFIG_KEYS = ("summary_latencies", "summary_quantiles", "counter_latencies")
+
+
+def _metrics_config(text: str) -> tuple[str, str]:
+    """KEY=VALUE of --metrics-config, checked here so a bad one is a usage error."""
+    from bertserve.metrics import parse_quantiles
+
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or key not in _METRICS_CONFIG_KEYS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write KEY=VALUE with KEY one of {', '.join(_METRICS_CONFIG_KEYS)}"
+        )
+    try:
+        parse_quantiles(value) if key == "summary_quantiles" else parse_bool(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{key}: {exc}") from None
+    return key, value
+
+
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    from bertserve.metrics import parse_quantiles
     from bertserve.repository.remote import is_remote
 
+    metrics: dict[str, str] = dict(args.metrics_config)
+    defaults = ServerSettings()
+    quantiles = metrics.get("summary_quantiles")
     return ServerSettings(
         model_repositories=[Path(r) for r in args.model_repository if not is_remote(r)],
         remote_repositories=[r for r in args.model_repository if is_remote(r)],
@@ -128,6 +177,12 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         allow_http=args.allow_http,
         allow_grpc=args.allow_grpc,
         allow_metrics=args.allow_metrics,
+        allow_cpu_metrics=args.allow_cpu_metrics,
+        metrics_counter_latencies=parse_bool(metrics.get("counter_latencies", "true")),
+        metrics_summary_latencies=parse_bool(metrics.get("summary_latencies", "false")),
+        metrics_summary_quantiles=(
+            parse_quantiles(quantiles) if quantiles else defaults.metrics_summary_quantiles
+        ),
         model_control_mode=args.model_control_mode,
         load_models=list(args.load_model),
         repository_poll_secs=args.repository_poll_secs,

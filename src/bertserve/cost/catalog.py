@@ -30,9 +30,13 @@ __all__ = [
 ]
 
 _REQUIRED_TEXT = ("name", "source", "as_of")
-_OPTIONAL_TEXT = ("provider", "region", "accelerator")
+_OPTIONAL_TEXT = ("provider", "region", "accelerator", "kind")
 _OPTIONAL_NUMBER = ("vcpus", "memory_gib")
-_KNOWN_KEYS = set(_REQUIRED_TEXT + _OPTIONAL_TEXT + _OPTIONAL_NUMBER + ("price_per_hour", "parts"))
+_KNOWN_KEYS = set(
+    _REQUIRED_TEXT + _OPTIONAL_TEXT + _OPTIONAL_NUMBER + ("price_per_hour", "parts", "share")
+)
+#: "<count>x <vendor> <model> ...", e.g. "8x NVIDIA H100 80 GB".
+_ACCELERATOR = re.compile(r"^\s*(\d+)\s*x\s+\S+\s+(\S+)")
 
 
 class CatalogError(BertserveError):
@@ -55,10 +59,26 @@ class Machine:
     provider: str = ""
     region: str = ""
     accelerator: str = ""
+    kind: str = ""
+    """general-purpose, compute-optimized or accelerator-optimized (free text in user files)."""
     vcpus: int | None = None
     memory_gib: float | None = None
     parts: tuple[str, ...] = ()
     """Ids whose prices were summed into price_per_hour; empty for a priced-directly entry."""
+    share: float = 1.0
+    """The fraction of the parts' summed price this entry costs (one GPU of eight: 0.125)."""
+
+    @property
+    def gpu_count(self) -> int:
+        """GPUs in `accelerator` ("8x NVIDIA H100 80 GB" -> 8); 0 without a readable one."""
+        match = _ACCELERATOR.match(self.accelerator)
+        return int(match.group(1)) if match else 0
+
+    @property
+    def gpu_model(self) -> str:
+        """The model word of `accelerator` ("8x NVIDIA H100 80 GB" -> "H100"); "" if none."""
+        match = _ACCELERATOR.match(self.accelerator)
+        return match.group(2) if match else ""
 
 
 class Catalog(Mapping[str, Machine]):
@@ -153,6 +173,14 @@ def _resolve(
     if has_price == has_parts:
         raise CatalogError(f"{where}: give exactly one of `price_per_hour` and `parts`")
     parts: tuple[str, ...] = ()
+    share = 1.0
+    if "share" in entry:
+        share = entry["share"]
+        if not has_parts:
+            raise CatalogError(f"{where}: `share` prices a slice of `parts`; give `parts` too")
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+            raise CatalogError(f"{where}: `share` must be a number in (0, 1], not {share!r}")
+        share = float(share)
     if has_price:
         price = entry["price_per_hour"]
         if isinstance(price, bool) or not isinstance(price, int | float) or not price > 0:
@@ -167,6 +195,7 @@ def _resolve(
             if part not in raw:
                 raise CatalogError(f"{where}: part {part!r} is not in the catalog")
             price += _resolve(part, raw, origins, (*chain, machine_id)).price_per_hour
+        price *= share
     for key in _OPTIONAL_NUMBER:
         value = entry.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
@@ -183,9 +212,11 @@ def _resolve(
         provider=entry.get("provider", ""),
         region=entry.get("region", ""),
         accelerator=entry.get("accelerator", ""),
+        kind=entry.get("kind", ""),
         vcpus=int(entry["vcpus"]) if "vcpus" in entry else None,
         memory_gib=float(entry["memory_gib"]) if "memory_gib" in entry else None,
         parts=parts,
+        share=share,
     )
 
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 
@@ -42,7 +43,9 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 _ASKS_FINAL_FLAG = "triton_enable_empty_final_response"
 _FINAL_FLAG = "triton_final_response"
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+#: A unary method: the request and the reply are protobuf messages, or bytes (ModelInfer).
+Context = grpc.aio.ServicerContext[Any, Any]
+Behavior = Callable[[Any, Context], Awaitable[Any]]
 
 
 class MessageTooLarge(Exception):
@@ -113,7 +116,7 @@ class GrpcService:
         return await self._infer(self._decode(raw))
 
     async def model_stream_infer(
-        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> AsyncIterator[bytes]:
         """Every request runs as soon as it arrives; replies go out as they complete (out of
         order), each naming its request id. A failed request is an `error_message` reply; the
@@ -182,7 +185,7 @@ class GrpcService:
 
     # -- wiring -------------------------------------------------------------------------------
 
-    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         """The implemented methods by name; the others answer UNIMPLEMENTED."""
         # method name -> (behavior, request type); None = raw bytes both ways (ModelInfer).
         unary: dict[str, tuple[Callable[[Any], Awaitable[Any]], Any]] = {
@@ -201,7 +204,7 @@ class GrpcService:
             ),
             "ModelInfer": (self.model_infer, None),
         }
-        methods: dict[str, grpc.RpcMethodHandler] = {
+        methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             name: grpc.unary_unary_rpc_method_handler(
                 _translating_errors(method),
                 request_deserializer=None if kind is None else kind.FromString,
@@ -253,12 +256,12 @@ class EngineHealth(health_pb2_grpc.HealthServicer):
             await asyncio.sleep(self.watch_interval)
 
 
-def _serialize(message: Any) -> bytes:
+def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
 def _translating_errors(method: Callable[[Any], Awaitable[Any]]) -> Behavior:
-    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def behavior(request: Any, context: Context) -> Any:
         try:
             return await method(request)
         except BertserveError as exc:

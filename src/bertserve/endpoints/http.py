@@ -34,7 +34,9 @@ _JSON = [(b"content-type", b"application/json")]
 class _Reply:
     __slots__ = ("status", "body", "headers")
 
-    def __init__(self, status: int, body: bytes = b"", headers: list | None = None) -> None:
+    def __init__(
+        self, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         self.status = status
         self.body = body
         self.headers = headers if headers is not None else _JSON

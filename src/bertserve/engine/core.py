@@ -16,7 +16,7 @@ from bertserve import __version__
 from bertserve.batching.policy import BatchingPolicy
 from bertserve.batching.scheduler import Scheduler
 from bertserve.engine.loader import create_instances, prepare_config, warm_up
-from bertserve.engine.table import ModelEntry, ModelState, ServedVersion
+from bertserve.engine.table import Fingerprint, ModelEntry, ModelState, ServedVersion
 from bertserve.engine.validation import Signature
 from bertserve.errors import (
     BertserveError,
@@ -33,12 +33,14 @@ from bertserve.messages import InferInput, InferOutput, InferRequest, InferRespo
 from bertserve.repository import config_to_json, find_models, read_model_source
 from bertserve.repository.remote import RemoteRepository, default_cache_dir
 from bertserve.settings import ServerSettings
-from bertserve.stats import ModelStats, RequestTiming
+from bertserve.stats import LatencyWindow, ModelStats, RequestTiming
 from bertserve.tensors import numpy_to_datatype
 
 __all__ = ["Engine", "EXTENSIONS"]
 
 log = logging.getLogger("bertserve.engine")
+#: One line per request at INFO (`serve --log-verbose 1`).
+request_log = logging.getLogger("bertserve.requests")
 _now = time.perf_counter_ns
 
 #: Triton protocol extensions this server implements (server metadata lists them).
@@ -205,7 +207,7 @@ class Engine:
                     config=config,
                     signature=Signature(config),
                     scheduler=Scheduler(
-                        name, policy, instances, stats := ModelStats(name, str(version))
+                        name, policy, instances, stats := self._stats(name, version)
                     ),
                     stats=stats,
                 )
@@ -216,6 +218,11 @@ class Engine:
                     instance.close()
             raise
         return served, config
+
+    def _stats(self, name: str, version: int) -> ModelStats:
+        """A version's statistics; with a window of recent latencies for the summaries."""
+        window = LatencyWindow() if self.settings.metrics_summary_latencies else None
+        return ModelStats(name, str(version), window=window)
 
     async def unload(self, name: str) -> None:
         async with self._lock(name):
@@ -388,8 +395,20 @@ class Engine:
         except BertserveError as exc:
             reason = "REJECTED" if isinstance(exc, (InvalidInput, QueueFull)) else "BACKEND"
             stats.record_failure(timing, reason, _now())
+            if request_log.isEnabledFor(logging.INFO):
+                request_log.info(
+                    "request %r to %s v%s failed (%s): %s",
+                    request.id, request.model_name, served.version, reason, exc,
+                )  # fmt: skip
             raise
-        stats.record_success(timing, batch, _now())
+        end = _now()
+        stats.record_success(timing, batch, end)
+        if request_log.isEnabledFor(logging.INFO):
+            request_log.info(
+                "request %r to %s v%s: %d inference(s) in %.2f ms (queue %.2f ms)",
+                request.id, request.model_name, served.version, batch,
+                (end - timing.arrival) / 1e6, (timing.dispatch - timing.arrival) / 1e6,
+            )  # fmt: skip
         sig_outputs = served.signature.outputs
         return InferResponse(
             model_name=request.model_name,
@@ -425,7 +444,7 @@ class Engine:
         return {o.name: o.data for o in response.outputs}
 
 
-def _fingerprint(path: Path) -> tuple:
+def _fingerprint(path: Path) -> Fingerprint:
     """What poll mode compares: config and version folders with their modification times."""
     items = []
     for p in sorted(path.rglob("*")):

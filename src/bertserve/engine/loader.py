@@ -12,6 +12,7 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2
 
 from bertserve.backends.base import Backend, Device, LoadContext, ModelInstance, backend_for_config
+from bertserve.backends.parameters import confined_file
 from bertserve.batching.policy import BatchingPolicy
 from bertserve.errors import ConfigError
 from bertserve.repository import ModelSource, select_versions
@@ -146,15 +147,17 @@ def warm_up(
             )
             which = spec.WhichOneof("input_data_type")
             if which == "input_data_file":
-                path = model_dir / "warmup" / spec.input_data_file
-                if not path.is_file():
-                    raise ConfigError(
-                        f"model_warmup '{sample.name}': input_data_file {path} not found"
-                    )
+                # Triton's place for warmup data; confined to the model's folder.
+                path = confined_file(
+                    spec.input_data_file,
+                    model_dir / "warmup",
+                    f"model_warmup '{sample.name}' input_data_file",
+                )
                 data = np.fromfile(path, dtype=dtype)
                 if data.size != int(np.prod(shape)):
                     raise ConfigError(
-                        f"model_warmup '{sample.name}': {path} holds {data.size} elements, "
+                        f"model_warmup '{sample.name}': input_data_file "
+                        f"'{spec.input_data_file}' holds {data.size} elements, "
                         f"the shape {list(shape)} needs {int(np.prod(shape))}"
                     )
                 feed[name] = data.reshape(shape)

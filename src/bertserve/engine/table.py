@@ -12,7 +12,10 @@ from bertserve.batching.scheduler import Scheduler
 from bertserve.engine.validation import Signature
 from bertserve.stats import ModelStats
 
-__all__ = ["ModelState", "ServedVersion", "ModelEntry"]
+__all__ = ["Fingerprint", "ModelState", "ServedVersion", "ModelEntry"]
+
+#: Each file of a model folder: (path relative to the folder, mtime in ns, size).
+Fingerprint = tuple[tuple[str, int, int], ...]
 
 
 class ModelState(enum.StrEnum):
@@ -40,9 +43,9 @@ class ModelEntry:
     config: model_config_pb2.ModelConfig | None = None
     versions: dict[int, ServedVersion] = field(default_factory=dict)
     #: What the last load saw, so poll mode can tell a change.
-    fingerprint: tuple = ()
+    fingerprint: Fingerprint = ()
     #: What a reload that failed saw: poll mode does not retry the same content.
-    failed_fingerprint: tuple | None = None
+    failed_fingerprint: Fingerprint | None = None
 
     def latest(self) -> ServedVersion | None:
         return self.versions[max(self.versions)] if self.versions else None

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from bertserve.perf.profiler import SweepEvents, WindowReport
 from bertserve.perf.results import Measurement, Run
 from bertserve.perf.settings import PerfSettings
+from bertserve.tables import print_table
 
-__all__ = ["SweepDisplay", "summary_table"]
+__all__ = ["SweepDisplay", "print_summary"]
 
 
 def _load(m: Measurement) -> str:
@@ -28,8 +28,9 @@ def _ms(us: float | None) -> str:
 class SweepDisplay:
     """A progress bar over the sweep's load levels and one line per finished point."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, verbose: bool = False) -> None:
         self.console = console
+        self.verbose = verbose
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -70,15 +71,15 @@ class SweepDisplay:
         assert settings is not None
         unit = "" if settings.mode == "concurrency" else "/s"
         state = "stable" if report.stable else "measuring"
-        self.progress.update(
-            self._task,
-            description=(
-                f"load {report.load:g}{unit} window {report.trial}/{settings.max_trials}: "
-                f"{report.throughput:,.1f} infer/s, {settings.judged_stat} "
-                f"{report.judged_latency_us / 1000:.2f} ms, client CPU "
-                f"{report.window.client_cpu_fraction:.0%} ({state})"
-            ),
+        line = (
+            f"load {report.load:g}{unit} window {report.trial}/{settings.max_trials}: "
+            f"{report.throughput:,.1f} infer/s, {settings.judged_stat} "
+            f"{report.judged_latency_us / 1000:.2f} ms, client CPU "
+            f"{report.window.client_cpu_fraction:.0%} ({state})"
         )
+        if self.verbose:
+            self.progress.console.print(f"  {line}", highlight=False, markup=False)
+        self.progress.update(self._task, description=line)
         self.progress.refresh()
 
     def _point(self, m: Measurement) -> None:
@@ -97,23 +98,16 @@ class SweepDisplay:
         self.progress.console.print(f"[yellow]warning:[/] {message}", highlight=False)
 
 
-def summary_table(run: Run) -> Table:
+def print_summary(run: Run, console: Console) -> None:
     """The sweep as a table: load, throughput, latency percentiles and where the time went."""
     open_loop = run.mode == "request_rate"
-    table = Table(
-        title=f"{run.label}: {run.protocol.upper()} batch {run.batch_size} "
-        f"({'request rate' if open_loop else 'concurrency'} sweep)",
-        caption="latencies in ms per request; server columns are averages from the server's "
-        "statistics",
-    )
     headers = [
         "load", "infer/s", "avg", "p50", "p90", "p95", "p99",
         "queue", "compute", "client CPU", "stable", "errors",
     ]  # fmt: skip
     if open_loop:
         headers += ["delayed", "dropped"]
-    for header in headers:
-        table.add_column(header, justify="left" if header == "load" else "right")
+    rows = []
     for m in run.measurements:
         compute = m.server_compute_input_us + m.server_compute_infer_us
         compute += m.server_compute_output_us
@@ -133,5 +127,14 @@ def summary_table(run: Run) -> Table:
         ]
         if open_loop:
             row += [str(m.delayed_sends or 0), str(m.dropped_sends or 0)]
-        table.add_row(*row)
-    return table
+        rows.append(row)
+    print_table(
+        console,
+        headers,
+        rows,
+        [h != "stable" for h in headers],
+        title=f"{run.label}: {run.protocol.upper()} batch {run.batch_size} "
+        f"({'request rate' if open_loop else 'concurrency'} sweep)",
+        caption="latencies in ms per request; server columns are averages from the server's "
+        "statistics",
+    )

@@ -31,7 +31,7 @@ class _CallSlot(Connection):
 
     __slots__ = ("_call",)
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]) -> None:
         self._call = call
 
     async def infer(self, payload: Any) -> Outcome:
@@ -123,7 +123,8 @@ class GrpcTransport(Transport):
             raise TransportError(f"the server refused a request to '{self.model}': {exc}") from None
 
     async def connect(self) -> Connection:
-        call = self._channel_or_fail().unary_unary(
+        # No (de)serializers: requests go out as the bytes prepare() made, replies stay bytes.
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel_or_fail().unary_unary(
             _SERVICE + "ModelInfer", request_serializer=None, response_deserializer=None
         )
         return _CallSlot(call)

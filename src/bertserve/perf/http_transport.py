@@ -148,8 +148,9 @@ class HttpTransport(Transport):
         self._control = await self._open()
 
     def _request(self, method: str, path: str, body: bytes = b"", extra: str = "") -> bytes:
+        user = "".join(f"{name}: {value}\r\n" for name, value in self.headers)
         head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\n{extra}"
+            f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\n{user}{extra}"
             f"Content-Length: {len(body)}\r\n\r\n"
         )
         return head.encode("latin-1") + body

@@ -14,12 +14,13 @@ import datetime
 import gc
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bertserve.perf.input_data import InputDataError, build_input_sets, input_specs
 from bertserve.perf.load import ConcurrencyLoad, LoadGenerator, RequestRateLoad
 from bertserve.perf.protocols import open_transport
 from bertserve.perf.results import Measurement, Run
+from bertserve.perf.server_metrics import MetricsScraper
 from bertserve.perf.settings import PerfSettings
 from bertserve.perf.stability import STABILITY_WINDOWS, is_stable
 from bertserve.perf.transport import Transport, TransportError
@@ -74,6 +75,7 @@ async def profile(settings: PerfSettings, events: SweepEvents | None = None) -> 
     transport = open_transport(
         settings.protocol, settings.url, settings.model, settings.model_version
     )
+    transport.headers = settings.http_headers
     # Automatic garbage collection would pause the event loop at random moments inside
     # windows and add client time to the measured latencies; collect between loads instead.
     collecting = gc.isenabled()
@@ -154,6 +156,7 @@ async def run_sweep(settings: PerfSettings, transport: Transport, events: SweepE
         protocol=settings.protocol,
         machine=settings.machine,
         batch_size=settings.batch_size,
+        seq_len=settings.seq_len,
         mode=settings.mode,
         tool="bertserve perf",
         notes=command_line(settings),
@@ -205,6 +208,10 @@ async def _measure_level(
     throughputs: list[float] = []
     latencies: list[float] = []
     stable = False
+    scraper = None
+    if settings.collect_metrics:
+        scraper = MetricsScraper(settings.metrics_url, settings.metrics_interval_ms / 1000)
+        scraper.start()
     server_before = await stats.snapshot()
     recorder.cut()
     t_before, cpu_before = time.perf_counter(), time.process_time()
@@ -243,6 +250,12 @@ async def _measure_level(
             )
         if stable:
             break
+    gpu = await scraper.stop() if scraper is not None else {}
+    if scraper is not None and scraper.failures and events.on_warning:
+        events.on_warning(
+            f"{_load_text(settings, load)}: {scraper.failures} scrape(s) of {scraper.url} "
+            "failed; is --metrics-url the server's metrics address?"
+        )
     if not stable and events.on_warning:
         events.on_warning(
             f"{_load_text(settings, load)}: no {STABILITY_WINDOWS} windows agreed within "
@@ -267,6 +280,8 @@ async def _measure_level(
         point = merged.to_measurement(
             batch_size=settings.batch_size, concurrency=int(load), stable=stable
         )
+    if gpu:
+        point = replace(point, extras={**point.extras, **gpu})
     return point, judged
 
 

@@ -53,6 +53,8 @@ _PERCENTILE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("latency_p95_us", "p95 latency"),
     ("latency_p99_us", "p99 latency"),
 )
+#: What perf_analyzer's --verbose-csv adds after the percentiles.
+_VERBOSE_COLUMNS = ("Avg latency", "request/response", "response wait")
 _LOAD_COLUMNS: dict[str, Mode] = {"Concurrency": "concurrency", "Request Rate": "request_rate"}
 _THROUGHPUT_COLUMN = "Inferences/Second"
 _AVG_COLUMN = "Avg latency"
@@ -161,6 +163,9 @@ class Run:
     machine: str | None = None
     """Price-catalog id of the machine that served, e.g. "gcp-n1-standard-4-t4"."""
     batch_size: int = 1
+    seq_len: int | None = None
+    """Tokens per sequence of the requests (the `input_ids` shape), where known: a cost
+    is comparable only with one measured at the same length."""
     mode: Mode = "concurrency"
     tool: str = "bertserve perf"
     """"bertserve perf" or "perf_analyzer"."""
@@ -239,9 +244,12 @@ def read_perf_analyzer_csv(path: str | Path, *, batch_size: int = 1) -> list[Mea
     """Read perf_analyzer's `-f` CSV, in sweep order (perf_analyzer sorts rows by throughput).
 
     `batch_size` is the `-b` the sweep ran with; the CSV does not record it. Extra columns
-    (verbose CSV, cache hit/miss) are kept in `Measurement.extras`. Rows after a blank line
-    are not part of the main table and are ignored.
+    (verbose CSV, cache hit/miss) are kept in `Measurement.extras`; --collect-metrics GPU
+    cells as one extra per GPU. Rows after a blank line are not part of the main table and
+    are ignored.
     """
+    from bertserve.perf.server_metrics import GPU_COLUMNS, parse_gpu_cell
+
     path = Path(path)
     rows = list(csv.reader(_read_text(path, encoding="utf-8-sig").splitlines()))
     if not rows or not any(cell.strip() for cell in rows[0]):
@@ -270,6 +278,9 @@ def read_perf_analyzer_csv(path: str | Path, *, batch_size: int = 1) -> list[Mea
         values: dict[str, float] = {}
         for name, cell in zip(header, row, strict=True):
             try:
+                if name in GPU_COLUMNS:  # --collect-metrics: "<gpu uuid>:<value>;" per GPU
+                    values.update(parse_gpu_cell(name, cell))
+                    continue
                 values[name] = float(cell)
             except ValueError:
                 raise ResultsFormatError(
@@ -305,12 +316,22 @@ def _measurement_from_row(values: dict[str, float], load_column: str, batch: int
     )
 
 
-def write_perf_analyzer_csv(measurements: Iterable[Measurement], path: str | Path) -> None:
+def write_perf_analyzer_csv(
+    measurements: Iterable[Measurement],
+    path: str | Path,
+    *,
+    verbose: bool = False,
+    gpu_metrics: bool = False,
+) -> None:
     """Write perf_analyzer's `-f` CSV: its columns, integer microseconds, rows by throughput.
 
-    All points must share one mode. Fields perf_analyzer's plain CSV lacks (average latency,
-    counts, extras) are not written; use `Run.to_json` to keep everything.
+    All points must share one mode. `verbose` adds what `--verbose-csv` adds (average
+    latency, request/response, response wait) and `gpu_metrics` its `--collect-metrics`
+    columns ("<gpu uuid>:<value>;" per GPU). Anything else (counts, other extras) is only in
+    `Run.to_json`.
     """
+    from bertserve.perf.server_metrics import GPU_COLUMNS, gpu_cells
+
     points = list(measurements)
     if not points:
         raise ValueError("no measurements to write")
@@ -320,6 +341,10 @@ def write_perf_analyzer_csv(measurements: Iterable[Measurement], path: str | Pat
     load_column = "Concurrency" if modes == {"concurrency"} else "Request Rate"
     header = [load_column, _THROUGHPUT_COLUMN]
     header += [c for _, c in BREAKDOWN_FIELDS] + [c for _, c in _PERCENTILE_COLUMNS]
+    if verbose:
+        header += list(_VERBOSE_COLUMNS)
+        if gpu_metrics:
+            header += list(GPU_COLUMNS)
     # perf_analyzer sorts by throughput (a stable sort keeps sweep order among ties).
     ordered = sorted(sorted(points, key=lambda m: m.load), key=lambda m: m.throughput)
     with Path(path).open("w", encoding="utf-8", newline="") as out:
@@ -330,6 +355,14 @@ def write_perf_analyzer_csv(measurements: Iterable[Measurement], path: str | Pat
             row = [load, _cpp_double(m.throughput)]
             row += [str(round(getattr(m, name))) for name, _ in BREAKDOWN_FIELDS]
             row += [str(round(getattr(m, name))) for name, _ in _PERCENTILE_COLUMNS]
+            if verbose:
+                # perf_analyzer's request/response is the client's own send and receive
+                # time; response wait is the rest of the average latency.
+                average = m.latency_us("avg")
+                exchange = m.client_send_us + m.client_recv_us
+                row += [str(round(average)), str(round(exchange)), str(round(average - exchange))]
+                if gpu_metrics:
+                    row += gpu_cells(m.extras)
             writer.writerow(row)
 
 

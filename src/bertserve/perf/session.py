@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 
-from bertserve.perf.display import SweepDisplay, summary_table
+from bertserve.perf.display import SweepDisplay, print_summary
 from bertserve.perf.profiler import profile
 from bertserve.perf.results import Run, write_perf_analyzer_csv, write_run
 from bertserve.perf.settings import PerfSettings
@@ -33,7 +33,12 @@ def write_outputs(run: Run, settings: PerfSettings) -> list[Path]:
     """perf_analyzer's CSV (`-f`) and the full JSON (`--json`), where asked; their paths."""
     written = []
     if settings.csv_path and run.measurements:
-        write_perf_analyzer_csv(run.measurements, settings.csv_path)
+        write_perf_analyzer_csv(
+            run.measurements,
+            settings.csv_path,
+            verbose=settings.verbose_csv,
+            gpu_metrics=settings.collect_metrics,
+        )
         written.append(Path(settings.csv_path))
     if settings.json_path:
         write_run(run, settings.json_path)
@@ -43,10 +48,10 @@ def write_outputs(run: Run, settings: PerfSettings) -> list[Path]:
 
 def measure(settings: PerfSettings, console: Console, *, summary: bool = True) -> Run:
     """Sweep with progress on `console`, print the summary table, write the files."""
-    with SweepDisplay(console) as display:
+    with SweepDisplay(console, verbose=settings.verbose) as display:
         result = run_async(profile(settings, display.events()))
     if summary:
-        console.print(summary_table(result))
+        print_summary(result, console)
     for path in write_outputs(result, settings):
         console.print(f"wrote {path}", highlight=False)
     return result

@@ -111,6 +111,20 @@ class PerfSettings:
     machine: str | None = None
     #: Warm-up requests per connection before the first window (not counted).
     warmup_requests: int = 2
+    #: HTTP headers sent with every request (`-H 'Name:Value'`); gRPC ignores them, as
+    #: perf_analyzer does.
+    http_headers: tuple[tuple[str, str], ...] = ()
+    #: `-v`: print every window, not only each load's result.
+    verbose: bool = False
+    #: `--verbose-csv`: the CSV also gets perf_analyzer's extra columns (average latency,
+    #: request/response, response wait, and the GPU columns with `collect_metrics`).
+    verbose_csv: bool = False
+    #: `--collect-metrics`: scrape the server's metrics while each load is measured.
+    collect_metrics: bool = False
+    #: `--metrics-url`: where they are served.
+    metrics_url: str = "localhost:8002/metrics"
+    #: `--metrics-interval`: milliseconds between scrapes within a load level.
+    metrics_interval_ms: float = 1000.0
 
     @property
     def mode(self) -> Literal["concurrency", "request_rate"]:
@@ -119,6 +133,12 @@ class PerfSettings:
     def loads(self) -> list[float]:
         chosen = self.request_rate if self.request_rate is not None else self.concurrency
         return chosen.values()
+
+    @property
+    def seq_len(self) -> int | None:
+        """Tokens per sequence: the last `--shape input_ids` dimension, if one was given."""
+        dims = self.shapes.get("input_ids")
+        return dims[-1] if dims else None
 
     @property
     def judged_stat(self) -> str:

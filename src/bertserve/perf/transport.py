@@ -59,6 +59,8 @@ class Transport(abc.ABC):
         self.url = url
         self.model = model
         self.version = version
+        #: Headers every HTTP request carries (`-H`); other protocols ignore them.
+        self.headers: tuple[tuple[str, str], ...] = ()
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -103,7 +103,7 @@ class _WireError(ValueError):
     """The bytes are not a protobuf message (the caller names the message type)."""
 
 
-def _cut(buf: bytes, number: int) -> tuple[bytes | memoryview, list[memoryview]]:
+def _cut(buf: bytes, number: int) -> tuple[bytes, list[memoryview]]:
     """Split a serialized message into the rest of it and the payloads of top-level
     length-delimited field `number`, which stay views over `buf`."""
     view = memoryview(buf)
@@ -305,13 +305,14 @@ def stream_response(infer_response: bytes) -> bytes:
 
 def stream_error(message: str, request_id: str = "", model_name: str = "") -> bytes:
     """A stream's error reply; it names the request so the client can match it."""
-    return service_pb2.ModelStreamInferResponse(
+    reply: Message = service_pb2.ModelStreamInferResponse(
         error_message=message,
         infer_response=_RESPONSE(id=request_id, model_name=model_name),
-    ).SerializeToString()
+    )
+    return reply.SerializeToString()
 
 
-def from_json(doc: Mapping[str, Any], message_type: type[M]) -> M:
+def from_json(doc: dict[str, Any], message_type: type[M]) -> M:
     """One of the engine's JSON documents (Triton's HTTP shapes) -> the gRPC message of the
     same schema. Unknown fields raise, so a drift between the two shows up in tests."""
     return json_format.ParseDict(doc, message_type())

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bertserve.errors import ConfigError
 from bertserve.qa.windows import Window
 
-__all__ = ["ModelCall", "parse_buckets", "bucket_for", "plan_calls", "pad_windows"]
+__all__ = ["ModelCall", "bucket_for", "plan_calls", "pad_windows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,22 +23,6 @@ class ModelCall:
 
     length: int
     windows: tuple[int, ...]
-
-
-def parse_buckets(text: str, max_seq_len: int) -> tuple[int, ...]:
-    """ "64,128,256" -> (64, 128, 256, max_seq_len): sorted, deduplicated, capped."""
-    try:
-        values = {int(part) for part in text.replace(" ", "").split(",") if part}
-    except ValueError:
-        raise ConfigError(
-            f"buckets '{text}' must be comma-separated token counts, e.g. '64,128,256,384'"
-        ) from None
-    if any(v < 1 for v in values):
-        raise ConfigError(f"buckets '{text}' must all be positive")
-    if any(v > max_seq_len for v in values):
-        raise ConfigError(f"buckets '{text}' must not exceed max_seq_len {max_seq_len}")
-    values.add(max_seq_len)  # every window fits somewhere
-    return tuple(sorted(values))
 
 
 def bucket_for(length: int, buckets: Sequence[int]) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,16 +128,28 @@ class AnswerClient:
         return self._answers(result)
 
     def ask_all(
-        self, questions: Sequence[str], contexts: Sequence[str], batch_size: int = 1
+        self,
+        questions: Sequence[str],
+        contexts: Sequence[str],
+        batch_size: int = 1,
+        on_answers: Callable[[int], None] | None = None,
     ) -> AnswerRun:
-        """Every pair, `batch_size` pairs a request, `concurrency` requests in flight."""
+        """Every pair, `batch_size` pairs a request, `concurrency` requests in flight;
+        `on_answers(n)` after each reply (n pairs answered by it), for progress."""
         starts = list(range(0, len(questions), max(1, batch_size)))
         answers: list[Answer] = []
         began = time.perf_counter()
         in_flight: deque[Any] = deque()
+
+        def collect() -> None:
+            batch = self._answers(self._wait(in_flight.popleft()))
+            answers.extend(batch)
+            if on_answers is not None:
+                on_answers(len(batch))
+
         for start in starts:
             if len(in_flight) >= self.concurrency:
-                answers.extend(self._answers(self._wait(in_flight.popleft())))
+                collect()
             end = start + batch_size
             tensors, outputs = self._request(questions[start:end], contexts[start:end])
             in_flight.append(
@@ -146,7 +158,7 @@ class AnswerClient:
                 )
             )
         while in_flight:
-            answers.extend(self._answers(self._wait(in_flight.popleft())))
+            collect()
         return AnswerRun(answers, time.perf_counter() - began)
 
     def _wait(self, request: Any) -> Any:

@@ -6,8 +6,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bertserve.qa.metrics import SquadScores, agreement
+from bertserve.tables import plain_table
 
-__all__ = ["VariantResult", "Comparison", "compare", "format_table", "summary_lines"]
+__all__ = [
+    "Comparison",
+    "VariantResult",
+    "compare",
+    "format_table",
+    "score_table",
+    "summary_lines",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +62,12 @@ def _cell(value: float | None, fmt: str = "{:.1f}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def format_table(comparisons: Sequence[Comparison]) -> str:
-    """A fixed-width table; HasAns/NoAns columns show "-" for SQuAD v1.1 data."""
-    header = (
+def score_table(
+    comparisons: Sequence[Comparison],
+) -> tuple[tuple[str, ...], list[tuple[str, ...]], tuple[bool, ...]]:
+    """(headers, rows, numeric flags) of the scores; HasAns/NoAns columns show "-" for
+    SQuAD v1.1 data."""
+    headers: tuple[str, ...] = (
         "model",
         "EM",
         "F1",
@@ -69,7 +80,7 @@ def format_table(comparisons: Sequence[Comparison]) -> str:
         "dEM",
         "dF1",
     )
-    rows = [header]
+    rows: list[tuple[str, ...]] = []
     for c in comparisons:
         s = c.result.scores
         name = c.result.model + (" (random weights)" if c.result.random_weights else "")
@@ -88,15 +99,12 @@ def format_table(comparisons: Sequence[Comparison]) -> str:
                 f"{c.delta_f1:+.1f}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    ]
-    return "\n".join(lines)
+    return headers, rows, (False,) + (True,) * (len(headers) - 1)
+
+
+def format_table(comparisons: Sequence[Comparison]) -> str:
+    """The scores as a plain aligned table."""
+    return plain_table(*score_table(comparisons))
 
 
 def summary_lines(comparisons: Sequence[Comparison]) -> list[str]:

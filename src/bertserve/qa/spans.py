@@ -83,7 +83,7 @@ def best_span(
 def _probabilities(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     shifted = np.where(allowed, logits - logits[allowed].max(), -np.inf)
     exp = np.exp(shifted)
-    return exp / exp.sum()
+    return exp / float(exp.sum())
 
 
 def extract_answers(

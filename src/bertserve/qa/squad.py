@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Example", "load_squad", "parse_squad", "sample_path"]
+__all__ = ["Example", "load_squad", "parse_squad", "passage_path", "sample_path"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,11 @@ class Example:
 def sample_path() -> Path:
     """The small SQuAD-format sample shipped with bertserve (original passages)."""
     return Path(str(resources.files("bertserve") / "data" / "squad_sample.json"))
+
+
+def passage_path() -> Path:
+    """A short passage shipped with bertserve for `bertserve ask` (original text)."""
+    return Path(str(resources.files("bertserve") / "data" / "passage.txt"))
 
 
 def load_squad(path: Path) -> tuple[str, list[Example]]:

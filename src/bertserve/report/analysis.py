@@ -87,11 +87,6 @@ def analyze(
         )
         if machine is None:
             notes.append(f"{run.label}: no machine given, so no cost (tag it with machine=ID).")
-        if run.random_weights:
-            warnings.append(
-                f"{run.label}: measured with RANDOM WEIGHTS; its speed is real, its answers are "
-                "meaningless."
-            )
         behind = [m.load for m in run.measurements if (m.dropped_sends or m.delayed_sends)]
         if behind:
             notes.append(
@@ -101,6 +96,12 @@ def analyze(
         errored = sum(1 for m in run.measurements if m.errors)
         if errored:
             notes.append(f"{run.label}: {errored} point(s) had request errors and are never best.")
+    random = [run.label for run, _ in runs if run.random_weights]
+    if random:
+        warnings.append(
+            f"Measured with RANDOM WEIGHTS: {', '.join(random)}. Speed and cost are real; the "
+            "answers are meaningless."
+        )
     for s in summaries:
         if s.best is None:
             notes.append(f"{s.deployment.label}: no point meets {_budget(stat, budget_ms)}.")

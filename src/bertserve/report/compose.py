@@ -6,12 +6,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from bertserve.cost.catalog import Catalog
+from bertserve.cost.catalog import Catalog, Machine
 from bertserve.report import formatting as fmt
 from bertserve.report.analysis import Analysis, Deployment
 from bertserve.report.document import Block, Bullets, Figure, Heading, Paragraph, Table
 from bertserve.report.reference import HeadlineRow, ReferenceBenchmark
 from bertserve.report.reference_section import reference_section
+from bertserve.report.verdict import Verdict
 
 __all__ = ["compose_report"]
 
@@ -41,6 +42,7 @@ def compose_report(
     title: str,
     generated: str,
     reference: tuple[ReferenceBenchmark, list[HeadlineRow]] | None = None,
+    verdict: Verdict | None = None,
 ) -> list[Block]:
     blocks: list[Block] = [
         Heading(1, title),
@@ -52,6 +54,8 @@ def compose_report(
         ),
     ]
     blocks += [Paragraph(w, emphasis=True) for w in analysis.warnings]
+    if verdict is not None:
+        blocks += [Heading(2, "Verdict"), Bullets(verdict.lines())]
     if reference is not None:
         blocks += reference_section(*reference, analysis)
     blocks.append(Heading(2, f"Deployments compared at {analysis.budget_text}"))
@@ -63,7 +67,10 @@ def compose_report(
     blocks.append(Heading(2, "Figures"))
     blocks += list(figures)
     blocks += [Heading(2, "Inputs"), _inputs_table(analysis.deployments)]
-    blocks += [Heading(2, "Prices used"), _prices_table(analysis.deployments)]
+    measured = tuple(f"{d.label}: {d.run.notes}" for d in analysis.deployments if d.run.notes)
+    if measured:
+        blocks += [Paragraph("How each was measured (command line or note):"), Bullets(measured)]
+    blocks += [Heading(2, "Prices used"), _prices(analysis.deployments)]
     blocks.append(Heading(2, "Every sweep point"))
     for d in analysis.deployments:
         blocks += [Heading(3, d.label), _points_table(d)]
@@ -119,11 +126,11 @@ def _inputs_table(deployments: Sequence[Deployment]) -> Table:
                 " ".join(x for x in (r.protocol, r.url) if x),
                 r.model or "",
                 str(r.batch_size),
+                str(r.seq_len or ""),
                 r.mode,
                 str(len(r.measurements)),
                 r.date or "",
                 "YES" if r.random_weights else "no",
-                r.notes or "",
             )
         )
     return Table(
@@ -134,26 +141,25 @@ def _inputs_table(deployments: Sequence[Deployment]) -> Table:
             "server",
             "model",
             "batch",
+            "seq",
             "mode",
             "points",
             "date",
             "random weights",
-            "notes",
         ),
         rows=tuple(rows),
     )
 
 
-def _prices_table(deployments: Sequence[Deployment]) -> Table:
+def _prices(deployments: Sequence[Deployment]) -> Table | Paragraph:
     machines = {d.machine.id: d.machine for d in deployments if d.machine is not None}
-    rows = tuple(
-        (
-            m.id,
-            m.name,
-            fmt.dollars(m.price_per_hour),
-            m.source + (f" (sum of {', '.join(m.parts)})" if m.parts else ""),
-            m.as_of,
+    if not machines:
+        return Paragraph(
+            "None: no deployment names a machine of the price catalog, so nothing is costed. "
+            "Tag each input with machine=ID (ids: `bertserve report --list-machines`)."
         )
+    rows = tuple(
+        (m.id, m.name, fmt.dollars(m.price_per_hour), m.source + _derivation(m), m.as_of)
         for m in machines.values()
     )
     return Table(
@@ -161,6 +167,14 @@ def _prices_table(deployments: Sequence[Deployment]) -> Table:
         rows=rows,
         numeric=(False, False, True, False, False),
     )
+
+
+def _derivation(m: Machine) -> str:
+    if not m.parts:
+        return ""
+    if m.share != 1.0:
+        return f" ({m.share:g} of {' + '.join(m.parts)})"
+    return f" (sum of {', '.join(m.parts)})"
 
 
 def _points_table(d: Deployment) -> Table:

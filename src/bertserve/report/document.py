@@ -81,17 +81,27 @@ def _markdown_table(table: Table) -> str:
     return "\n".join([cells(table.headers), rule, *(cells(r) for r in table.rows)])
 
 
+# Tables sit in a scroller of the page's width: a table wider than a phone scrolls inside
+# it instead of pushing the page sideways. Numbers never break; words in text cells stay
+# whole, and paths and model names may break after "/" and "_" (<wbr> in _cell).
 _CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
-       color: #222; line-height: 1.45; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.92em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; }
+body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em;
+       color: #222; line-height: 1.45; overflow-wrap: break-word; }
+.table { overflow-x: auto; margin: 1em 0; }
+table { border-collapse: collapse; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; vertical-align: top; }
 th { background: #f2f2f2; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td { overflow-wrap: break-word; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .warn { background: #fff3cd; border-left: 4px solid #e0a800; padding: 0.5em 1em; }
-figure { margin: 1.5em 0; } img { max-width: 100%; }
+figure { margin: 1.5em 0; } img { max-width: 100%; height: auto; }
 figcaption { color: #555; font-size: 0.9em; }
 code { background: #f5f5f5; padding: 0 0.2em; }
+@media (max-width: 700px) {
+  body { margin: 1em auto; padding: 0 0.6em; font-size: 15px; }
+  table { font-size: 0.85em; }
+  th, td { padding: 0.2em 0.35em; }
+}
 """
 
 
@@ -118,10 +128,17 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
             )
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         + "\n".join(body)
         + "\n</body>\n</html>\n"
     )
+
+
+def _breakable(text: str) -> str:
+    """Escaped text that may break after "/" and "_": a path or a model name is one long
+    word, which would otherwise set its column's width."""
+    return html.escape(text).replace("/", "/<wbr>").replace("_", "_<wbr>")
 
 
 def _html_table(table: Table) -> str:
@@ -130,8 +147,11 @@ def _html_table(table: Table) -> str:
     rows = []
     for row in table.rows:
         tds = "".join(
-            f'<td class="num">{html.escape(c)}</td>' if n else f"<td>{html.escape(c)}</td>"
+            f'<td class="num">{html.escape(c)}</td>' if n else f"<td>{_breakable(c)}</td>"
             for c, n in zip(row, numeric, strict=False)
         )
         rows.append(f"<tr>{tds}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return (
+        f'<div class="table"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )

@@ -20,6 +20,8 @@ def dollars(value: float | None) -> str:
         return "n/a"
     if math.isinf(value):
         return "inf"
+    if abs(value) >= 1000:  # 4 significant digits would switch to "1.267e+04"
+        return f"${value:,.0f}"
     return f"${value:,.4g}"
 
 

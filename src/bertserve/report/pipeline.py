@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bertserve.cost.catalog import Catalog
+from bertserve.cost.host import MachineGuess
 from bertserve.perf.results import Run
 from bertserve.report.analysis import Analysis, analyze
 from bertserve.report.console import print_summary
@@ -22,9 +23,16 @@ from bertserve.report.reference import (
     load_reference,
     reference_verdicts,
 )
+from bertserve.report.verdict import (
+    KindOf,
+    Verdict,
+    pick_sentences,
+    reference_sentences,
+    unknown_kind,
+)
 from bertserve.report.writer import ReportFiles, write_report
 
-__all__ = ["WrittenReport", "print_report", "produce_report"]
+__all__ = ["WrittenReport", "print_report", "print_verdict", "produce_report"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class WrittenReport:
     files: ReportFiles
     #: The packaged reference benchmark and its README's headline rows, when included.
     reference: tuple[ReferenceBenchmark, list[HeadlineRow]] | None
+    verdict: Verdict
 
     def reference_sentence(self) -> str | None:
         """The reference's verdict, from its CSVs at the README's headline points."""
@@ -51,14 +60,19 @@ def produce_report(
     reference: bool = False,
     stat: str = "p99",
     budget_ms: float | None = None,
+    guess: MachineGuess | None = None,
+    kind_of: KindOf = unknown_kind,
 ) -> WrittenReport:
     """Analyze `sources` (each run with where it came from), with the packaged reference
-    benchmark's deployments added when `reference`, and write the report into `output`."""
+    benchmark's deployments added when `reference`, and write the report into `output`.
+    `guess` is how the machine was priced when the user did not say; the verdict names it.
+    `kind_of` says what a model is (architecture, device), so the verdict can set it beside
+    the reference's deployment of the same model."""
     runs = list(sources)
-    included = None
+    bench = load_reference()
+    headline = headline_rows(bench, catalog)
+    included = (bench, headline) if reference else None
     if reference:
-        bench = load_reference()
-        included = (bench, headline_rows(bench, catalog))
         runs += [(d.run, f"packaged reference: {d.file}") for d in bench.deployments]
     labels = [r.label for r, _ in runs]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
@@ -67,11 +81,22 @@ def produce_report(
             f"label(s) used twice: {', '.join(duplicates)}; give each --input its own label=NAME"
         )
     analysis = analyze(runs, catalog, stat=stat, budget_ms=budget_ms)
+    verdict = Verdict(
+        assumption=guess.sentence() if guess is not None else None,
+        reference=reference_sentences(analysis, bench, headline, guess, kind_of),
+        pick=pick_sentences(analysis, kind_of),
+    )
     generated = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     files = write_report(
-        analysis, catalog, output, title=title, generated=generated, reference=included
+        analysis,
+        catalog,
+        output,
+        title=title,
+        generated=generated,
+        reference=included,
+        verdict=verdict,
     )
-    return WrittenReport(analysis, files, included)
+    return WrittenReport(analysis, files, included, verdict)
 
 
 def print_report(
@@ -82,3 +107,11 @@ def print_report(
     print_summary(report.analysis, console, extra_lines)
     for note in (*report.analysis.warnings, *report.analysis.notes):
         console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+
+
+def print_verdict(report: WrittenReport, console: Console) -> None:
+    """The closing lines both commands end with: how this machine was priced, each
+    deployment's dollars against the reference, and which deployment to pick."""
+    console.print("", highlight=False)
+    for line in report.verdict.lines():
+        console.print(line, highlight=False, markup=False, soft_wrap=True)

@@ -93,6 +93,7 @@ def load_reference() -> ReferenceBenchmark:
             protocol=meta["protocol"],
             machine=entry.get("machine"),
             batch_size=batch,
+            seq_len=int(entry.get("seq_len", meta["seq_len"])),
             tool=meta["tool"],
             notes=entry.get("notes", ""),
             date=meta["period"],

@@ -11,6 +11,7 @@ from bertserve.report.compose import compose_report
 from bertserve.report.document import Figure, render_html, render_markdown
 from bertserve.report.plots import breakdown_png, cost_png, latency_throughput_png
 from bertserve.report.reference import HeadlineRow, ReferenceBenchmark
+from bertserve.report.verdict import Verdict
 
 __all__ = ["ReportFiles", "draw_figures", "write_report"]
 
@@ -58,11 +59,18 @@ def write_report(
     title: str,
     generated: str,
     reference: tuple[ReferenceBenchmark, list[HeadlineRow]] | None = None,
+    verdict: Verdict | None = None,
 ) -> ReportFiles:
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = draw_figures(analysis)
     blocks = compose_report(
-        analysis, catalog, figures, title=title, generated=generated, reference=reference
+        analysis,
+        catalog,
+        figures,
+        title=title,
+        generated=generated,
+        reference=reference,
+        verdict=verdict,
     )
     paths = []
     for figure in figures:

@@ -60,7 +60,7 @@ def _int64_as_numbers(message: Message, data: dict[str, Any]) -> None:
         value = data[fd.name]
         if fd.type in _INT64_TYPES:
             data[fd.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
-        elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+        elif fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type is not None:
             sub = getattr(message, fd.name)
             if fd.message_type.GetOptions().map_entry:
                 value_fd = fd.message_type.fields_by_name["value"]

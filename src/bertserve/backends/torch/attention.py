@@ -63,7 +63,9 @@ def packed_attention(
     out = torch.ops.aten._flash_attention_forward(
         q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, 0.0, False, False
     )
-    return out[0]
+    # torch.ops are resolved at run time: their results are untyped.
+    context: torch.Tensor = out[0]
+    return context
 
 
 def _packed_attention_rowwise(

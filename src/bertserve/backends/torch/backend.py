@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bertserve.backends.base import Backend, Device, LoadContext, ModelInstance
+from bertserve.backends.parameters import ModelParameters, confined_file
 from bertserve.backends.torch.encoder import read_config
 from bertserve.backends.torch.instance import TorchInstance
 from bertserve.backends.torch.names import (
@@ -16,8 +17,6 @@ from bertserve.backends.torch.names import (
     TOKEN_TYPE_IDS,
 )
 from bertserve.backends.torch.settings import EngineSettings
-from bertserve.booleans import parse_bool
-from bertserve.errors import ConfigError
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2
@@ -34,16 +33,14 @@ class TorchBackend(Backend):
         from bertserve.backends.io_spec import TensorSpec, complete_io
 
         arch = read_config(model_path)
-        weights = model_path / (config.default_model_filename or self.default_model_filename)
-        if not weights.is_file():
-            raise ConfigError(f"model file {weights} not found")
+        weights = self._weights(config, model_path)
         lead = (-1, -1)  # [batch, tokens]; complete_io drops the batch axis when batching
         names = [INPUT_IDS, ATTENTION_MASK] + ([TOKEN_TYPE_IDS] if arch.type_vocab else [])
         inputs = [TensorSpec(n, "INT64", lead) for n in names]
         outputs = [TensorSpec(n, "FP32", lead) for n in (START_LOGITS, END_LOGITS)]
         complete_io(config, inputs, outputs, source=str(weights))
         config.backend = self.name
-        if _packing(config):
+        if ModelParameters(config).boolean("packing", False):
             # Triton's flag for inputs whose shapes may differ within one batch.
             for tensor in config.input:
                 tensor.allow_ragged_batch = True
@@ -56,15 +53,10 @@ class TorchBackend(Backend):
         context: LoadContext,
     ) -> ModelInstance:
         settings = EngineSettings.from_config(config, model_path, device)
+        self._weights(config, model_path)
         filename = config.default_model_filename or self.default_model_filename
         return TorchInstance(model_path, filename, settings, device)
 
-
-def _packing(config: model_config_pb2.ModelConfig) -> bool:
-    """Whether the config asks for packing (a bad value is refused at load, by the settings)."""
-    if "packing" not in config.parameters:
-        return False
-    try:
-        return parse_bool(config.parameters["packing"].string_value)
-    except ValueError:
-        return False
+    def _weights(self, config: model_config_pb2.ModelConfig, version_dir: Path) -> Path:
+        filename = config.default_model_filename or self.default_model_filename
+        return confined_file(filename, version_dir, "default_model_filename")

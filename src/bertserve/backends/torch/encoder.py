@@ -25,6 +25,7 @@ from bertserve.backends.torch.attention import (
     packed_attention,
     padded_attention,
 )
+from bertserve.backends.torch.kernels import add_layer_norm, bias_gelu_quant, quantize_rows
 from bertserve.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -245,6 +246,7 @@ class QAEncoder:
             x, xq, xs = add_layer_norm(a, x, *layer.ln1, cfg.eps, quantize=fp8, use_triton=tri)
             if fp8:
                 assert layer.ffn1.qweight_t is not None and layer.ffn1.wscale is not None
+                assert xq is not None and xs is not None  # add_layer_norm(quantize=True)
                 pre = self._scaled_mm(xq, xs, layer.ffn1, None)
                 approx = "tanh" if opt.gelu == "tanh" else "none"
                 gq, gs = bias_gelu_quant(pre, layer.ffn1.bias, approximate=approx, use_triton=tri)
@@ -303,24 +305,6 @@ class QAEncoder:
         if self.options.gelu == "tanh":
             return torch._addmm_activation(lin.bias, x, lin.weight.t(), use_gelu=True)
         return F.gelu(F.linear(x, lin.weight, lin.bias))
-
-
-def add_layer_norm(*args: Any, **kwargs: Any) -> Any:
-    from bertserve.backends.torch.kernels import add_layer_norm as impl
-
-    return impl(*args, **kwargs)
-
-
-def quantize_rows(*args: Any, **kwargs: Any) -> Any:
-    from bertserve.backends.torch.kernels import quantize_rows as impl
-
-    return impl(*args, **kwargs)
-
-
-def bias_gelu_quant(*args: Any, **kwargs: Any) -> Any:
-    from bertserve.backends.torch.kernels import bias_gelu_quant as impl
-
-    return impl(*args, **kwargs)
 
 
 # ---- loading ---------------------------------------------------------------------------------

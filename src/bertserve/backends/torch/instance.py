@@ -68,7 +68,8 @@ class TorchInstance(ModelInstance):
         self.stream: Any = None
         ctx: Any
         if self.torch_device.type == "cuda":
-            self.stream = torch.cuda.Stream(self.torch_device)
+            # torch.cuda.Stream.__new__ carries no annotations (torch 2.13).
+            self.stream = torch.cuda.Stream(self.torch_device)  # type: ignore[no-untyped-call]
             ctx = torch.cuda.device(self.torch_device)
         else:
             ctx = contextlib.nullcontext()

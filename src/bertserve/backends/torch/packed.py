@@ -10,21 +10,18 @@ zeros past the last offset: the graph captured once serves every mix of lengths 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from bertserve.backends.torch.names import INPUT_IDS, TOKEN_TYPE_IDS
-from bertserve.backends.torch.profile import run_staged
-
-if TYPE_CHECKING:
-    from bertserve.backends.torch.instance import TorchInstance
+from bertserve.backends.torch.profile import Owner, run_staged
 
 __all__ = ["PackedProfile"]
 
 
 class PackedProfile:
-    def __init__(self, instance: TorchInstance, tokens: int, rows: int, max_len: int) -> None:
+    def __init__(self, instance: Owner, tokens: int, rows: int, max_len: int) -> None:
         import torch
 
         self.tokens, self.rows = tokens, rows
@@ -41,7 +38,8 @@ class PackedProfile:
         self.host_out = torch.empty((2, 2, tokens), dtype=torch.float32, pin_memory=pin)
         self.host_out_np = self.host_out.numpy()
         self.dev_out = torch.empty((2, tokens), dtype=torch.float32, device=dev)
-        self.done = [torch.cuda.Event(), torch.cuda.Event()] if pin else []
+        # torch.cuda.Event.__new__ carries no annotations (torch 2.13).
+        self.done = [torch.cuda.Event(), torch.cuda.Event()] if pin else []  # type: ignore[no-untyped-call]
         self.slot = 0
         self.graph: Any = None
 

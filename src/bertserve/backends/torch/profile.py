@@ -5,14 +5,28 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from bertserve.backends.torch.instance import TorchInstance
+    import torch
 
-__all__ = ["Profile", "capture_lock", "run_staged"]
+    from bertserve.backends.torch.encoder import QAEncoder
+    from bertserve.backends.torch.settings import EngineSettings
+
+__all__ = ["Owner", "Profile", "capture_lock", "run_staged"]
+
+
+class Owner(Protocol):
+    """What a profile (padded or packed) takes from the instance that owns it: the instance
+    builds its profiles, so naming the instance's class here would make an import circle."""
+
+    torch_device: torch.device
+    encoder: QAEncoder
+    stream: Any
+    settings: EngineSettings
+
 
 capture_lock = threading.Lock()
 
@@ -22,7 +36,7 @@ class Profile:
     attention mask), and two pinned host staging slots, so one batch can be filled in while
     the one before it still runs (launches alternate between the slots)."""
 
-    def __init__(self, instance: TorchInstance, batch: int, seq: int) -> None:
+    def __init__(self, instance: Owner, batch: int, seq: int) -> None:
         import torch
 
         self.batch, self.seq = batch, seq
@@ -40,7 +54,8 @@ class Profile:
             dense: torch.empty((2, batch, seq), dtype=torch.float32, device=dev)
             for dense in (True, False)
         }
-        self.done = [torch.cuda.Event(), torch.cuda.Event()] if pin else []
+        # torch.cuda.Event.__new__ carries no annotations (torch 2.13).
+        self.done = [torch.cuda.Event(), torch.cuda.Event()] if pin else []  # type: ignore[no-untyped-call]
         self.slot = 0
         self.graphs: dict[bool, Any] = {}
         self.has_types = instance.settings.has_token_types
