@@ -176,13 +176,15 @@ def test_adapter_rules_measure_the_pod_as_its_statistics_do(busy_pod):
     loader.start()
     time.sleep(3)
     pending = []
-    for _ in range(3):  # while six requests at a time wait out the batching delay
+    for _ in range(4):  # while six requests at a time wait out the batching delay
         pending.append(prometheus.query(pending_query))
-        time.sleep(1.2)
+        time.sleep(1.1)
     loader.join(60)
     assert failures == []
-    assert all(p is not None and 0 <= p <= CLIENTS for p in pending), pending
-    assert max(p for p in pending if p is not None) >= CLIENTS / 2, pending
+    # A scrape that overran its 1 s on a busy machine leaves no sample: None, not a reading.
+    read = [p for p in pending if p is not None]
+    assert len(read) >= 2 and all(0 <= p <= CLIENTS for p in read), pending
+    assert max(read) >= CLIENTS / 2, pending
 
     time.sleep(2.5)  # the last scrapes after the load
     with httpclient.InferenceServerClient(server.http_url) as client:
