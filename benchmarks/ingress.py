@@ -138,13 +138,16 @@ def main() -> int:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
 
     work = Path(tempfile.mkdtemp(prefix="bertserve-ingress-"))
-    replicas = [ServerProcess(args.repo).start() for _ in range(2)]
-    proxies = []
+    replicas: list[ServerProcess] = []
+    proxies: list[ChildProcess] = []
     failed = True
     try:
+        for _ in range(2):
+            replicas.append(ServerProcess(args.repo).start())
         one, http1, grpc1 = start_nginx(replicas[:1], work / "nginx-1", args.model)
+        proxies.append(one)
         two, http2, grpc2 = start_nginx(replicas, work / "nginx-2", args.model)
-        proxies = [one, two]
+        proxies.append(two)
         shares = check_through(http2, grpc2, args.model, replicas)
         if min(shares) == 0:
             raise RuntimeError(f"nginx sent every request to one replica: {shares}")
