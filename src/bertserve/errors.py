@@ -40,7 +40,7 @@ class ModelNotFound(BertserveError):
 
 
 class ModelNotReady(BertserveError):
-    """The model exists but is loading, unloading or failed to load (HTTP 400, UNAVAILABLE)."""
+    """The version asked for exists but is not ready (HTTP 503, UNAVAILABLE, as Triton)."""
 
 
 class ModelLoadError(BertserveError):
@@ -60,7 +60,7 @@ class RequestTimeout(BertserveError):
 
 
 class Unsupported(BertserveError):
-    """A feature or setting the server does not offer (HTTP 400, UNIMPLEMENTED)."""
+    """A feature or setting the server does not offer (HTTP 501, UNIMPLEMENTED, as Triton)."""
 
 
 class ServerShuttingDown(BertserveError):

@@ -274,7 +274,8 @@ def build_registry(
     settings: ServerSettings,
 ) -> CollectorRegistry:
     """Every collector `serve` exposes, as its settings ask (`--metrics-config`,
-    `--allow-cpu-metrics`); GPU metrics where NVML finds a driver."""
+    `--allow-cpu-metrics`); GPU metrics where NVML finds a driver (unless
+    `--allow-gpu-metrics=false`)."""
     registry = CollectorRegistry()
     quantiles = settings.metrics_summary_quantiles if settings.metrics_summary_latencies else ()
     registry.register(
@@ -286,7 +287,7 @@ def build_registry(
         )
     )
     gpu = GpuMetrics(dict(os.environ))
-    if gpu.available:
+    if gpu.available and settings.allow_gpu_metrics:
         registry.register(gpu)
     if settings.allow_cpu_metrics:
         cpu = CpuMetrics()

@@ -30,12 +30,20 @@ __all__ = ["Server", "serve", "bind"]
 log = logging.getLogger("bertserve.server")
 
 
-def bind(host: str, port: int, service: str = "HTTP", flag: str = "--http-port") -> socket.socket:
+def bind(
+    host: str,
+    port: int,
+    service: str = "HTTP",
+    flag: str = "--http-port",
+    reuse_port: bool = False,
+) -> socket.socket:
     """A listening TCP socket (port 0 = a free one), bound before anything loads, so the port
-    is known and logged at once."""
+    is known and logged at once. `reuse_port`: SO_REUSEPORT (`--reuse-http-port`)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -132,8 +140,13 @@ class Server:
     ) -> None:
         await self.stop()
 
+    def address(self, service: str) -> str:
+        """The interface a service binds (`--<service>-address`, else `--host`)."""
+        return str(getattr(self.settings, f"{service}_address")) or self.settings.host
+
     def _start_http(self) -> None:
-        sock = bind(self.settings.host, self.settings.http_port)
+        host = self.address("http")
+        sock = bind(host, self.settings.http_port, reuse_port=self.settings.reuse_http_port)
         config = uvicorn.Config(
             HttpApp(self.engine, self.settings),
             loop="none",
@@ -148,7 +161,7 @@ class Server:
         self._http = _UvicornServer(config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
         self.ports["http"] = sock.getsockname()[1]
-        log.info("HTTP service listening on %s:%d", self.settings.host, self.ports["http"])
+        log.info("HTTP service listening on %s:%d", host, self.ports["http"])
 
     def _start_metrics(self) -> None:
         engine = self.engine
@@ -161,7 +174,7 @@ class Server:
             ],
             self.settings,
         )
-        host, port = self.settings.host, self.settings.metrics_port
+        host, port = self.address("metrics"), self.settings.metrics_port
         try:
             self._metrics = MetricsServer(host, port, registry)
         except OSError as exc:
@@ -183,14 +196,15 @@ async def serve(settings: ServerSettings) -> int:
     loop.add_signal_handler(signal.SIGUSR1, server.engine.stop_admission)
     await server.start()
     for service, port in server.ports.items():
-        print(started_line(service, settings.host, port), flush=True)
+        print(started_line(service, server.address(service), port), flush=True)
 
     loading = asyncio.create_task(server.load())
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
     failure = loading.exception() if loading in done else None
     if failure is not None:
-        # Nothing can be served (an unreadable repository, say): say why, exit non-zero.
+        # Nothing can be served (an unreadable repository; a model that failed to load, with
+        # --exit-on-error): say why, exit non-zero.
         print(f"bertserve serve: cannot serve: {failure}", file=sys.stderr, flush=True)
     elif loading in done:
         print(READY_LINE, flush=True)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ServerSettings", "MODEL_CONTROL_MODES"]
+__all__ = ["GRPC_MAX_MESSAGE", "LOG_FORMATS", "MODEL_CONTROL_MODES", "ServerSettings"]
 
 MODEL_CONTROL_MODES = ("none", "explicit", "poll")
+LOG_FORMATS = ("default", "ISO8601")
+#: tritonserver's gRPC limit on a message, either way (INT32_MAX).
+GRPC_MAX_MESSAGE = 2**31 - 1
 
 
 @dataclass(slots=True)
@@ -24,6 +27,16 @@ class ServerSettings:
     model_cache_dir: Path | None = None
     #: Interface to bind (`--host`); 127.0.0.1 by default, 0.0.0.0 to expose.
     host: str = "127.0.0.1"
+    #: Per-service interfaces (`--http-address`, `--grpc-address`, `--metrics-address`);
+    #: empty = `host`. (tritonserver binds 0.0.0.0 by default; bertserve only loopback.)
+    http_address: str = ""
+    grpc_address: str = ""
+    metrics_address: str = ""
+    #: SO_REUSEPORT, so several servers share a port (`--reuse-http-port`, `--reuse-grpc-port`).
+    reuse_http_port: bool = False
+    reuse_grpc_port: bool = False
+    #: The server's name in `/v2` and ServerMetadata (`--id`).
+    server_id: str = "bertserve"
     #: HTTP/REST port (`--http-port`); 0 picks a free port, which is logged.
     http_port: int = 8000
     #: gRPC port (`--grpc-port`); 0 picks a free port.
@@ -43,20 +56,59 @@ class ServerSettings:
     metrics_summary_latencies: bool = False
     #: `--metrics-config summary_quantiles=`: the quantiles the summaries report.
     metrics_summary_quantiles: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99, 0.999)
+    #: GPU gauges in the metrics (`--allow-gpu-metrics`), where a GPU is visible.
+    allow_gpu_metrics: bool = True
     #: none: load everything at start, no changes; explicit: load/unload through the API
     #: (only `load_models` at start); poll: rescan the repositories every `repository_poll_secs`.
     model_control_mode: str = "none"
     #: Models to load at start in explicit mode (`--load-model`, repeatable; "*" = all).
     load_models: list[str] = field(default_factory=list)
     repository_poll_secs: float = 15.0
-    #: Refuse configs that omit inputs/outputs instead of completing them from the model file.
-    strict_model_config: bool = False
+    #: Complete configs from the model files (`--disable-auto-complete-config` turns it off;
+    #: so does the older `--strict-model-config=true`).
+    auto_complete_config: bool = True
+    #: `--backend-config=[<backend>,]<setting>=<value>`: backend -> {setting: value}; "" holds
+    #: the settings given without a backend (they apply to every backend).
+    backend_config: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Read `<model>/configs/<name>.pbtxt` instead of config.pbtxt where it exists
+    #: (`--model-config-name`).
+    model_config_name: str = ""
+    #: Stop at start-up when a model fails to load (`--exit-on-error`, tritonserver's default).
+    exit_on_error: bool = True
+    #: Models loaded at once (`--model-load-thread-count`).
+    model_load_thread_count: int = 4
+    #: Attempts after a failed load before a model is left UNAVAILABLE
+    #: (`--model-load-retry-count`).
+    model_load_retry_count: int = 0
+    #: Let clients register shared memory regions (`--allow-client-shm`; off by default, as
+    #: in tritonserver).
+    allow_client_shm: bool = False
     #: Verbosity of the log (`--log-verbose`): 0 quiet, 1 requests and batches.
     log_verbose: int = 0
     #: Largest HTTP request body accepted, in bytes (`--http-max-input-size`).
     http_max_input_size: int = 64 * 1024 * 1024
-    #: Largest gRPC message accepted or sent, in bytes (`--grpc-max-message-size`).
-    grpc_max_message_size: int = 64 * 1024 * 1024
+    #: Largest gRPC message accepted or sent, in bytes (`--grpc-max-message-size`; tritonserver
+    #: has no such flag and a fixed limit of 2 GiB - 1, the default).
+    grpc_max_message_size: int = GRPC_MAX_MESSAGE
+    #: gRPC keepalive and connection settings, tritonserver's flags and defaults.
+    grpc_keepalive_time_ms: int = 7_200_000
+    grpc_keepalive_timeout_ms: int = 20_000
+    grpc_keepalive_permit_without_calls: bool = False
+    grpc_http2_max_pings_without_data: int = 2
+    grpc_http2_min_recv_ping_interval_without_data_ms: int = 300_000
+    grpc_http2_max_ping_strikes: int = 2
+    #: 0 = no limit (`--grpc-max-connection-age`, `--grpc-max-connection-age-grace`).
+    grpc_max_connection_age_ms: int = 0
+    grpc_max_connection_age_grace_ms: int = 0
+    #: none, low, medium or high (`--grpc-infer-response-compression-level`).
+    grpc_infer_response_compression_level: str = "none"
+    #: Log levels and where the log goes (`--log-info/warning/error`, `--log-format`,
+    #: `--log-file`; tritonserver's defaults).
+    log_info: bool = True
+    log_warning: bool = True
+    log_error: bool = True
+    log_format: str = "default"
+    log_file: str = ""
     #: Seconds to wait for in-flight requests on SIGTERM/SIGINT (`--exit-timeout-secs`).
     exit_timeout_secs: float = 30.0
     #: How long, in microseconds, one thread may hold Python's GIL while another waits for it

@@ -17,6 +17,7 @@ __all__ = [
     "element_count",
     "element_size",
     "serialize_bytes",
+    "bytes_array",
     "deserialize_bytes",
     "config_type_to_datatype",
     "datatype_to_config_type",
@@ -95,24 +96,46 @@ def serialize_bytes(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def deserialize_bytes(buffer: bytes | memoryview, count: int, name: str = "") -> np.ndarray:
-    """Triton's length-prefixed BYTES wire form -> object array of `count` bytes elements."""
+def deserialize_bytes(
+    buffer: bytes | memoryview,
+    count: int,
+    name: str = "",
+    model: str = "",
+    shape: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Triton's length-prefixed BYTES wire form -> a flat object array of bytes elements.
+
+    Reads at most `count` + 1 elements, so memory follows the bytes received, not the shape
+    claimed; the caller compares the number found with `count` (and answers with Triton's
+    words). A length prefix cut short or an element running past the end is an error here."""
     view = memoryview(buffer)
-    out = np.empty(count, dtype=np.object_)
+    items: list[bytes] = []
     offset = 0
-    for i in range(count):
-        if offset + 4 > len(view):
+    end = len(view)
+    while offset < end and len(items) <= count:
+        if offset + 4 > end:
             raise InvalidInput(
-                f"input '{name}': BYTES data holds fewer than the {count} elements its shape says"
+                f"incomplete string length indicator for inference input '{name}' for model "
+                f"'{model}', expecting 4 bytes but only {end - offset} bytes available. Please "
+                "make sure the string length indicator is in one buffer."
             )
         (length,) = _LEN.unpack_from(view, offset)
         offset += 4
-        if offset + length > len(view):
-            raise InvalidInput(f"input '{name}': BYTES element {i} runs past the end of its data")
-        out[i] = bytes(view[offset : offset + length])
+        if offset + length > end:
+            raise InvalidInput(
+                f"input '{name}': BYTES element {len(items)} claims {length} bytes but only "
+                f"{end - offset} remain in its data"
+            )
+        items.append(bytes(view[offset : offset + length]))
         offset += length
-    if offset != len(view):
-        raise InvalidInput(
-            f"input '{name}': BYTES data has {len(view) - offset} bytes beyond its {count} elements"
-        )
-    return out
+    return bytes_array(items, count, shape)
+
+
+def bytes_array(
+    items: Sequence[bytes], count: int, shape: Sequence[int] | None = None
+) -> np.ndarray:
+    """An object array of BYTES elements: shaped when there are `count` of them (`shape`
+    given), else flat so the engine can name the difference."""
+    out = np.empty(len(items), dtype=np.object_)
+    out[:] = items
+    return out.reshape(shape) if shape is not None and len(items) == count else out

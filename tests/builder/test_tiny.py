@@ -29,7 +29,8 @@ def test_layout_and_config(tiny_build: BuildOutcome) -> None:
     assert config.name == NAME
     assert config.platform == "onnxruntime_onnx"
     assert config.max_batch_size == 8
-    assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
+    # Triton's default (max_batch_size) is left out, so tools that vary max_batch_size can.
+    assert list(config.dynamic_batching.preferred_batch_size) == []
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
     # Like the reference repository: the server completes inputs/outputs from the model.
     assert not config.input and not config.output
@@ -143,3 +144,19 @@ def test_cli_without_the_build_extra_names_it_and_exits_2(
         "pip install 'bertserve[build]'\n"
     )
     assert not (tmp_path / "m").exists()
+
+
+def test_perf_analyzer_input_data_holds_real_tokenized_requests(tiny_build: BuildOutcome) -> None:
+    from bertserve.builder.model_config import PERF_INPUT_FILE
+
+    doc = json.loads((tiny_build.repository / NAME / PERF_INPUT_FILE).read_text())
+    vocab = (tiny_build.repository / NAME / "1" / TOKENIZER_DIR / "vocab.txt").read_text()
+    vocab_size = len(vocab.splitlines())
+    assert len(doc["data"]) > 1
+    for sample in doc["data"]:
+        assert sorted(sample) == ["attention_mask", "input_ids", "token_type_ids"]
+        for tensor in sample.values():
+            assert tensor["shape"] == [128] and len(tensor["content"]) == 128
+        ids = sample["input_ids"]["content"]
+        assert all(0 <= i < vocab_size for i in ids) and len(set(ids)) > 10
+        assert set(sample["attention_mask"]["content"]) == {0, 1}

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bertserve.announce import READY_LINE, SERVICES, started_line
+from bertserve.commands.serve_log import LOG_LINE
 from tests.conftest import TINY, copy_model, start_server
 from tests.frontends.conftest import SLOW
 from tests.frontends.protocols import InFlight
@@ -27,7 +28,8 @@ def test_sigterm_finishes_requests_in_flight(tiny_repo: Path, tmp_path: Path) ->
     time.sleep(0.5)  # requests are waiting in the 1.5 s batching window
     assert server.stop() == 0
     assert requests.results() == [(1, 16)] * 6
-    lines = server.output().splitlines()
+    # The lines launchers read, between the log's (in tritonserver's layout: I/W/E MMDD ...).
+    lines = [line for line in server.output().splitlines() if not LOG_LINE.match(line)]
     started = [started_line(s, "127.0.0.1", server.ports[s]) for s in SERVICES]
     assert lines[: len(started) + 1] == [*started, READY_LINE], lines
     assert lines[-2:] == ["bertserve stopping: finishing in-flight requests", "bertserve stopped"]

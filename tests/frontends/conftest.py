@@ -35,7 +35,16 @@ CONFIGS = {
     "dynamic_batching { max_queue_delay_microseconds: 300000 }\n",
     "queue1": 'platform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
     "dynamic_batching { default_queue_policy { max_queue_size: 1 } }\n",
-    "nobatch": 'platform: "onnxruntime_onnx"\nmax_batch_size: 0\n',
+    # Listing the tensors keeps max_batch_size 0 (Triton's auto-complete would batch: 4).
+    "nobatch": 'platform: "onnxruntime_onnx"\nmax_batch_size: 0\n'
+    + "".join(
+        f'input {{ name: "{n}" data_type: TYPE_INT64 dims: [-1, -1] }}\n'
+        for n in ("input_ids", "attention_mask", "token_type_ids")
+    )
+    + "".join(
+        f'output {{ name: "{n}" data_type: TYPE_FP32 dims: [-1, -1] }}\n'
+        for n in ("start_logits", "end_logits")
+    ),
     "warm": 'platform: "onnxruntime_onnx"\nmax_batch_size: 4\n'
     'model_warmup { name: "w" batch_size: 2 count: 2\n'
     + _WARM_INPUT.format("input_ids", "zero_data")

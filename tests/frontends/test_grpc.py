@@ -18,12 +18,14 @@ from tests.frontends.conftest import MAX_GRPC_MESSAGE, url
 from tests.frontends.messages import RAW4, good, grpc_infer, grpc_request
 from tests.frontends.protocols import Client, feed, inputs
 
-_CLASSIFY = {"name": "start_logits", "parameters": {"classification": {"int64_param": 2}}}
 _INVALID = "INVALID_ARGUMENT"
 BAD_REQUESTS = [  # (case, serialized request, status code, text in the details)
     ("not protobuf", b"{nope", _INVALID, "not a valid ModelInferRequest"),
     ("truncated", grpc_request()[:-3], _INVALID, "not a valid ModelInferRequest"),
-    ("no inputs", grpc_request([]), _INVALID, "non-empty 'inputs'"),
+    ("no inputs", grpc_request([]), _INVALID,
+     "expected 3 inputs but got 0 inputs for model 'tiny'. Got input(s) [], but missing "
+     "required input(s) ['input_ids','attention_mask','token_type_ids']. Please provide all "
+     "required input(s)."),
     ("unknown datatype", grpc_request([("input_ids", "I9", [1, 4], None)], raw=[RAW4]), _INVALID,
      "unknown datatype 'I9'"),
     ("element count", grpc_request(good(shape=[1, 5])), _INVALID,
@@ -31,25 +33,34 @@ BAD_REQUESTS = [  # (case, serialized request, status code, text in the details)
     ("contents field", grpc_request(contents="int_contents"), _INVALID,
      "INT64 reads int64_contents"),
     ("raw size", grpc_request(good(shape=[1, 5], values=None), raw=[RAW4] * 3), _INVALID,
-     "raw_input_contents holds 32 bytes but shape [1, 5] of INT64 needs 40"),
+     "input byte size mismatch for input 'input_ids' for model 'tiny'. Expected 40, got 32"),
     ("raw count", grpc_request(good(values=None), raw=[RAW4] * 2), _INVALID,
-     "2 raw_input_contents for 3 inputs"),
-    ("raw and contents", grpc_request(good(), raw=[RAW4] * 3), _INVALID, "use one form"),
+     "unable to find data for input tensor 'token_type_ids' for model 'tiny' in request."),
+    ("raw and contents", grpc_request(good(), raw=[RAW4] * 3), _INVALID,
+     "contents field must not be specified when using raw_input_contents for 'input_ids'"),
     ("fp16 contents", grpc_request([("input_ids", "FP16", [1, 1], [1.0])]), _INVALID,
      "FP16 has no typed 'contents'"),
     ("negative shape", grpc_request(good(shape=[1, -4])), _INVALID, "non-negative"),
-    ("datatype vs config", grpc_request(good(datatype="INT32")), _INVALID, "expects INT64"),
-    ("missing input", grpc_request(good()[:2]), _INVALID, "token_type_ids"),
+    ("datatype vs config", grpc_request(good(datatype="INT32")), _INVALID,
+     "inference input 'input_ids' data-type is 'INT32', but model 'tiny' expects 'INT64'"),
+    ("missing input", grpc_request(good()[:2]), _INVALID,
+     "missing required input(s) ['token_type_ids']"),
     ("extra input", grpc_request([*good(), ("x", "INT64", [1, 4], [1, 2, 3, 4])]), _INVALID,
-     "unexpected inference input 'x'"),
+     "expected 3 inputs but got 4 inputs for model 'tiny'"),
+    ("unknown input", grpc_request([*good()[:2], ("x", "INT64", [1, 4], [1, 2, 3, 4])]),
+     _INVALID, "unexpected inference input 'x' for model 'tiny'"),
     ("batch above max", grpc_request(good(shape=[16, 1], values=[1] * 16)), _INVALID,
-     "max_batch_size"),
-    ("rank", grpc_request(good(shape=[4])), _INVALID, "expects [batch]"),
+     "inference request batch-size must be <= 8 for 'tiny'"),
+    ("rank", grpc_request(good(shape=[4])), _INVALID,
+     "unexpected shape for input 'input_ids' for model 'tiny'. Expected [-1,-1], got [4]."),
     ("unknown output", grpc_request(outputs=[{"name": "nope"}]), _INVALID,
-     "unknown requested output 'nope'"),
-    ("classification", grpc_request(outputs=[_CLASSIFY]), _INVALID, "classification extension"),
-    ("unknown model", grpc_request(model_name="nope"), "NOT_FOUND", "unknown model 'nope'"),
-    ("unknown version", grpc_request(model_version="9"), "NOT_FOUND", "no version 9"),
+     "unexpected inference output 'nope' for model 'tiny'"),
+    ("duplicate output", grpc_request(outputs=[{"name": "end_logits"}] * 2), _INVALID,
+     "output 'end_logits' already exists in request"),
+    ("unknown model", grpc_request(model_name="nope"), _INVALID,
+     "Request for unknown model: 'nope' is not found"),
+    ("unknown version", grpc_request(model_version="9"), "NOT_FOUND",
+     "Request for unknown model: 'tiny' version 9 is not found"),
     ("too large", grpc_request(good(values=None), raw=[b"\0" * (MAX_GRPC_MESSAGE // 2)] * 3),
      "RESOURCE_EXHAUSTED", "--grpc-max-message-size"),
 ]  # fmt: skip
@@ -71,7 +82,7 @@ def test_malformed_requests_get_clear_errors_and_server_keeps_serving(
 
 def test_unimplemented_methods_say_so(grpc_client: Client) -> None:
     with pytest.raises(InferenceServerException) as info:
-        grpc_client.get_system_shared_memory_status()
+        grpc_client.get_trace_settings()
     assert info.value.status() == "StatusCode.UNIMPLEMENTED"
 
 
@@ -108,7 +119,7 @@ def test_stream_errors_travel_in_the_stream_and_it_stays_open(grpc_client: Clien
         assert error is not None and "token_type_ids" in str(error)
         grpc_client.async_stream_infer("nope", tensors(feed()), request_id="unknown")
         _, error = replies.get(timeout=30)
-        assert "unknown model 'nope'" in str(error)
+        assert "Request for unknown model: 'nope' is not found" in str(error)
         for i in range(3):
             grpc_client.async_stream_infer("tiny", tensors(feed(seed=i)), request_id=f"ok{i}")
         got = [replies.get(timeout=30) for _ in range(3)]
@@ -127,8 +138,8 @@ def test_stream_error_replies_name_their_request(served: Server) -> None:
         stub = grpcclient.service_pb2_grpc.GRPCInferenceServiceStub(channel)
         replies = list(stub.ModelStreamInfer(iter([unknown_model, undecodable])))
     errors = {r.infer_response.id: r.error_message for r in replies}
-    assert "unknown model 'nope'" in errors["who"]
-    assert "has 0 elements but shape [1, 1] needs 1" in errors["what"]
+    assert "Request for unknown model: 'nope' is not found" in errors["who"]
+    assert "unable to find data for input tensor 'input_ids' for model 'tiny'" in errors["what"]
 
 
 async def test_asyncio_stream(served: Server, http: Client) -> None:

@@ -72,7 +72,7 @@ def _req(inputs, binary=b""):
     [
         (b"{not json", "not valid JSON"),
         (b"[]", "JSON object"),
-        (b"{}", "non-empty 'inputs'"),
+        (b"{}", "Unable to parse 'inputs'"),
         (
             b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT65", "data": [1]}]}',
             "unknown datatype 'INT65'",
@@ -81,7 +81,16 @@ def _req(inputs, binary=b""):
             b'{"inputs": [{"name": "x", "shape": [2], "datatype": "INT64", "data": [1]}]}',
             "has 1 elements but shape",
         ),
-        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT64"}]}', "neither 'data'"),
+        (
+            b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT64"}]}',
+            "Input must set only one of the following fields: 'data', 'binary_data_size' in "
+            "'parameters', 'shared_memory_region' in 'parameters'. But no field is set",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [1], '
+            b'"parameters": {"shared_memory_region": "r"}}]}',
+            "But set 'data' 'shared_memory_region'",
+        ),
         (
             b'{"inputs": [{"name": "x", "shape": "1", "datatype": "INT64", "data": [1]}]}',
             "'shape' must be",
@@ -98,8 +107,18 @@ def _req(inputs, binary=b""):
         (b'{"inputs": [{"shape": [1], "datatype": "INT64", "data": [1]}]}', "no 'name'"),
         (
             b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [1]}],'
-            b' "outputs": [{"name": "y", "parameters": {"classification": 3}}]}',
-            "classification",
+            b' "outputs": [{"name": "y", "parameters": {"classification": -3}}]}',
+            "Unable to set 'classification'",
+        ),
+        (
+            b'{"inputs": [], "outputs": [{"name": "y", "parameters": '
+            b'{"classification": 3, "shared_memory_region": "r"}}]}',
+            "Output can't set both 'shared_memory_region' and 'classification'",
+        ),
+        (
+            b'{"inputs": [], "outputs": [{"name": "y", "parameters": '
+            b'{"binary_data": true, "shared_memory_region": "r"}}]}',
+            "Output can't set both 'shared_memory_region' and 'binary_data'",
         ),
     ],
 )
@@ -112,21 +131,45 @@ def test_binary_size_mismatches():
     spec = [
         {"name": "x", "shape": [2], "datatype": "INT64", "parameters": {"binary_data_size": 16}}
     ]
-    with pytest.raises(InvalidInput, match="runs past the end"):
+    with pytest.raises(InvalidInput, match="expecting 8 additional bytes for model 'm'"):
         _req(spec, b"\0" * 8)
-    with pytest.raises(InvalidInput, match="add up to 16"):
+    with pytest.raises(InvalidInput, match="unexpected additional input data for model 'm'"):
         _req(spec, b"\0" * 24)
     spec[0]["parameters"]["binary_data_size"] = 8
-    with pytest.raises(InvalidInput, match="needs 16"):
-        _req(spec, b"\0" * 8)
+    # The size that does not fill the shape reaches the engine as raw bytes, which names it.
+    tensor = _req(spec, b"\0" * 8).inputs[0]
+    assert tensor.data.dtype == np.uint8 and tensor.data.nbytes == 8
     with pytest.raises(InvalidInput, match="Inference-Header-Content-Length"):
         decode_request(b"{}", 99, "m", "")
 
 
-def test_truncated_bytes_tensor():
+def test_bytes_tensors_arrive_flat_with_the_elements_found():
     spec = [{"name": "s", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 9}}]
-    with pytest.raises(InvalidInput, match="fewer than the 2 elements"):
-        _req(spec, b"\x05\0\0\0hello")
+    assert _req(spec, b"\x05\0\0\0hello").inputs[0].data.tolist() == [b"hello"]
+    spec[0]["parameters"]["binary_data_size"] = 7
+    with pytest.raises(InvalidInput, match="claims 5 bytes but only 3 remain"):
+        _req(spec, b"\x05\0\0\0hel")
+    spec[0]["parameters"]["binary_data_size"] = 2
+    with pytest.raises(InvalidInput, match="incomplete string length indicator"):
+        _req(spec, b"\x05\0")
+
+
+def test_raw_binary_body_is_one_unnamed_input():
+    request = decode_request(b"\x01\x02\x03\x04", 0, "m", "")
+    assert request.raw and request.binary_outputs
+    assert request.inputs[0].name == "" and request.inputs[0].data.tobytes() == b"\x01\x02\x03\x04"
+
+
+def test_non_utf8_bytes_cannot_travel_as_json():
+    response = InferResponse(
+        "m", "1", [InferOutput("s", "BYTES", (2,), np.array([b"ok", b"\xff"], dtype=object))]
+    )
+    request = decode_request(b'{"inputs": []}', None, "m", "")
+    with pytest.raises(InvalidInput, match="not UTF-8.*binary_data"):
+        encode_response(response, request)
+    request.binary_outputs = True
+    payload, json_len = encode_response(response, request)
+    assert decode_response(payload, json_len)["s"].tolist() == [b"ok", b"\xff"]
 
 
 def test_zero_size_outputs_encode_in_binary_and_json():

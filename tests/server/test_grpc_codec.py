@@ -104,20 +104,58 @@ def test_typed_contents(datatype):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda r: r.raw_input_contents.pop(), "1 raw_input_contents for 2 inputs"),
-        (lambda r: r.inputs[0].shape.__setitem__(1, 4), "holds 24 bytes but shape [1, 4]"),
+        (
+            lambda r: r.raw_input_contents.pop(),
+            "unable to find data for input tensor 'BYTES' for model 'm' in request.",
+        ),
+        (lambda r: r.raw_input_contents.append(b"x"), "3 raw_input_contents for 2 inputs"),
         (lambda r: setattr(r.inputs[1], "datatype", "FP8"), "unknown datatype 'FP8'"),
         (lambda r: setattr(r.inputs[0], "name", ""), "inputs[0] has no 'name'"),
-        (lambda r: r.inputs[1].contents.bytes_contents.append(b"x"), "use one form"),
-        (lambda r: r.raw_input_contents.__setitem__(1, b"\x05\0\0\0ab"), "runs past the end"),
+        (
+            lambda r: r.inputs[1].contents.bytes_contents.append(b"x"),
+            "contents field must not be specified when using raw_input_contents for 'BYTES' for "
+            "model 'm'",
+        ),
+        (
+            lambda r: r.raw_input_contents.__setitem__(1, b"\x05\0\0\0ab"),
+            "claims 5 bytes but only 2 remain",
+        ),
     ],
 )
-def test_bad_requests(change, message):
+def test_bad_requests(change: object, message: str) -> None:
     request = service_pb2.ModelInferRequest.FromString(
         tritonclient_request({"INT64": ARRAYS["INT64"], "BYTES": ARRAYS["BYTES"]})
     )
     change(request)
     with pytest.raises(InvalidInput, match=message.replace("[", r"\[")):
+        decode_request(request.SerializeToString())
+
+
+def test_sizes_that_do_not_fill_the_shape_reach_the_engine_flat():
+    request = service_pb2.ModelInferRequest.FromString(
+        tritonclient_request({"INT64": ARRAYS["INT64"], "BYTES": ARRAYS["BYTES"]})
+    )
+    request.inputs[0].shape[1] = 4
+    request.inputs[1].shape[1] = 5
+    numbers, strings = decode_request(request.SerializeToString()).inputs
+    assert numbers.data.dtype == np.uint8 and numbers.data.nbytes == 24
+    assert strings.data.shape == (3,)
+
+
+def test_inputs_in_shared_memory_carry_no_data_and_take_no_raw_contents():
+    request = service_pb2.ModelInferRequest.FromString(
+        tritonclient_request({"INT64": ARRAYS["INT64"]})
+    )
+    shared = request.inputs.add(name="S", datatype="FP32", shape=[1, 4])
+    shared.parameters["shared_memory_region"].string_param = "r"
+    shared.parameters["shared_memory_byte_size"].int64_param = 16
+    shared.parameters["shared_memory_offset"].int64_param = 8
+    numbers, in_shm = decode_request(request.SerializeToString()).inputs
+    np.testing.assert_array_equal(numbers.data, ARRAYS["INT64"])
+    assert in_shm.shm is not None and (in_shm.shm.region, in_shm.shm.offset) == ("r", 8)
+    assert in_shm.shm.byte_size == 16 and in_shm.data.size == 0
+    shared.contents.fp32_contents.append(1.0)
+    with pytest.raises(InvalidInput, match="unexpected 'content' provided when using shared"):
         decode_request(request.SerializeToString())
 
 

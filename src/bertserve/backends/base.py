@@ -91,18 +91,32 @@ class ModelInstance(ABC):
 
 
 class Backend(ABC):
-    """A runtime. Subclasses set `name`, the platforms they serve and their default file name."""
+    """A runtime. Subclasses set `name` and their default file name."""
 
     name: ClassVar[str]
-    platforms: ClassVar[tuple[str, ...]] = ()
     default_model_filename: ClassVar[str]
 
     @abstractmethod
-    def autocomplete(self, config: model_config_pb2.ModelConfig, model_path: Path) -> None:
-        """`model_path` is the version folder (`<repo>/<model>/<version>/`).
+    def autocomplete(
+        self,
+        config: model_config_pb2.ModelConfig,
+        model_path: Path,
+        options: Mapping[str, str] | None = None,
+    ) -> None:
+        """`model_path` is the version folder (`<repo>/<model>/<version>/`); `options` this
+        backend's `--backend-config` settings.
 
-        Fill missing inputs/outputs (names, data types, dims with -1 for dynamic axes) and
-        check the ones given against the model file; raise ConfigError naming the field."""
+        Fill missing inputs/outputs (names, data types, dims with -1 for dynamic axes). Not
+        called with `--disable-auto-complete-config`."""
+
+    def validate(self, config: model_config_pb2.ModelConfig, model_path: Path) -> None:  # noqa: B027
+        """Check the completed config against the model file; raise ConfigError naming the
+        tensor and the field."""
+
+    def gpu_capable(self) -> bool:
+        """Whether instances of this backend can run on a CUDA GPU here (KIND_AUTO picks the
+        GPU only then)."""
+        return True
 
     @abstractmethod
     def load(
@@ -121,9 +135,6 @@ _BACKENDS: dict[str, str] = {
     "bertserve_torch": "bertserve.backends.torch.backend:TorchBackend",
     "bertserve_qa": "bertserve.backends.qa_pipeline:QAPipelineBackend",
 }
-_PLATFORMS: dict[str, str] = {
-    "onnxruntime_onnx": "onnxruntime",
-}
 _loaded: dict[str, Backend] = {}
 
 
@@ -141,23 +152,18 @@ def get_backend(name: str) -> Backend:
     return _loaded[name]
 
 
-def backend_for_config(config: model_config_pb2.ModelConfig, model_dir: Path) -> Backend:
-    """Pick the backend from `backend`, else `platform`, else the model file present."""
-    if config.backend:
-        return get_backend(config.backend)
-    if config.platform:
-        if config.platform not in _PLATFORMS:
+def backend_for_config(config: model_config_pb2.ModelConfig) -> Backend:
+    """The backend a completed config names (`repository.normalize` fills `backend`)."""
+    name = config.backend
+    if name not in _BACKENDS:
+        served = ", ".join(sorted(_BACKENDS))
+        if not name:
             raise ConfigError(
-                f"platform '{config.platform}' is not served here; "
-                f"use one of {', '.join(sorted(_PLATFORMS))} or set 'backend'"
+                f"unexpected platform type '{config.platform}' for {config.name}; this server "
+                f"serves the backends {served} (platform onnxruntime_onnx)"
             )
-        return get_backend(_PLATFORMS[config.platform])
-    # Neither given: guess from the files in the version folders, as Triton's autocomplete does.
-    if any(model_dir.glob("*/model.onnx")):
-        config.platform = "onnxruntime_onnx"
-        config.backend = "onnxruntime"
-        return get_backend("onnxruntime")
-    raise ConfigError(
-        "config has neither 'backend' nor 'platform' and no version folder holds model.onnx; "
-        "set one of them"
-    )
+        raise Unsupported(
+            f"unable to find backend library for backend '{name}', try specifying runtime on "
+            f"the model configuration.; this server serves the backends {served}"
+        )
+    return get_backend(name)

@@ -1,19 +1,32 @@
-"""ONNX Runtime backend: each instance is an independent InferenceSession."""
+"""ONNX Runtime backend: each instance is an independent InferenceSession.
+
+Auto-complete and the checks against the model file follow Triton's ONNX Runtime backend
+(`io_spec`). A model with STRING inputs or outputs runs through ONNX Runtime's C API
+(`ort_capi`), which carries raw bytes; the others through onnxruntime's Python binding."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2
 
 from bertserve.backends.base import Backend, Device, LoadContext, ModelInstance
-from bertserve.backends.io_spec import TensorSpec, complete_io
+from bertserve.backends.io_spec import (
+    TensorSpec,
+    autocomplete_io,
+    check_io,
+    default_max_batch_size,
+)
 from bertserve.backends.parameters import ModelParameters, confined_file
 from bertserve.errors import ConfigError, InternalError
+
+if TYPE_CHECKING:
+    from bertserve.backends.ort_capi import StringSession
 
 __all__ = ["OnnxRuntimeBackend", "OnnxRuntimeInstance"]
 
@@ -40,7 +53,22 @@ def _model_file(config: model_config_pb2.ModelConfig, version_dir: Path) -> Path
     return confined_file(filename, version_dir, "default_model_filename")
 
 
-def _graph_specs(model_file: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+@lru_cache(maxsize=16)
+def _cached_specs(
+    model_file: Path, mtime_ns: int, size: int
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    inputs, outputs = _read_specs(model_file)
+    return tuple(inputs), tuple(outputs)
+
+
+def _graph_specs(model_file: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The graph's inputs and outputs (read once per file version: completion, the checks
+    and every instance ask)."""
+    stat = model_file.stat()
+    return _cached_specs(model_file, stat.st_mtime_ns, stat.st_size)
+
+
+def _read_specs(model_file: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     import onnx
 
     try:
@@ -72,17 +100,31 @@ def _graph_specs(model_file: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    platforms = ("onnxruntime_onnx",)
     default_model_filename = "model.onnx"
 
-    def autocomplete(self, config: model_config_pb2.ModelConfig, model_path: Path) -> None:
-        model_file = _model_file(config, model_path)
-        inputs, outputs = _graph_specs(model_file)
-        complete_io(config, inputs, outputs, source=str(model_file))
+    def autocomplete(
+        self,
+        config: model_config_pb2.ModelConfig,
+        model_path: Path,
+        options: Mapping[str, str] | None = None,
+    ) -> None:
+        if (config.input or config.batch_input) and config.output:
+            return  # as Triton: nothing to read from the model file
+        inputs, outputs = _graph_specs(_model_file(config, model_path))
+        autocomplete_io(config, inputs, outputs, default_max_batch_size(options))
         if not config.platform:
             config.platform = "onnxruntime_onnx"
         if not config.backend:
             config.backend = "onnxruntime"
+
+    def validate(self, config: model_config_pb2.ModelConfig, model_path: Path) -> None:
+        inputs, outputs = _graph_specs(_model_file(config, model_path))
+        check_io(config, inputs, outputs)
+
+    def gpu_capable(self) -> bool:
+        import onnxruntime as ort
+
+        return "CUDAExecutionProvider" in ort.get_available_providers()
 
     def load(
         self,
@@ -126,30 +168,61 @@ class OnnxRuntimeInstance(ModelInstance):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        if device.kind == "gpu":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ConfigError(
-                    "instance_group kind KIND_GPU needs onnxruntime-gpu with a CUDA GPU, and this "
-                    "onnxruntime offers only "
-                    f"{', '.join(ort.get_available_providers())}; use KIND_CPU"
-                )
-            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": device.gpu_id or 0})]
-        else:
-            providers = ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(
-                str(model_file), sess_options=options, providers=providers
+        if device.kind == "gpu" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ConfigError(
+                "instance_group kind KIND_GPU needs onnxruntime-gpu with a CUDA GPU, and this "
+                "onnxruntime offers only "
+                f"{', '.join(ort.get_available_providers())}; use KIND_CPU"
             )
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-            raise ConfigError(f"onnxruntime could not load {model_file}: {exc}") from None
+        inputs, outputs = _graph_specs(model_file)
+        # Scalars: the config says [1] (Triton cannot express a shape of no dimensions).
+        self._scalar_inputs = {s.name for s in inputs if not s.dims}
+        self._scalar_outputs = {s.name for s in outputs if not s.dims}
+        self.strings: StringSession | None = None
+        if any(s.datatype == "BYTES" for s in (*inputs, *outputs)):
+            from bertserve.backends.ort_capi import StringSession
+
+            self.strings = StringSession(
+                model_file,
+                options.intra_op_num_threads,
+                options.inter_op_num_threads,
+                spinning,
+                device.gpu_id if device.kind == "gpu" else None,
+            )
+        else:
+            providers: list[Any] = (
+                [("CUDAExecutionProvider", {"device_id": device.gpu_id or 0})]
+                if device.kind == "gpu"
+                else ["CPUExecutionProvider"]
+            )
+            try:
+                self.session = ort.InferenceSession(
+                    str(model_file), sess_options=options, providers=providers
+                )
+            except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+                raise ConfigError(f"onnxruntime could not load {model_file.name}: {exc}") from None
         self.device = device
 
     def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        feed = {
+            name: array.reshape(()) if name in self._scalar_inputs and array.size == 1 else array
+            for name, array in inputs.items()
+        }
         try:
-            results = self.session.run(outputs, dict(inputs))
+            if self.strings is not None:
+                results = self.strings.run(feed, outputs)
+            else:
+                results = dict(zip(outputs, self.session.run(outputs, feed), strict=True))
+        except InternalError as exc:
+            raise InternalError(f"onnxruntime failed to run the batch: {exc}") from None
         except Exception as exc:  # noqa: BLE001
             raise InternalError(f"onnxruntime failed to run the batch: {exc}") from None
-        return dict(zip(outputs, results, strict=True))
+        for name in self._scalar_outputs.intersection(results):
+            results[name] = results[name].reshape(1)
+        return results
 
     def close(self) -> None:
-        del self.session
+        if self.strings is not None:
+            self.strings.close()
+        else:
+            del self.session

@@ -225,11 +225,15 @@ class QAPipelineInstance(ModelInstance):
 
 class QAPipelineBackend(Backend):
     name = "bertserve_qa"
-    platforms = ()
     #: A pipeline has no model file of its own; the version folder may be empty.
     default_model_filename = ""
 
-    def autocomplete(self, config: model_config_pb2.ModelConfig, model_path: Path) -> None:
+    def autocomplete(
+        self,
+        config: model_config_pb2.ModelConfig,
+        model_path: Path,
+        options: Mapping[str, str] | None = None,
+    ) -> None:
         from tritonclient.grpc import model_config_pb2 as pb
 
         settings = PipelineSettings.from_config(config)

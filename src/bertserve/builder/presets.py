@@ -161,7 +161,7 @@ _GPU_128 = Batching(
     max_batch_size=8, preferred_batch_sizes=(8,), max_queue_delay_us=200_000, instances=2
 )
 _TINY = Batching(
-    max_batch_size=8, preferred_batch_sizes=(4, 8), max_queue_delay_us=2_000, instances=1
+    max_batch_size=8, preferred_batch_sizes=(8,), max_queue_delay_us=2_000, instances=1
 )
 
 

@@ -32,7 +32,12 @@ from typing import Any
 
 from bertserve.builder.checkpoint import Checkpoint, WeightsSource, load_checkpoint, parse_weights
 from bertserve.builder.errors import BuildError, ParityError
-from bertserve.builder.model_config import TOKENIZER_DIR, model_config, write_model_config
+from bertserve.builder.model_config import (
+    TOKENIZER_DIR,
+    model_config,
+    write_model_config,
+    write_perf_input_data,
+)
 from bertserve.builder.outcome import BuildOutcome, VariantOutcome, write_report
 from bertserve.builder.parity import (
     measure_parity,
@@ -255,6 +260,9 @@ class _ArchitectureBuild:
                 report.update(self.gpu_writer(v, cp.model, config, version_dir))
             passed = bool(report.get("parity", {}).get("passed", True))
         write_model_config(config, model_dir)
+        write_perf_input_data(
+            parity_inputs(tokenizer_dir, cp.input_names, v.seq_len).arrays, model_dir
+        )
         write_report(report, version_dir)
         if not passed:
             from bertserve.builder.parity import Parity, check_parity

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from bertserve.booleans import parse_bool
-from bertserve.settings import MODEL_CONTROL_MODES, ServerSettings
+from bertserve.commands import triton_flags
+from bertserve.settings import LOG_FORMATS, MODEL_CONTROL_MODES, ServerSettings
 
 HELP = "serve a Triton-layout model repository over Triton's HTTP/REST and gRPC protocols"
 
@@ -39,6 +40,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=d.host,
         help="interface to bind (default %(default)s; 0.0.0.0 exposes the server)",
     )
+    for service in ("http", "grpc", "metrics"):
+        p.add_argument(
+            f"--{service}-address",
+            default="",
+            metavar="ADDRESS",
+            help=f"interface for {service} (default: --host)",
+        )
+    p.add_argument("--reuse-http-port", type=_bool, default=False, metavar="BOOL")
+    p.add_argument("--reuse-grpc-port", type=_bool, default=False, metavar="BOOL")
+    p.add_argument("--id", default=d.server_id, help="server name in /v2 (default %(default)s)")
     p.add_argument(
         "--http-port",
         type=int,
@@ -60,6 +71,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-http", type=_bool, default=True, metavar="BOOL")
     p.add_argument("--allow-grpc", type=_bool, default=True, metavar="BOOL")
     p.add_argument("--allow-metrics", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--allow-gpu-metrics", type=_bool, default=True, metavar="BOOL")
+    p.add_argument(
+        "--allow-client-shm",
+        type=_bool,
+        default=False,
+        metavar="BOOL",
+        help="let clients register system (and CUDA) shared memory regions",
+    )
     p.add_argument(
         "--allow-cpu-metrics",
         type=_bool,
@@ -90,13 +109,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--repository-poll-secs", type=float, default=d.repository_poll_secs)
     p.add_argument(
+        "--exit-on-error",
+        type=_bool,
+        default=d.exit_on_error,
+        metavar="BOOL",
+        help="stop at start-up when a model fails to load (default %(default)s)",
+    )
+    p.add_argument(
+        "--disable-auto-complete-config",
+        action="store_true",
+        help="do not complete configs from the model files: each must list everything",
+    )
+    p.add_argument(
         "--strict-model-config",
         type=_bool,
         nargs="?",
         const=True,
-        default=False,
+        default=None,
         metavar="BOOL",
-        help="refuse configs without inputs/outputs",
+        help="deprecated: true = --disable-auto-complete-config",
+    )
+    p.add_argument(
+        "--backend-config",
+        action="append",
+        default=[],
+        type=_backend_setting,
+        metavar="[BACKEND,]SETTING=VALUE",
+        help="e.g. onnxruntime,default-max-batch-size=8 (repeatable)",
+    )
+    p.add_argument("--model-config-name", default="", metavar="NAME")
+    p.add_argument(
+        "--model-load-thread-count",
+        type=int,
+        default=d.model_load_thread_count,
+        metavar="N",
+    )
+    p.add_argument(
+        "--model-load-retry-count", type=int, default=d.model_load_retry_count, metavar="N"
     )
     p.add_argument(
         "--log-verbose",
@@ -106,6 +155,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="1 or more: log every request (model, inferences, latency, queue time) and "
         "every batch executed (requests, inferences, input/infer/output times)",
     )
+    p.add_argument("--log-info", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--log-warning", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--log-error", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default=d.log_format)
+    p.add_argument("--log-file", default="", metavar="PATH")
     p.add_argument(
         "--http-max-input-size",
         type=int,
@@ -114,7 +168,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="largest HTTP request body (default %(default)s)",
     )
     p.add_argument(
-        "--grpc-max-message-size", type=int, default=d.grpc_max_message_size, metavar="BYTES"
+        "--grpc-max-message-size",
+        type=int,
+        default=d.grpc_max_message_size,
+        metavar="BYTES",
+        help="largest gRPC message either way (default %(default)s, tritonserver's fixed limit)",
+    )
+    for name, default, meta in (
+        ("--grpc-keepalive-time", d.grpc_keepalive_time_ms, "MS"),
+        ("--grpc-keepalive-timeout", d.grpc_keepalive_timeout_ms, "MS"),
+        ("--grpc-http2-max-pings-without-data", d.grpc_http2_max_pings_without_data, "N"),
+        (
+            "--grpc-http2-min-recv-ping-interval-without-data",
+            d.grpc_http2_min_recv_ping_interval_without_data_ms,
+            "MS",
+        ),
+        ("--grpc-http2-max-ping-strikes", d.grpc_http2_max_ping_strikes, "N"),
+        ("--grpc-max-connection-age", d.grpc_max_connection_age_ms, "MS"),
+        ("--grpc-max-connection-age-grace", d.grpc_max_connection_age_grace_ms, "MS"),
+    ):
+        p.add_argument(name, type=int, default=default, metavar=meta)
+    p.add_argument(
+        "--grpc-keepalive-permit-without-calls",
+        type=_bool,
+        default=d.grpc_keepalive_permit_without_calls,
+        metavar="BOOL",
+    )
+    p.add_argument(
+        "--grpc-infer-response-compression-level",
+        choices=("none", "low", "medium", "high"),
+        default=d.grpc_infer_response_compression_level,
     )
     p.add_argument(
         "--exit-timeout-secs",
@@ -122,6 +205,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=d.exit_timeout_secs,
         help="time to finish in-flight requests on SIGTERM/SIGINT",
     )
+    triton_flags.add_arguments(p)
     p.add_argument(
         "--gil-switch-interval-us",
         type=int,
@@ -137,6 +221,63 @@ def _bool(text: str) -> bool:
         return parse_bool(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _backend_setting(text: str) -> tuple[str, str, str]:
+    """`[<backend>,]<setting>=<value>` -> (backend or "", setting, value)."""
+    head, _, tail = text.rpartition(",")
+    setting, equals, value = tail.partition("=")
+    if not equals or not setting:
+        raise argparse.ArgumentTypeError(f"expected [<backend>,]<setting>=<value>, got '{text}'")
+    return head, setting, value
+
+
+#: --backend-config settings bertserve reads; others are refused (they would be silently lost).
+BACKEND_SETTINGS = {"default-max-batch-size"}
+
+
+def _backend_config(entries: list[tuple[str, str, str]]) -> dict[str, dict[str, str]]:
+    config: dict[str, dict[str, str]] = {}
+    for backend, setting, value in entries:
+        if setting not in BACKEND_SETTINGS:
+            given = f"{backend + ',' if backend else ''}{setting}={value}"
+            raise SystemExit(
+                f"--backend-config {given}: bertserve's backends read only "
+                f"{', '.join(sorted(BACKEND_SETTINGS))}; model-level settings go in config.pbtxt "
+                "parameters"
+            )
+        if setting == "default-max-batch-size":
+            try:
+                int(value)
+            except ValueError:
+                raise SystemExit(
+                    f"--backend-config default-max-batch-size must be an integer, got '{value}'"
+                ) from None
+        config.setdefault(backend, {})[setting] = value
+    return config
+
+
+def _auto_complete(args: argparse.Namespace) -> bool:
+    """--disable-auto-complete-config, or the deprecated --strict-model-config."""
+    if args.disable_auto_complete_config or args.strict_model_config is None:
+        return not args.disable_auto_complete_config
+    return not args.strict_model_config
+
+
+def _deprecation_warnings(args: argparse.Namespace) -> list[str]:
+    """tritonserver's words for the deprecated --strict-model-config."""
+    if args.strict_model_config is None:
+        return []
+    warnings = [
+        "Warning: '--strict-model-config' has been deprecated! Please use "
+        "'--disable-auto-complete-config' instead."
+    ]
+    if args.disable_auto_complete_config and not args.strict_model_config:
+        warnings.append(
+            "Warning: Overriding deprecated '--strict-model-config' from False to True in favor "
+            "of '--disable-auto-complete-config'!"
+        )
+    return warnings
 
 
 _METRICS_CONFIG_KEYS = ("summary_latencies", "summary_quantiles", "counter_latencies")
@@ -163,6 +304,10 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     from bertserve.metrics import parse_quantiles
     from bertserve.repository.remote import is_remote
 
+    if "*" in args.load_model and len(args.load_model) > 1:
+        raise SystemExit(
+            "Wildcard model name '*' must be the ONLY startup model if specified at all."
+        )
     metrics: dict[str, str] = dict(args.metrics_config)
     defaults = ServerSettings()
     quantiles = metrics.get("summary_quantiles")
@@ -171,6 +316,12 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         remote_repositories=[r for r in args.model_repository if is_remote(r)],
         model_cache_dir=args.model_cache_dir,
         host=args.host,
+        http_address=args.http_address,
+        grpc_address=args.grpc_address,
+        metrics_address=args.metrics_address,
+        reuse_http_port=args.reuse_http_port,
+        reuse_grpc_port=args.reuse_grpc_port,
+        server_id=args.id,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
@@ -183,13 +334,36 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         metrics_summary_quantiles=(
             parse_quantiles(quantiles) if quantiles else defaults.metrics_summary_quantiles
         ),
+        allow_gpu_metrics=args.allow_gpu_metrics,
+        allow_client_shm=args.allow_client_shm,
         model_control_mode=args.model_control_mode,
         load_models=list(args.load_model),
         repository_poll_secs=args.repository_poll_secs,
-        strict_model_config=args.strict_model_config,
+        auto_complete_config=_auto_complete(args),
+        backend_config=_backend_config(args.backend_config),
+        model_config_name=args.model_config_name,
+        exit_on_error=args.exit_on_error,
+        model_load_thread_count=args.model_load_thread_count,
+        model_load_retry_count=args.model_load_retry_count,
         log_verbose=args.log_verbose,
+        log_info=args.log_info,
+        log_warning=args.log_warning,
+        log_error=args.log_error,
+        log_format=args.log_format,
+        log_file=args.log_file,
         http_max_input_size=args.http_max_input_size,
         grpc_max_message_size=args.grpc_max_message_size,
+        grpc_keepalive_time_ms=args.grpc_keepalive_time,
+        grpc_keepalive_timeout_ms=args.grpc_keepalive_timeout,
+        grpc_keepalive_permit_without_calls=args.grpc_keepalive_permit_without_calls,
+        grpc_http2_max_pings_without_data=args.grpc_http2_max_pings_without_data,
+        grpc_http2_min_recv_ping_interval_without_data_ms=(
+            args.grpc_http2_min_recv_ping_interval_without_data
+        ),
+        grpc_http2_max_ping_strikes=args.grpc_http2_max_ping_strikes,
+        grpc_max_connection_age_ms=args.grpc_max_connection_age,
+        grpc_max_connection_age_grace_ms=args.grpc_max_connection_age_grace,
+        grpc_infer_response_compression_level=args.grpc_infer_response_compression_level,
         exit_timeout_secs=args.exit_timeout_secs,
         gil_switch_interval_us=args.gil_switch_interval_us,
     )
@@ -200,16 +374,20 @@ def run(args: argparse.Namespace) -> int:
 
     import uvloop
 
+    from bertserve.commands.serve_log import configure_logging
     from bertserve.server import serve
 
+    notes = triton_flags.check(args)
     settings = settings_from_args(args)
     if settings.gil_switch_interval_us < 0:
         raise SystemExit("--gil-switch-interval-us must be 0 (Python's default) or more")
     if settings.gil_switch_interval_us:
         sys.setswitchinterval(settings.gil_switch_interval_us / 1e6)
-    logging.basicConfig(
-        level=logging.INFO if settings.log_verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings)
+    log = logging.getLogger("bertserve.serve")
+    for warning in _deprecation_warnings(args):
+        log.warning("%s", warning)
+    for note in notes:
+        log.info("%s", note)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(serve(settings))

@@ -110,6 +110,52 @@ class GrpcService:
         await self.engine.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
+    # -- shared memory ------------------------------------------------------------------------
+
+    async def system_shm_status(
+        self, request: pb.SystemSharedMemoryStatusRequest
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        regions = self.engine.shared_memory.status("system", request.name)
+        return from_json(
+            {"regions": {r["name"]: r for r in regions}}, pb.SystemSharedMemoryStatusResponse
+        )
+
+    async def system_shm_register(
+        self, request: pb.SystemSharedMemoryRegisterRequest
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        self.engine.shared_memory.register_system(
+            request.name, request.key, request.offset, request.byte_size
+        )
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    async def system_shm_unregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        self.engine.shared_memory.unregister("system", request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    async def cuda_shm_status(
+        self, request: pb.CudaSharedMemoryStatusRequest
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        regions = self.engine.shared_memory.status("cuda", request.name)
+        return from_json(
+            {"regions": {r["name"]: r for r in regions}}, pb.CudaSharedMemoryStatusResponse
+        )
+
+    async def cuda_shm_register(
+        self, request: pb.CudaSharedMemoryRegisterRequest
+    ) -> pb.CudaSharedMemoryRegisterResponse:
+        self.engine.shared_memory.register_cuda(
+            request.name, request.raw_handle, request.device_id, request.byte_size
+        )
+        return pb.CudaSharedMemoryRegisterResponse()
+
+    async def cuda_shm_unregister(
+        self, request: pb.CudaSharedMemoryUnregisterRequest
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        self.engine.shared_memory.unregister("cuda", request.name)
+        return pb.CudaSharedMemoryUnregisterResponse()
+
     # -- inference ----------------------------------------------------------------------------
 
     async def model_infer(self, raw: bytes) -> bytes:
@@ -203,6 +249,27 @@ class GrpcService:
                 pb.RepositoryModelUnloadRequest,
             ),
             "ModelInfer": (self.model_infer, None),
+            "SystemSharedMemoryStatus": (
+                self.system_shm_status,
+                pb.SystemSharedMemoryStatusRequest,
+            ),
+            "SystemSharedMemoryRegister": (
+                self.system_shm_register,
+                pb.SystemSharedMemoryRegisterRequest,
+            ),
+            "SystemSharedMemoryUnregister": (
+                self.system_shm_unregister,
+                pb.SystemSharedMemoryUnregisterRequest,
+            ),
+            "CudaSharedMemoryStatus": (self.cuda_shm_status, pb.CudaSharedMemoryStatusRequest),
+            "CudaSharedMemoryRegister": (
+                self.cuda_shm_register,
+                pb.CudaSharedMemoryRegisterRequest,
+            ),
+            "CudaSharedMemoryUnregister": (
+                self.cuda_shm_unregister,
+                pb.CudaSharedMemoryUnregisterRequest,
+            ),
         }
         methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             name: grpc.unary_unary_rpc_method_handler(
@@ -275,27 +342,49 @@ def _translating_errors(method: Callable[[Any], Awaitable[Any]]) -> Behavior:
     return behavior
 
 
-def _options(limit: int) -> list[tuple[str, int]]:
+def _options(settings: ServerSettings) -> list[tuple[str, int]]:
     # grpc's own size check is a backstop at twice the limit: below it, ours answers with a
     # message that names the flag.
-    backstop = min(2 * limit, 2**31 - 1)
-    return [
+    backstop = min(2 * settings.grpc_max_message_size, 2**31 - 1)
+    options = [
         ("grpc.max_receive_message_length", backstop),
         ("grpc.max_send_message_length", backstop),
-        ("grpc.so_reuseport", 0),
-        ("grpc.keepalive_time_ms", 7_200_000),
-        ("grpc.keepalive_timeout_ms", 20_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.so_reuseport", int(settings.reuse_grpc_port)),
+        ("grpc.keepalive_time_ms", settings.grpc_keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", settings.grpc_keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", int(settings.grpc_keepalive_permit_without_calls)),
+        ("grpc.http2.max_pings_without_data", settings.grpc_http2_max_pings_without_data),
+        (
+            "grpc.http2.min_recv_ping_interval_without_data_ms",
+            settings.grpc_http2_min_recv_ping_interval_without_data_ms,
+        ),
+        ("grpc.http2.max_ping_strikes", settings.grpc_http2_max_ping_strikes),
     ]
+    if settings.grpc_max_connection_age_ms:
+        options.append(("grpc.max_connection_age_ms", settings.grpc_max_connection_age_ms))
+    if settings.grpc_max_connection_age_grace_ms:
+        options.append(
+            ("grpc.max_connection_age_grace_ms", settings.grpc_max_connection_age_grace_ms)
+        )
+    return options
+
+
+_COMPRESSION = {
+    "none": None,
+    "low": grpc.Compression.Deflate,
+    "medium": grpc.Compression.Gzip,
+    "high": grpc.Compression.Gzip,
+}
 
 
 async def start_grpc_server(
     engine: Engine, settings: ServerSettings
 ) -> tuple[grpc.aio.Server, int]:
     """Bind (port 0 = a free one) and start serving; returns the server and its port."""
-    server = grpc.aio.server(options=_options(settings.grpc_max_message_size))
+    server = grpc.aio.server(
+        options=_options(settings),
+        compression=_COMPRESSION[settings.grpc_infer_response_compression_level],
+    )
     methods = GrpcService(engine, settings).method_handlers()
     # As tritonclient's generated code: a generic handler, plus registered methods (grpcio
     # 1.63+), which the core routes without a lookup by name on every call.
@@ -303,7 +392,8 @@ async def start_grpc_server(
     if hasattr(server, "add_registered_method_handlers"):
         server.add_registered_method_handlers(SERVICE_NAME, methods)
     health_pb2_grpc.add_HealthServicer_to_server(EngineHealth(engine), server)
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    bound = settings.grpc_address or settings.host
+    host = f"[{bound}]" if ":" in bound else bound
     address = f"{host}:{settings.grpc_port}"
     try:
         port = server.add_insecure_port(address)
@@ -312,5 +402,5 @@ async def start_grpc_server(
             f"cannot bind gRPC to {address}: {exc}; choose another --grpc-port (0 = a free port)"
         ) from None
     await server.start()
-    log.info("gRPC service listening on %s:%d", settings.host, port)
+    log.info("gRPC service listening on %s:%d", bound, port)
     return server, port

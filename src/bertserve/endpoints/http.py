@@ -6,6 +6,9 @@ handler method on HttpApp."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import gzip
 import logging
 import zlib
 from collections.abc import Awaitable, Callable
@@ -15,7 +18,7 @@ import orjson
 
 from bertserve.endpoints.status import http_status
 from bertserve.engine import Engine
-from bertserve.errors import BertserveError, InvalidInput, ModelNotFound
+from bertserve.errors import BertserveError, InvalidInput
 from bertserve.protocol.http_codec import HEADER_LENGTH, decode_request, encode_response
 from bertserve.protocol.load_parameters import load_config
 from bertserve.settings import ServerSettings
@@ -120,8 +123,6 @@ class HttpApp:
         return _json(self.engine.model_metadata(model, version))
 
     async def model_ready(self, scope: Scope, receive: Receive, model: str, version: str) -> _Reply:
-        if model not in self.engine.models:
-            raise ModelNotFound(f"unknown model '{model}'")
         return _Reply(200 if self.engine.model_ready(model, version) else 400, b"")
 
     async def model_config(
@@ -136,7 +137,10 @@ class HttpApp:
 
     async def repository_index(self, scope: Scope, receive: Receive, *_: str) -> _Reply:
         doc = _loads_optional(await self._body(scope, receive))
-        return _json(self.engine.repository_index(bool(doc.get("ready", False))))
+        ready = doc.get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidInput("Invalid value for 'ready': expected a boolean")
+        return _json(self.engine.repository_index(ready))
 
     async def load(self, scope: Scope, receive: Receive, model: str, version: str) -> _Reply:
         doc = _loads_optional(await self._body(scope, receive))
@@ -156,6 +160,7 @@ class HttpApp:
     async def infer(self, scope: Scope, receive: Receive, model: str, version: str) -> _Reply:
         header_length = None
         encoding = b""
+        accept = b""
         for key, value in scope["headers"]:
             if key == b"inference-header-content-length":
                 try:
@@ -167,30 +172,94 @@ class HttpApp:
                     ) from None
             elif key == b"content-encoding":
                 encoding = value.lower()
+            elif key == b"accept-encoding":
+                accept = value
         body = await self._body(scope, receive)
         if encoding:
             body = _decompress(body, encoding)
         request = decode_request(body, header_length, model, version)
         response = await self.engine.infer(request)
         payload, json_length = encode_response(response, request)
-        if json_length is None:
-            return _Reply(200, payload)
-        return _Reply(
-            200,
-            payload,
-            [
+        headers = list(_JSON)
+        if json_length is not None:
+            headers = [
                 (b"content-type", b"application/octet-stream"),
                 (HEADER_LENGTH.encode(), str(json_length).encode()),
-            ],
+            ]
+        compression = _response_encoding(accept) if accept else ""
+        if compression:
+            # The header length still counts the JSON before compression, as in tritonserver.
+            payload = _compress(payload, compression)
+            headers.append((b"content-encoding", compression.encode()))
+        return _Reply(200, payload, headers)
+
+    # -- shared memory: (kind, region) from the path --------------------------------------------
+
+    async def system_shm_status(
+        self, scope: Scope, receive: Receive, region: str, _: str
+    ) -> _Reply:
+        return _json(self.engine.shared_memory.status("system", region))
+
+    async def cuda_shm_status(self, scope: Scope, receive: Receive, region: str, _: str) -> _Reply:
+        return _json(self.engine.shared_memory.status("cuda", region))
+
+    async def system_shm_register(
+        self, scope: Scope, receive: Receive, region: str, _: str
+    ) -> _Reply:
+        body = await self._body(scope, receive)
+        self.engine.shared_memory.check_allowed()
+        doc = _loads_optional(body)
+        if "key" not in doc:
+            raise InvalidInput("Shared memory register request has no 'key' field")
+        if "byte_size" not in doc:
+            raise InvalidInput("Shared memory register request has no 'byte_size' field")
+        key = doc["key"]
+        if not isinstance(key, str):
+            raise InvalidInput("Shared memory register request: 'key' must be a string")
+        self.engine.shared_memory.register_system(
+            region, key, _uint(doc, "offset"), _uint(doc, "byte_size")
         )
+        return _Reply(200, b"")
+
+    async def cuda_shm_register(
+        self, scope: Scope, receive: Receive, region: str, _: str
+    ) -> _Reply:
+        body = await self._body(scope, receive)
+        self.engine.shared_memory.check_allowed()
+        doc = _loads_optional(body)
+        handle = doc.get("raw_handle")
+        if not isinstance(handle, dict) or not isinstance(handle.get("b64"), str):
+            raise InvalidInput("Shared memory register request has no 'raw_handle' field")
+        try:
+            raw = base64.b64decode(handle["b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput(
+                "'raw_handle' must be a valid base64 encoded cudaIpcMemHandle_t"
+            ) from None
+        self.engine.shared_memory.register_cuda(
+            region, raw, _uint(doc, "device_id"), _uint(doc, "byte_size")
+        )
+        return _Reply(200, b"")
+
+    async def system_shm_unregister(
+        self, scope: Scope, receive: Receive, region: str, _: str
+    ) -> _Reply:
+        self.engine.shared_memory.unregister("system", region)
+        return _Reply(200, b"")
+
+    async def cuda_shm_unregister(
+        self, scope: Scope, receive: Receive, region: str, _: str
+    ) -> _Reply:
+        self.engine.shared_memory.unregister("cuda", region)
+        return _Reply(200, b"")
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.settings.http_max_input_size
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit() and int(value) > limit:
                 raise InvalidInput(
-                    f"request body of {int(value)} bytes exceeds the limit of {limit} bytes "
-                    "(--http-max-input-size)"
+                    f"request JSON size of {int(value)} bytes exceeds the maximum allowed input "
+                    f"size of {limit} bytes. Use --http-max-input-size to increase the limit."
                 )
         chunks = []
         size = 0
@@ -202,12 +271,34 @@ class HttpApp:
             size += len(chunk)
             if size > limit:
                 raise InvalidInput(
-                    f"request body exceeds the limit of {limit} bytes (--http-max-input-size)"
+                    f"request JSON size of more than {limit} bytes exceeds the maximum allowed "
+                    f"input size of {limit} bytes. Use --http-max-input-size to increase the limit."
                 )
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _response_encoding(accept: bytes) -> str:
+    """The Accept-Encoding choice tritonserver makes: the highest-weighted of gzip, deflate
+    and identity ("" = identity)."""
+    best, weight = "", 0.0
+    for part in accept.decode("latin-1").split(","):
+        kind, _, q = part.strip().partition(";q=")
+        try:
+            value = float(q) if q else 1.0
+        except ValueError:
+            continue
+        if kind in ("gzip", "deflate", "identity") and value > weight:
+            best, weight = ("" if kind == "identity" else kind), value
+    return best
+
+
+def _compress(payload: bytes, encoding: str) -> bytes:
+    if encoding == "gzip":
+        return gzip.compress(payload, compresslevel=6)
+    return zlib.compress(payload)
 
 
 def _decompress(body: bytes, encoding: bytes) -> bytes:
@@ -219,6 +310,13 @@ def _decompress(body: bytes, encoding: bytes) -> bytes:
     except zlib.error as exc:
         raise InvalidInput(f"the body is not valid {encoding.decode()} data: {exc}") from None
     raise InvalidInput(f"Content-Encoding '{encoding.decode()}' is not supported (gzip, deflate)")
+
+
+def _uint(doc: dict[str, Any], key: str) -> int:
+    value = doc.get(key, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidInput(f"Unable to parse '{key}': expected a non-negative integer")
+    return value
 
 
 def _loads_optional(body: bytes) -> dict[str, Any]:
@@ -235,8 +333,9 @@ def _loads_optional(body: bytes) -> dict[str, Any]:
 
 Handler = Callable[[HttpApp, Scope, Receive, str, str], Awaitable[_Reply]]
 
-#: Every endpoint: (method or None for any, path, handler). `{model}` and `{version}` are the
-#: only placeholders; a literal segment wins over a placeholder (`/v2/models/stats`).
+#: Every endpoint: (method or None for any, path, handler). The placeholders are `{model}` (or
+#: `{region}`, a shared memory region, passed in its place) and `{version}`; a literal segment
+#: wins over a placeholder (`/v2/models/stats`).
 ROUTES: tuple[tuple[str | None, str, Handler], ...] = (
     ("POST", "/v2/models/{model}/infer", HttpApp.infer),
     ("POST", "/v2/models/{model}/versions/{version}/infer", HttpApp.infer),
@@ -256,6 +355,16 @@ ROUTES: tuple[tuple[str | None, str, Handler], ...] = (
     ("POST", "/v2/repository/index", HttpApp.repository_index),
     ("POST", "/v2/repository/models/{model}/load", HttpApp.load),
     ("POST", "/v2/repository/models/{model}/unload", HttpApp.unload),
+    ("GET", "/v2/systemsharedmemory/status", HttpApp.system_shm_status),
+    ("GET", "/v2/systemsharedmemory/region/{region}/status", HttpApp.system_shm_status),
+    ("POST", "/v2/systemsharedmemory/region/{region}/register", HttpApp.system_shm_register),
+    ("POST", "/v2/systemsharedmemory/unregister", HttpApp.system_shm_unregister),
+    ("POST", "/v2/systemsharedmemory/region/{region}/unregister", HttpApp.system_shm_unregister),
+    ("GET", "/v2/cudasharedmemory/status", HttpApp.cuda_shm_status),
+    ("GET", "/v2/cudasharedmemory/region/{region}/status", HttpApp.cuda_shm_status),
+    ("POST", "/v2/cudasharedmemory/region/{region}/register", HttpApp.cuda_shm_register),
+    ("POST", "/v2/cudasharedmemory/unregister", HttpApp.cuda_shm_unregister),
+    ("POST", "/v2/cudasharedmemory/region/{region}/unregister", HttpApp.cuda_shm_unregister),
 )
 
 
@@ -269,7 +378,8 @@ class _Route:
         self.method = method
         self.handler = handler
         self.literals = tuple((i, s) for i, s in enumerate(segments[:-1]) if not s.startswith("{"))
-        self.model_at = segments.index("{model}") if "{model}" in segments else -1
+        named = "{model}" if "{model}" in segments else "{region}"
+        self.model_at = segments.index(named) if named in segments else -1
         self.version_at = segments.index("{version}") if "{version}" in segments else -1
 
 

@@ -22,11 +22,11 @@ __all__ = ["http_status", "grpc_code_name"]
 _TABLE: tuple[tuple[type[BertserveError], int, str], ...] = (
     (InvalidInput, 400, "INVALID_ARGUMENT"),
     (ModelNotFound, 404, "NOT_FOUND"),
-    (ModelNotReady, 400, "UNAVAILABLE"),
+    (ModelNotReady, 503, "UNAVAILABLE"),
     (QueueFull, 503, "UNAVAILABLE"),
     (RequestTimeout, 503, "DEADLINE_EXCEEDED"),
     (ServerShuttingDown, 503, "UNAVAILABLE"),
-    (Unsupported, 400, "UNIMPLEMENTED"),
+    (Unsupported, 501, "UNIMPLEMENTED"),
     (ModelLoadError, 400, "INVALID_ARGUMENT"),
     (InternalError, 500, "INTERNAL"),
 )

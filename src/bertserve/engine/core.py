@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,14 @@ from tritonclient.grpc import model_config_pb2
 from bertserve import __version__
 from bertserve.batching.policy import BatchingPolicy
 from bertserve.batching.scheduler import Scheduler
-from bertserve.engine.loader import create_instances, prepare_config, warm_up
+from bertserve.engine.classification import classify, read_labels
+from bertserve.engine.loader import CompletionSettings, create_instances, prepare_config, warm_up
 from bertserve.engine.table import Fingerprint, ModelEntry, ModelState, ServedVersion
 from bertserve.engine.validation import Signature
 from bertserve.errors import (
     BertserveError,
     ConfigError,
+    InternalError,
     InvalidInput,
     ModelLoadError,
     ModelNotFound,
@@ -29,12 +32,20 @@ from bertserve.errors import (
     ServerShuttingDown,
     Unsupported,
 )
-from bertserve.messages import InferInput, InferOutput, InferRequest, InferResponse
+from bertserve.messages import (
+    InferInput,
+    InferOutput,
+    InferRequest,
+    InferResponse,
+    RequestedOutput,
+    SharedMemoryRef,
+)
 from bertserve.repository import config_to_json, find_models, read_model_source
 from bertserve.repository.remote import RemoteRepository, default_cache_dir
 from bertserve.settings import ServerSettings
+from bertserve.shared_memory import SharedMemoryManager, cuda_available
 from bertserve.stats import LatencyWindow, ModelStats, RequestTiming
-from bertserve.tensors import numpy_to_datatype
+from bertserve.tensors import deserialize_bytes, numpy_to_datatype, serialize_bytes
 
 __all__ = ["Engine", "EXTENSIONS"]
 
@@ -43,14 +54,18 @@ log = logging.getLogger("bertserve.engine")
 request_log = logging.getLogger("bertserve.requests")
 _now = time.perf_counter_ns
 
-#: Triton protocol extensions this server implements (server metadata lists them).
+#: Triton protocol extensions this server implements (server metadata lists them;
+#: cuda_shared_memory only where a CUDA GPU is visible).
 EXTENSIONS = (
-    "binary_tensor_data",
-    "statistics",
-    "model_configuration",
+    "classification",
     "model_repository",
+    "model_repository(unload_dependents)",
     "schedule_policy",
+    "model_configuration",
+    "system_shared_memory",
+    "binary_tensor_data",
     "parameters",
+    "statistics",
 )
 
 
@@ -68,10 +83,18 @@ class Engine:
         self.remotes = [RemoteRepository(url, cache) for url in settings.remote_repositories]
         #: Local folders scanned for models: the local repositories, then each bucket's cache.
         self.repositories = [*settings.model_repositories, *(r.local for r in self.remotes)]
+        self.shared_memory = SharedMemoryManager(settings.allow_client_shm)
+        self._completion = CompletionSettings(
+            settings.auto_complete_config, settings.backend_config
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Load the models the settings name, `model_load_thread_count` at a time. With
+        `exit_on_error` (tritonserver's default) a model that fails raises ModelLoadError once
+        the others have been tried; without it the model is listed UNAVAILABLE with its
+        reason."""
         self._loop = asyncio.get_running_loop()
         await self._sync_remotes()
         found = find_models(self.repositories)
@@ -81,10 +104,26 @@ class Engine:
             names = list(found) if "*" in wanted else wanted
         else:
             names = list(found)
-        for name in names:
-            # A model that fails is listed UNAVAILABLE with its reason; the others still load.
-            with contextlib.suppress(BertserveError):
-                await self._load(name)
+        gate = asyncio.Semaphore(max(1, self.settings.model_load_thread_count))
+
+        async def load_one(name: str) -> str:
+            async with gate:
+                for attempt in range(self.settings.model_load_retry_count + 1):
+                    try:
+                        await self._load(name)
+                        return ""
+                    except BertserveError as exc:
+                        failure = str(exc)
+                        if attempt < self.settings.model_load_retry_count:
+                            log.warning("retrying the load of model '%s': %s", name, failure)
+                return failure
+
+        failures = [f for f in await asyncio.gather(*(load_one(n) for n in names)) if f]
+        if failures and self.settings.exit_on_error:
+            raise ModelLoadError(
+                "; ".join(failures) + " (--exit-on-error=true: start-up stops when a model "
+                "fails to load; pass --exit-on-error=false to serve the others)"
+            )
         if mode == "poll":
             self._poll_task = asyncio.create_task(self._poll())
         self._started = True
@@ -97,6 +136,7 @@ class Engine:
         await asyncio.gather(
             *(self._stop_versions(entry, drain=True) for entry in self.models.values())
         )
+        self.shared_memory.close()
 
     def stop_admission(self) -> None:
         """Report not ready from now on (HTTP and gRPC readiness, grpc.health) so load
@@ -123,6 +163,7 @@ class Engine:
 
     async def load(self, name: str, config_json: dict[str, Any] | None = None) -> None:
         """Load (or reload) a model, after bringing bucket caches up to date."""
+        check_model_name(name)
         await self._sync_remotes()
         await self._load(name, config_json)
 
@@ -139,8 +180,9 @@ class Engine:
             found = find_models(self.repositories)
             if name not in found:
                 self.models.pop(name, None)
-                raise ModelNotFound(
-                    f"no model '{name}' in the model repository "
+                raise ModelLoadError(
+                    f"failed to load '{name}', failed to poll from model repository: no folder "
+                    f"named '{name}' in the model repositories "
                     f"({', '.join(self._repository_names())})"
                 )
             old = self.models.get(name)
@@ -167,7 +209,10 @@ class Engine:
                     await self._stop_versions(old, drain=True)
                 entry.state, entry.reason = ModelState.UNAVAILABLE, str(exc)
                 self.models[name] = entry
-                raise ModelLoadError(f"failed to load '{name}': {exc}") from None
+                message = str(exc)
+                if not message.startswith(f"failed to load '{name}'"):
+                    message = f"failed to load '{name}': {message}"
+                raise ModelLoadError(message) from None
             for served in new_versions.values():
                 served.scheduler.start()
             entry.config, entry.versions = config, new_versions
@@ -184,7 +229,7 @@ class Engine:
     ) -> tuple[dict[int, ServedVersion], model_config_pb2.ModelConfig]:
         from bertserve.repository import config_from_json
 
-        source = read_model_source(name, path)
+        source = read_model_source(name, path, self.settings.model_config_name)
         override = None
         if config_json is not None:
             override = config_from_json(config_json, f"load request config for '{name}'")
@@ -192,9 +237,8 @@ class Engine:
                 raise ConfigError(
                     f"load request config names '{override.name}' but loads model '{name}'"
                 )
-        config, backend, versions = prepare_config(
-            source, override, self.settings.strict_model_config
-        )
+        config, backend, versions = prepare_config(source, override, self._completion)
+        labels = read_labels(config, path)
         policy = BatchingPolicy.from_config(config)
         served: dict[int, ServedVersion] = {}
         try:
@@ -206,6 +250,7 @@ class Engine:
                     version=version,
                     config=config,
                     signature=Signature(config),
+                    labels=labels,
                     scheduler=Scheduler(
                         name, policy, instances, stats := self._stats(name, version)
                     ),
@@ -300,43 +345,59 @@ class Engine:
     def _entry(self, name: str) -> ModelEntry:
         entry = self.models.get(name)
         if entry is None:
-            raise ModelNotFound(
-                f"unknown model '{name}': the repository index lists the models served"
+            raise InvalidInput(
+                f"Request for unknown model: '{name}' is not found; the repository index lists "
+                "the models this server knows"
             )
         return entry
 
     def served(self, name: str, version: str = "") -> ServedVersion:
+        """The version a request names, or the latest ready one; tritonserver's answers
+        (unknown name 400, unknown or unavailable version 404, version not ready 503)."""
         entry = self._entry(name)
-        if entry.state != ModelState.READY or not entry.versions:
-            raise ModelNotReady(
-                f"model '{name}' is not ready ({entry.state}"
-                f"{': ' + entry.reason if entry.reason else ''})"
-            )
+        ready = entry.state == ModelState.READY
         if not version:
-            served = entry.latest()
-            assert served is not None
+            served = entry.latest() if ready else None
+            if served is None:
+                why = f" ({entry.state}: {entry.reason})" if entry.reason else ""
+                raise ModelNotFound(
+                    f"Request for unknown model: '{name}' has no available versions{why}"
+                )
             return served
         try:
             number = int(version)
         except ValueError:
-            raise InvalidInput(f"model version '{version}' is not a number") from None
+            raise InvalidInput(
+                f"failed to get model version from specified version string '{version}': "
+                "a version is a number"
+            ) from None
         found = entry.versions.get(number)
         if found is None:
             raise ModelNotFound(
-                f"model '{name}' has no version {version} being served (versions "
-                f"{', '.join(map(str, sorted(entry.versions)))})"
+                f"Request for unknown model: '{name}' version {version} is not found; versions "
+                f"served: {', '.join(map(str, sorted(entry.versions))) or 'none'}"
+            )
+        if not ready:
+            raise ModelNotReady(
+                f"Request for unknown model: '{name}' version {version} is not at ready state"
             )
         return found
 
     def model_ready(self, name: str, version: str = "") -> bool:
+        """Whether that version (or the latest) serves. As tritonserver has long answered (and
+        Model Analyzer and Triton's lifecycle tests rely on): an unknown or unavailable model
+        is not ready, not an error."""
         try:
             self.served(name, version)
-        except (ModelNotReady, ModelNotFound):
+        except (InvalidInput, ModelNotFound, ModelNotReady):
             return False
         return True
 
     def server_metadata(self) -> dict[str, Any]:
-        return {"name": "bertserve", "version": __version__, "extensions": list(EXTENSIONS)}
+        extensions = list(EXTENSIONS)
+        if cuda_available():
+            extensions.insert(extensions.index("system_shared_memory") + 1, "cuda_shared_memory")
+        return {"name": self.settings.server_id, "version": __version__, "extensions": extensions}
 
     def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
         served = self.served(name, version)
@@ -386,14 +447,24 @@ class Engine:
             raise ServerShuttingDown("the server is shutting down; retry on another replica")
         served = self.served(request.model_name, request.model_version)
         stats = served.stats
+        signature = served.signature
+        regions = [
+            (t.shm.region, t.shm.offset, t.shm.byte_size)
+            for t in [*request.inputs, *(request.outputs or ())]
+            if t.shm is not None
+        ]
         try:
-            feed, batch = served.signature.check_inputs(request)
-            outputs = served.signature.check_outputs(request.outputs)
-            served.scheduler.instances[0].check_request(feed)
-            future = served.scheduler.submit(feed, outputs, batch, timing, request.timeout_us)
-            results = await future
+            with self.shared_memory.lease(regions):
+                self._read_shared_inputs(request)
+                outputs = signature.check_outputs(request)
+                feed, batch = signature.check_inputs(request)
+                served.scheduler.instances[0].check_request(feed)
+                future = served.scheduler.submit(feed, outputs, batch, timing, request.timeout_us)
+                results = await future
+                answers = self._outputs(served, request, results)
         except BertserveError as exc:
-            reason = "REJECTED" if isinstance(exc, (InvalidInput, QueueFull)) else "BACKEND"
+            rejected = (InvalidInput, QueueFull, ModelNotFound, Unsupported)
+            reason = "REJECTED" if isinstance(exc, rejected) else "BACKEND"
             stats.record_failure(timing, reason, _now())
             if request_log.isEnabledFor(logging.INFO):
                 request_log.info(
@@ -409,21 +480,64 @@ class Engine:
                 request.id, request.model_name, served.version, batch,
                 (end - timing.arrival) / 1e6, (timing.dispatch - timing.arrival) / 1e6,
             )  # fmt: skip
-        sig_outputs = served.signature.outputs
         return InferResponse(
             model_name=request.model_name,
             model_version=str(served.version),
             id=request.id,
-            outputs=[
-                InferOutput(
-                    name=name,
-                    datatype=sig_outputs[name].datatype if array.dtype.kind != "O" else "BYTES",
-                    shape=array.shape,
-                    data=array,
-                )
-                for name, array in results.items()
-            ],
+            outputs=answers,
         )
+
+    def _read_shared_inputs(self, request: InferRequest) -> None:
+        """Inputs that lie in shared memory, copied in (a region may change under us)."""
+        for i, tensor in enumerate(request.inputs):
+            ref = tensor.shm
+            if ref is None:
+                continue
+            raw = self.shared_memory.read(ref.region, ref.offset, ref.byte_size)
+            if tensor.datatype == "BYTES":
+                count = math.prod(tensor.shape)
+                data = deserialize_bytes(raw, count, tensor.name, request.model_name)
+            else:
+                data = np.frombuffer(raw, dtype=np.uint8)
+            request.inputs[i] = InferInput(tensor.name, tensor.datatype, tensor.shape, data, ref)
+
+    def _outputs(
+        self, served: ServedVersion, request: InferRequest, results: dict[str, np.ndarray]
+    ) -> list[InferOutput]:
+        """The response's outputs: in the config's shapes, ranked where a classification is
+        asked, written to shared memory where a region is named."""
+        signature = served.signature
+        batching = signature.max_batch_size > 0
+        wanted: dict[str, RequestedOutput] = {o.name: o for o in request.outputs or ()}
+        answers = []
+        for name, array in signature.shape_outputs(results, batching).items():
+            datatype = signature.outputs[name].datatype if array.dtype.kind != "O" else "BYTES"
+            asked = wanted.get(name)
+            if asked is not None and asked.classification:
+                labels = served.labels.get(name, [])
+                array = classify(name, array, datatype, asked.classification, batching, labels)
+                datatype = "BYTES"
+            ref = asked.shm if asked is not None else None
+            if ref is not None:
+                self._write_shared_output(name, array, datatype, ref)
+            answers.append(InferOutput(name, datatype, array.shape, array, ref))
+        return answers
+
+    def _write_shared_output(
+        self, name: str, array: np.ndarray, datatype: str, ref: SharedMemoryRef
+    ) -> None:
+        if datatype == "BYTES":
+            data: bytes | memoryview = serialize_bytes(array)
+        else:
+            contiguous = np.ascontiguousarray(array)
+            data = contiguous.data.cast("B") if contiguous.size else b""
+        if len(data) > ref.byte_size:
+            raise InternalError(
+                f"shared memory size specified with the request for output '{name}' "
+                f"({ref.byte_size} bytes) should be at least {len(data)} bytes to hold the "
+                "results"
+            )
+        self.shared_memory.write(ref.region, ref.offset, data)
 
     def _call_model(
         self, name: str, version: str, inputs: dict[str, np.ndarray]
@@ -452,3 +566,14 @@ def _fingerprint(path: Path) -> Fingerprint:
             st = p.stat()
             items.append((str(p.relative_to(path)), st.st_mtime_ns, st.st_size))
     return tuple(items)
+
+
+def check_model_name(name: str) -> None:
+    """tritonserver's checks of a name to load: not blank, no path in it."""
+    trimmed = name.strip()
+    if not trimmed:
+        raise InvalidInput("Model name cannot be empty. Please enter a valid name to deploy.")
+    if trimmed == ".." or "/" in trimmed:
+        raise InvalidInput(
+            f"invalid model name '{name}', model name must not contain path traversal characters"
+        )

@@ -5,7 +5,8 @@ Everything here blocks (reads files, builds sessions); the engine calls it from 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,16 @@ from bertserve.backends.parameters import confined_file
 from bertserve.batching.policy import BatchingPolicy
 from bertserve.errors import ConfigError
 from bertserve.repository import ModelSource, select_versions
+from bertserve.repository.normalize import fill_backend_fields, normalize, place_instance_groups
+from bertserve.repository.validation import (
+    validate_instance_groups,
+    validate_io_config,
+    validate_model_config,
+)
 from bertserve.tensors import config_type_to_datatype, datatype_to_numpy
 
 __all__ = [
-    "complete_instance_groups",
+    "CompletionSettings",
     "create_instances",
     "devices",
     "prepare_config",
@@ -41,61 +48,85 @@ def visible_gpus() -> list[int]:
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
+@dataclass(frozen=True, slots=True)
+class CompletionSettings:
+    """How configs are completed: `--disable-auto-complete-config` and `--backend-config`."""
+
+    auto_complete: bool = True
+    #: backend name -> {setting: value}; the "" entry holds the global settings, which a
+    #: backend's own override.
+    backend_config: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def options(self, backend: str) -> dict[str, str]:
+        return {**self.backend_config.get("", {}), **self.backend_config.get(backend, {})}
+
+
 def prepare_config(
     source: ModelSource,
     override: model_config_pb2.ModelConfig | None,
-    strict: bool,
+    completion: CompletionSettings | None = None,
+    gpus: list[int] | None = None,
 ) -> tuple[model_config_pb2.ModelConfig, Backend, list[int]]:
-    """The completed config, its backend and the versions to serve."""
+    """The completed config, its backend and the versions to serve, in tritonserver's order:
+    the backend fields and defaults, the model-wide checks (before any version folder is
+    looked at), the instance groups, the versions, the backend's completion from the model
+    file, then the tensors' checks."""
+    completion = completion or CompletionSettings()
+    gpus = visible_gpus() if gpus is None else gpus
+    if override is None and not source.config_file and not completion.auto_complete:
+        raise ConfigError(
+            f"model '{source.name}' has no config.pbtxt, which --disable-auto-complete-config "
+            "requires: write one, or let the server complete it from the model file"
+        )
     config = model_config_pb2.ModelConfig()
     config.CopyFrom(override if override is not None else source.config)
     config.name = source.name
-    backend = backend_for_config(config, source.path)
+    fill_backend_fields(config, source.path)
+    normalize(config)
+    validate_model_config(config)
+    _refuse_unserved(config)
+    # Tensors written in full are never changed by completion: check them before anything is
+    # read from the model folder, so a bad field is named even without a version folder.
+    written = bool(config.input or config.batch_input) and bool(config.output)
+    if written or not completion.auto_complete:
+        validate_io_config(config)
+    backend = backend_for_config(config)
+    place_instance_groups(config, gpus, backend.gpu_capable())
+    validate_instance_groups(config, gpus)
     versions = select_versions(config, source.path)
-    if strict and (not config.input or not config.output):
+    version_dir = source.path / str(versions[-1])
+    if completion.auto_complete:
+        backend.autocomplete(config, version_dir, completion.options(backend.name))
+        normalize(config)
+    validate_io_config(config)
+    BatchingPolicy.from_config(config)
+    try:
+        backend.validate(config, version_dir)
+    except ConfigError as exc:
+        if completion.auto_complete or (config.input and config.output):
+            raise
         raise ConfigError(
-            "--strict-model-config is on and the config does not list every input and output; "
-            "list them or drop --strict-model-config to complete them from the model file"
-        )
-    backend.autocomplete(config, source.path / str(versions[-1]))
-    BatchingPolicy.from_config(config)  # validates batching fields early
-    complete_instance_groups(config, backend.name, visible_gpus())
+            f"{exc}; with --disable-auto-complete-config the config must list every input and "
+            "output"
+        ) from None
     return config, backend, versions
 
 
-def complete_instance_groups(
-    config: model_config_pb2.ModelConfig, backend_name: str, gpus: list[int]
-) -> None:
-    """Resolve KIND_AUTO, default `gpus` to every visible GPU (count instances on each, as
-    Triton does), and check the GPUs named exist."""
-    if not config.instance_group:
-        config.instance_group.add(kind=_GROUP.KIND_AUTO, count=1)
-    for i, group in enumerate(config.instance_group):
-        if not group.name:
-            group.name = f"{config.name}_{i}"
-        if group.count < 1:
-            group.count = 1
-        if group.kind == _GROUP.KIND_AUTO:
-            on_gpu = bool(gpus) and backend_name != "onnxruntime"
-            group.kind = _GROUP.KIND_GPU if on_gpu else _GROUP.KIND_CPU
-        if group.kind == _GROUP.KIND_GPU:
-            if not gpus:
-                raise ConfigError(
-                    f"instance_group[{i}] asks for KIND_GPU but no CUDA GPU is visible to this "
-                    "process; use KIND_CPU or run on a machine with a GPU"
-                )
-            if not group.gpus:
-                group.gpus.extend(gpus)
-            absent = [g for g in group.gpus if g not in gpus]
-            if absent:
-                raise ConfigError(
-                    f"instance_group[{i}].gpus lists {absent}, not among the visible GPUs {gpus}"
-                )
-        elif group.kind not in (_GROUP.KIND_CPU, _GROUP.KIND_MODEL):
-            raise ConfigError(
-                f"instance_group[{i}].kind {_GROUP.Kind.Name(group.kind)} is not served here; "
-                "use KIND_CPU, KIND_GPU or KIND_AUTO"
-            )
+def _refuse_unserved(config: model_config_pb2.ModelConfig) -> None:
+    """Scheduling that would change what a model computes if it were silently ignored."""
+    name = config.name
+    if config.platform == "ensemble" or config.HasField("ensemble_scheduling"):
+        raise ConfigError(f"model '{name}': ensembles are not served by bertserve")
+    if config.HasField("sequence_batching"):
+        raise ConfigError(
+            f"model '{name}': sequence_batching (stateful models) is not served by bertserve; "
+            "use dynamic_batching for stateless models"
+        )
+    if config.model_transaction_policy.decoupled:
+        raise ConfigError(
+            f"model '{name}': decoupled models (several responses per request) are not served "
+            "by bertserve"
+        )
 
 
 def devices(config: model_config_pb2.ModelConfig) -> list[Device]:

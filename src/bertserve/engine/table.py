@@ -32,6 +32,8 @@ class ServedVersion:
     signature: Signature
     scheduler: Scheduler
     stats: ModelStats
+    #: Each output's classification labels (`label_filename`).
+    labels: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass

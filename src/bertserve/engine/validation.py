@@ -1,19 +1,25 @@
 """Check a request against its model's completed config: the one place every front end's
-requests pass, so HTTP and gRPC fail with the same messages."""
+requests pass, so HTTP and gRPC fail with the same messages.
+
+The checks run in tritonserver's order and answer with its words (clients and scripts match
+them), bertserve's hint after a semicolon where one helps. tritonserver prefixes most of them
+with `[request id: <id>] `; so does this module."""
 
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2
 
 from bertserve.errors import InvalidInput
-from bertserve.messages import InferRequest, RequestedOutput
-from bertserve.tensors import config_type_to_datatype
+from bertserve.messages import InferInput, InferRequest, RequestedOutput
+from bertserve.tensors import config_type_to_datatype, datatype_to_numpy
 
-__all__ = ["TensorSignature", "Signature"]
+__all__ = ["TensorSignature", "Signature", "request_prefix"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,111 +31,233 @@ class TensorSignature:
     reshape: tuple[int, ...] | None = None
 
 
+def request_prefix(request: InferRequest) -> str:
+    return f"[request id: {request.id or '<id_unknown>'}] "
+
+
+def _shape_text(dims: tuple[int, ...] | list[int]) -> str:
+    return "[" + ",".join(str(int(d)) for d in dims) + "]"
+
+
+def _tensor(entry: model_config_pb2.ModelInput | model_config_pb2.ModelOutput) -> TensorSignature:
+    return TensorSignature(
+        entry.name,
+        config_type_to_datatype(model_config_pb2.DataType.Name(entry.data_type)),
+        tuple(entry.dims),
+        getattr(entry, "optional", False),
+        tuple(entry.reshape.shape) if entry.HasField("reshape") else None,
+    )
+
+
 class Signature:
     """A model version's inputs and outputs, ready for fast request checks."""
 
     def __init__(self, config: model_config_pb2.ModelConfig) -> None:
         self.model = config.name
         self.max_batch_size = config.max_batch_size
-        self.inputs = {
-            i.name: TensorSignature(
-                i.name,
-                config_type_to_datatype(model_config_pb2.DataType.Name(i.data_type)),
-                tuple(i.dims),
-                i.optional,
-                tuple(i.reshape.shape) if i.HasField("reshape") else None,
-            )
-            for i in config.input
-        }
-        self.outputs = {
-            o.name: TensorSignature(
-                o.name,
-                config_type_to_datatype(model_config_pb2.DataType.Name(o.data_type)),
-                tuple(o.dims),
-            )
-            for o in config.output
-        }
+        self.inputs = {i.name: _tensor(i) for i in config.input}
+        self.outputs = {o.name: _tensor(o) for o in config.output}
         self.required = [name for name, sig in self.inputs.items() if not sig.optional]
         self.output_names = list(self.outputs)
 
+    # -- inputs ------------------------------------------------------------------------------
+
     def check_inputs(self, request: InferRequest) -> tuple[dict[str, np.ndarray], int]:
-        """Return the model's feed (name -> array, reshaped where configured) and the batch size."""
-        feed: dict[str, np.ndarray] = {}
-        batch = 0
-        batching = self.max_batch_size > 0
+        """Return the model's feed (name -> array, reshaped where configured) and the batch size.
+        Inputs in shared memory must have been read in already."""
+        prefix = request_prefix(request)
+        if request.raw:
+            self._deduce_raw_input(request, prefix)
+        seen: set[str] = set()
         for tensor in request.inputs:
-            sig = self.inputs.get(tensor.name)
-            if sig is None:
+            if tensor.name in seen:
+                raise InvalidInput(f"{prefix}input '{tensor.name}' already exists in request")
+            seen.add(tensor.name)
+        self._check_input_count(request, prefix)
+        batching = self.max_batch_size > 0
+        batch = 0
+        for tensor in request.inputs:
+            if tensor.name not in self.inputs:
                 raise InvalidInput(
-                    f"unexpected inference input '{tensor.name}' for model '{self.model}': it "
+                    f"unexpected inference input '{tensor.name}' for model '{self.model}'; it "
                     f"takes {', '.join(self.inputs)}"
                 )
-            if tensor.name in feed:
-                raise InvalidInput(f"input '{tensor.name}' is given twice")
-            if tensor.datatype != sig.datatype:
+            if not batching:
+                continue
+            if not tensor.shape:
                 raise InvalidInput(
-                    f"input '{tensor.name}' has datatype {tensor.datatype} but model "
-                    f"'{self.model}' expects {sig.datatype}"
+                    f"{prefix}input '{tensor.name}' has no shape but model requires batch "
+                    f"dimension for '{self.model}'"
                 )
-            shape = tuple(tensor.shape)
-            if batching:
-                if len(shape) != len(sig.dims) + 1:
-                    raise InvalidInput(
-                        f"input '{tensor.name}' has shape {list(shape)} but model "
-                        f"'{self.model}' expects [batch] + {list(sig.dims)} (max_batch_size "
-                        f"{self.max_batch_size})"
-                    )
-                this_batch, item_shape = shape[0], shape[1:]
-                if this_batch < 1 or this_batch > self.max_batch_size:
-                    raise InvalidInput(
-                        f"input '{tensor.name}' has batch size {this_batch}, outside 1.."
-                        f"{self.max_batch_size} (max_batch_size of model '{self.model}'); "
-                        "split the request"
-                    )
-                if batch and this_batch != batch:
-                    raise InvalidInput(
-                        f"inputs disagree on the batch size: '{tensor.name}' has {this_batch}, "
-                        f"another input has {batch}"
-                    )
-                batch = this_batch
-            else:
-                item_shape = shape
-            if not _matches(item_shape, sig.dims):
+            if batch and tensor.shape[0] != batch:
                 raise InvalidInput(
-                    f"input '{tensor.name}' has shape {list(shape)} but model '{self.model}' "
-                    f"expects {'[batch] + ' if batching else ''}{list(sig.dims)} "
-                    "(-1 = any size)"
+                    f"{prefix}input '{tensor.name}' batch size does not match other inputs for "
+                    f"'{self.model}'"
                 )
-            data = tensor.data
-            if sig.reshape is not None:
-                data = data.reshape(((batch,) if batching else ()) + sig.reshape)
-            feed[tensor.name] = data
-        missing = [name for name in self.required if name not in feed]
-        if missing:
+            batch = tensor.shape[0]
+        if batching and batch > self.max_batch_size:
             raise InvalidInput(
-                f"model '{self.model}' needs input(s) {', '.join(missing)}, which the request "
-                "does not carry"
+                f"{prefix}inference request batch-size must be <= {self.max_batch_size} for "
+                f"'{self.model}'; split the request"
             )
+        if batching and request.inputs and batch < 1:
+            raise InvalidInput(
+                f"{prefix}inference request batch-size must be >= 1 for '{self.model}'"
+            )
+        feed = {t.name: self._check_input(t, batching, batch, prefix) for t in request.inputs}
         return feed, (batch if batching else 1)
 
-    def check_outputs(self, requested: list[RequestedOutput] | None) -> list[str]:
+    def _check_input_count(self, request: InferRequest, prefix: str) -> None:
+        given = [t.name for t in request.inputs]
+        if len(self.required) <= len(given) <= len(self.inputs):
+            return
+        missing = [n for n in self.required if n not in given]
+        got = "[" + ",".join(f"'{n}'" for n in given) + "]"
+        wanted = "[" + ",".join(f"'{n}'" for n in missing) + "]"
+        if len(self.required) == len(self.inputs):
+            expected = f"expected {len(self.inputs)} inputs"
+        else:
+            expected = (
+                f"expected number of inputs between {len(self.required)} and {len(self.inputs)}"
+            )
+        raise InvalidInput(
+            f"{prefix}{expected} but got {len(given)} inputs for model '{self.model}'. Got "
+            f"input(s) {got}, but missing required input(s) {wanted}. Please provide all "
+            "required input(s)."
+        )
+
+    def _check_input(
+        self, tensor: InferInput, batching: bool, batch: int, prefix: str
+    ) -> np.ndarray:
+        sig = self.inputs[tensor.name]
+        if tensor.datatype != sig.datatype:
+            raise InvalidInput(
+                f"{prefix}inference input '{tensor.name}' data-type is '{tensor.datatype}', but "
+                f"model '{self.model}' expects '{sig.datatype}'"
+            )
+        shape = tuple(tensor.shape)
+        item_shape = shape[1:] if batching else shape
+        if len(item_shape) != len(sig.dims) or any(
+            item_shape[i] != d for i, d in _fixed_dims(sig.dims)
+        ):
+            full = ([-1] if batching else []) + list(sig.dims)
+            note = (
+                " NOTE: Setting a non-zero max_batch_size in the model config requires a batch "
+                "dimension to be prepended to each input shape. If you want to specify the full "
+                "shape including the batch dim in your input dims config, try setting "
+                "max_batch_size to zero. See the model configuration docs for more info on "
+                "max_batch_size."
+                if batching
+                else ""
+            )
+            raise InvalidInput(
+                f"{prefix}unexpected shape for input '{tensor.name}' for model '{self.model}'. "
+                f"Expected {_shape_text(full)}, got {_shape_text(shape)}.{note}"
+            )
+        if sig.reshape is not None:
+            variable = iter(s for s, d in zip(item_shape, sig.dims, strict=True) if d == -1)
+            reshaped = tuple(next(variable) if d == -1 else d for d in sig.reshape)
+            shape = ((batch,) if batching else ()) + reshaped
+        count = math.prod(shape)
+        data = tensor.data
+        if sig.datatype == "BYTES":
+            if data.size > count:
+                raise InvalidInput(
+                    f"{prefix}unexpected number of string elements {count + 1} for inference "
+                    f"input '{tensor.name}' for model '{self.model}', expecting {count}"
+                )
+            if data.size < count:
+                raise InvalidInput(
+                    f"{prefix}expected {count} string elements for inference input "
+                    f"'{tensor.name}' for model '{self.model}', got {data.size}"
+                )
+        else:
+            expected = count * datatype_to_numpy(sig.datatype).itemsize
+            if data.nbytes != expected:
+                raise InvalidInput(
+                    f"{prefix}input byte size mismatch for input '{tensor.name}' for model "
+                    f"'{self.model}'. Expected {expected}, got {data.nbytes}"
+                )
+            if data.dtype != datatype_to_numpy(sig.datatype):
+                data = data.view(datatype_to_numpy(sig.datatype))
+        return data.reshape(shape)
+
+    def _deduce_raw_input(self, request: InferRequest, prefix: str) -> None:
+        """Name and shape the raw body of an `Inference-Header-Content-Length: 0` request."""
+        if len(self.inputs) != 1:
+            raise InvalidInput(
+                f"{prefix}Raw request must only have 1 input (found 1) to be deduced but got "
+                f"{len(self.inputs)} inputs in '{self.model}' model configuration"
+            )
+        sig = next(iter(self.inputs.values()))
+        body = request.inputs[0].data
+        shape: list[int] = [1] if self.max_batch_size > 0 else []
+        variable = -1
+        count = 1
+        for d in sig.dims:
+            if d == -1:
+                if variable != -1:
+                    raise InvalidInput(
+                        f"{prefix}The shape of the raw input '{sig.name}' can not be deduced "
+                        "because there are more than one variable-sized dimension"
+                    )
+                variable = len(shape)
+            else:
+                count *= d
+            shape.append(d)
+        if sig.datatype == "BYTES":
+            if variable != -1 or count != 1:
+                raise InvalidInput(
+                    f"{prefix}For BYTE datatype raw input '{sig.name}', the model must have "
+                    "input shape [1]"
+                )
+            data = np.empty(1, dtype=np.object_)
+            data[0] = body.tobytes()
+        else:
+            itemsize = datatype_to_numpy(sig.datatype).itemsize
+            if variable != -1:
+                shape[variable] = body.nbytes // (count * itemsize) if count else 0
+            data = body
+        request.inputs[0] = InferInput(sig.name, sig.datatype, tuple(shape), data)
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    def check_outputs(self, request: InferRequest) -> list[str]:
+        requested: list[RequestedOutput] | None = request.outputs
         if not requested:
             return self.output_names
-        names = []
+        names: list[str] = []
         for out in requested:
-            if out.name not in self.outputs:
+            if out.name in names:
                 raise InvalidInput(
-                    f"unknown requested output '{out.name}' for model '{self.model}': it "
-                    f"produces {', '.join(self.outputs)}"
+                    f"{request_prefix(request)}output '{out.name}' already exists in request"
                 )
             names.append(out.name)
+        for name in names:
+            if name not in self.outputs:
+                raise InvalidInput(
+                    f"unexpected inference output '{name}' for model '{self.model}'; it "
+                    f"produces {', '.join(self.outputs)}"
+                )
         return names
 
-
-def _matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
-    if len(shape) != len(dims):
-        return False
-    return all(shape[i] == d for i, d in _fixed_dims(dims))
+    def shape_outputs(
+        self, results: Mapping[str, np.ndarray], batching: bool
+    ) -> dict[str, np.ndarray]:
+        """The model's outputs in the shapes the config gives (`reshape` undone, as Triton
+        does: the config's `dims`, with the variable sizes the model produced)."""
+        shaped = {}
+        for name, array in results.items():
+            sig = self.outputs.get(name)
+            if sig is None or sig.reshape is None:
+                shaped[name] = array
+                continue
+            lead = array.shape[:1] if batching else ()
+            item = array.shape[1:] if batching else array.shape
+            variable = iter(s for s, d in zip(item, sig.reshape, strict=False) if d == -1)
+            dims = tuple(next(variable, 1) if d == -1 else d for d in sig.dims)
+            shaped[name] = array.reshape(lead + dims)
+        return shaped
 
 
 @functools.cache

@@ -23,8 +23,15 @@ from google.protobuf.message import DecodeError, Message
 from tritonclient.grpc import service_pb2
 
 from bertserve.errors import InvalidInput
-from bertserve.messages import InferInput, InferRequest, InferResponse, RequestedOutput
+from bertserve.messages import (
+    InferInput,
+    InferRequest,
+    InferResponse,
+    RequestedOutput,
+    SharedMemoryRef,
+)
 from bertserve.tensors import (
+    bytes_array,
     datatype_to_numpy,
     deserialize_bytes,
     numpy_to_datatype,
@@ -183,22 +190,52 @@ def _set_parameters(target: Any, values: Mapping[str, Any]) -> None:
 
 
 def decode_request(buf: bytes) -> InferRequest:
-    """A serialized ModelInferRequest -> InferRequest (raw tensors as views over `buf`)."""
+    """A serialized ModelInferRequest -> InferRequest (raw tensors as views over `buf`).
+
+    As tritonserver reads it: an input in shared memory carries no data here; one with typed
+    `contents` takes them; every other takes the next of `raw_input_contents`, in order."""
     msg, raw = _parse(_REQUEST, buf, _RAW_INPUT)
-    if not msg.inputs:
-        raise InvalidInput("the request needs a non-empty 'inputs' list")
-    if raw and len(raw) != len(msg.inputs):
+    model = msg.model_name
+    inputs = []
+    used = 0
+    for i, tensor in enumerate(msg.inputs):
+        params = parameters_to_dict(tensor.parameters)
+        shm = _shared_memory_ref(params, tensor.name)
+        if shm is not None:
+            if tensor.HasField("contents"):
+                raise InvalidInput(
+                    f"unexpected 'content' provided when using shared memory for input tensor "
+                    f"'{tensor.name}' for model '{model}'"
+                )
+            inputs.append(
+                InferInput(tensor.name, tensor.datatype, tuple(tensor.shape), _EMPTY, shm)
+            )
+            continue
+        if tensor.HasField("contents"):
+            if raw:
+                raise InvalidInput(
+                    f"contents field must not be specified when using raw_input_contents for "
+                    f"'{tensor.name}' for model '{model}'"
+                )
+            inputs.append(_decode_input(tensor, i, None, model))
+            continue
+        if used >= len(raw):
+            raise InvalidInput(
+                f"unable to find data for input tensor '{tensor.name}' for model '{model}' in "
+                "request."
+            )
+        inputs.append(_decode_input(tensor, i, raw[used], model))
+        used += 1
+    if used != len(raw):
         raise InvalidInput(
-            f"the request carries {len(raw)} raw_input_contents for {len(msg.inputs)} inputs: "
-            "send one per input, in the order of 'inputs', or none and typed 'contents'"
+            f"the request carries {len(raw)} raw_input_contents for {used} inputs that read "
+            "one: send one per input (except those in shared memory or typed 'contents'), in "
+            "the order of 'inputs'"
         )
-    inputs = [
-        _decode_input(tensor, i, raw[i] if raw else None) for i, tensor in enumerate(msg.inputs)
-    ]
     parameters = parameters_to_dict(msg.parameters)
     timeout = parameters.get("timeout", 0)
     return InferRequest(
-        model_name=msg.model_name,
+        model_name=model,
         model_version=msg.model_version,
         inputs=inputs,
         id=msg.id,
@@ -206,6 +243,23 @@ def decode_request(buf: bytes) -> InferRequest:
         parameters=parameters,
         timeout_us=timeout if isinstance(timeout, int) and timeout > 0 else 0,
     )
+
+
+_EMPTY = np.empty(0, dtype=np.uint8)
+
+
+def _shared_memory_ref(params: Mapping[str, Any], name: str) -> SharedMemoryRef | None:
+    if "shared_memory_region" not in params:
+        return None
+    region = params["shared_memory_region"]
+    offset = params.get("shared_memory_offset", 0)
+    size = params.get("shared_memory_byte_size", 0)
+    if not isinstance(region, str):
+        raise InvalidInput(f"'{name}': shared_memory_region must be a string parameter")
+    for key, value in (("shared_memory_offset", offset), ("shared_memory_byte_size", size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidInput(f"'{name}': {key} must be a non-negative integer parameter")
+    return SharedMemoryRef(region, offset, size)
 
 
 def request_identity(buf: bytes) -> tuple[str, str]:
@@ -218,7 +272,7 @@ def request_identity(buf: bytes) -> tuple[str, str]:
     return msg.id, msg.model_name
 
 
-def _decode_input(tensor: Any, index: int, raw: memoryview | None) -> InferInput:
+def _decode_input(tensor: Any, index: int, raw: memoryview | None, model: str) -> InferInput:
     name = tensor.name
     if not name:
         raise InvalidInput(f"inputs[{index}] has no 'name'")
@@ -230,19 +284,11 @@ def _decode_input(tensor: Any, index: int, raw: memoryview | None) -> InferInput
     count = math.prod(shape)
     if raw is None:
         return InferInput(name, datatype, shape, _contents(tensor, datatype, count, shape))
-    if tensor.HasField("contents"):
-        raise InvalidInput(
-            f"input '{name}' has typed 'contents' while the request uses raw_input_contents: "
-            "use one form for every input"
-        )
     if datatype == "BYTES":
-        return InferInput(name, datatype, shape, deserialize_bytes(raw, count, name).reshape(shape))
-    expected = count * dtype.itemsize
-    if len(raw) != expected:
-        raise InvalidInput(
-            f"input '{name}': raw_input_contents holds {len(raw)} bytes but shape "
-            f"{list(shape)} of {datatype} needs {expected}"
-        )
+        return InferInput(name, datatype, shape, deserialize_bytes(raw, count, name, model, shape))
+    if len(raw) != count * dtype.itemsize:
+        # The engine answers with Triton's words, once the shape is known to be right.
+        return InferInput(name, datatype, shape, np.frombuffer(raw, dtype=np.uint8))
     return InferInput(name, datatype, shape, np.frombuffer(raw, dtype=dtype).reshape(shape))
 
 
@@ -255,27 +301,31 @@ def _contents(tensor: Any, datatype: str, count: int, shape: tuple[int, ...]) ->
             "raw_input_contents"
         )
     values = getattr(tensor.contents, field)
+    if datatype == "BYTES":
+        return bytes_array(list(values), count, shape)  # the engine names a count mismatch
     if len(values) != count:
         others = [f.name for f, _ in tensor.contents.ListFields() if f.name != field]
         hint = f" (it fills {', '.join(others)}; {datatype} reads {field})" if others else ""
         raise InvalidInput(
             f"input '{name}' has {len(values)} elements but shape {list(shape)} needs {count}{hint}"
         )
-    if datatype == "BYTES":
-        data = np.empty(count, dtype=np.object_)
-        data[:] = list(values)
-    else:
-        data = np.fromiter(values, dtype=datatype_to_numpy(datatype), count=count)
+    data = np.fromiter(values, dtype=datatype_to_numpy(datatype), count=count)
     return data.reshape(shape)
 
 
 def _decode_output(output: Any) -> RequestedOutput:
     parameters = parameters_to_dict(output.parameters)
-    if parameters.get("classification"):
-        raise InvalidInput(
-            f"output '{output.name}': the classification extension is not served here"
-        )
-    return RequestedOutput(output.name, None, parameters)
+    shm = _shared_memory_ref(parameters, output.name)
+    classification = parameters.get("classification", 0)
+    if (
+        not isinstance(classification, int)
+        or isinstance(classification, bool)
+        or (classification < 0)
+    ):
+        raise InvalidInput("Unable to set 'classification': expected a non-negative integer")
+    if shm is not None and classification:
+        raise InvalidInput("Output can't set both 'shared_memory_region' and 'classification'")
+    return RequestedOutput(output.name, None, parameters, classification=classification, shm=shm)
 
 
 def _raw(array: np.ndarray, datatype: str) -> bytes | memoryview:
@@ -293,7 +343,9 @@ def encode_response(response: InferResponse) -> bytes:
     pieces: list[bytes | memoryview] = []
     for out in response.outputs:
         msg.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
-        pieces += _field(_RAW_OUTPUT, _raw(out.data, out.datatype))
+        # An output in shared memory keeps its place with empty contents, as in tritonserver.
+        data = b"" if out.shm is not None else _raw(out.data, out.datatype)
+        pieces += _field(_RAW_OUTPUT, data)
     _set_parameters(msg.parameters, response.parameters)
     return b"".join([msg.SerializeToString(), *pieces])
 

@@ -13,7 +13,13 @@ import numpy as np
 import orjson
 
 from bertserve.errors import InvalidInput
-from bertserve.messages import InferInput, InferRequest, InferResponse, RequestedOutput
+from bertserve.messages import (
+    InferInput,
+    InferRequest,
+    InferResponse,
+    RequestedOutput,
+    SharedMemoryRef,
+)
 from bertserve.tensors import (
     datatype_to_numpy,
     deserialize_bytes,
@@ -60,35 +66,47 @@ def _loads(data: memoryview) -> Any:
 def decode_request(
     body: bytes, header_length: int | None, model_name: str, model_version: str
 ) -> InferRequest:
+    if header_length == 0:
+        # Triton's raw binary request: the body is the model's only input, nothing else.
+        raw = np.frombuffer(body, dtype=np.uint8)
+        return InferRequest(
+            model_name=model_name,
+            model_version=model_version,
+            inputs=[InferInput("", "", (), raw)],
+            binary_outputs=True,
+            raw=True,
+        )
     json_part, binary = _split_body(body, header_length)
     doc = _loads(json_part)
     if not isinstance(doc, dict):
         raise InvalidInput("the request body must be a JSON object with an 'inputs' list")
     raw_inputs = doc.get("inputs")
-    if not isinstance(raw_inputs, list) or not raw_inputs:
-        raise InvalidInput("the request needs a non-empty 'inputs' list")
+    if not isinstance(raw_inputs, list):
+        raise InvalidInput("Unable to parse 'inputs': the request needs an 'inputs' list")
+    request_id = doc.get("id", "")
+    request_id = request_id if isinstance(request_id, str) else str(request_id)
     inputs: list[InferInput] = []
     offset = 0
     for i, raw in enumerate(raw_inputs):
-        tensor, used = _decode_input(raw, i, binary, offset)
+        tensor, used = _decode_input(raw, i, binary, offset, model_name)
         inputs.append(tensor)
         offset += used
     if offset != len(binary):
         raise InvalidInput(
-            f"the body carries {len(binary)} bytes of binary tensor data but the inputs' "
-            f"binary_data_size add up to {offset}"
+            f"unexpected additional input data for model '{model_name}': the body carries "
+            f"{len(binary)} bytes of binary tensor data but the inputs' binary_data_size add "
+            f"up to {offset}"
         )
     parameters = doc.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise InvalidInput("'parameters' must be a JSON object")
     outputs = _decode_outputs(doc.get("outputs"))
     timeout = parameters.get("timeout", 0)
-    request_id = doc.get("id", "")
     return InferRequest(
         model_name=model_name,
         model_version=model_version,
         inputs=inputs,
-        id=request_id if isinstance(request_id, str) else str(request_id),
+        id=request_id,
         outputs=outputs,
         parameters=parameters,
         timeout_us=int(timeout) if isinstance(timeout, int) and timeout > 0 else 0,
@@ -96,45 +114,96 @@ def decode_request(
     )
 
 
-def _decode_input(raw: Any, index: int, binary: memoryview, offset: int) -> tuple[InferInput, int]:
+def _uint(params: dict[str, Any], key: str) -> int:
+    value = params.get(key, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidInput(f"Unable to parse '{key}': expected a non-negative integer")
+    return value
+
+
+def shared_memory_ref(params: dict[str, Any]) -> SharedMemoryRef | None:
+    """The shared memory parameters of an input or a requested output, None without them."""
+    if "shared_memory_region" not in params:
+        return None
+    region = params["shared_memory_region"]
+    if not isinstance(region, str):
+        raise InvalidInput("Unable to parse 'shared_memory_region': expected a string")
+    return SharedMemoryRef(
+        region, _uint(params, "shared_memory_offset"), _uint(params, "shared_memory_byte_size")
+    )
+
+
+def _decode_input(
+    raw: Any, index: int, binary: memoryview, offset: int, model_name: str
+) -> tuple[InferInput, int]:
     if not isinstance(raw, dict):
         raise InvalidInput(f"inputs[{index}] must be a JSON object")
     name = raw.get("name")
     if not isinstance(name, str) or not name:
-        raise InvalidInput(f"inputs[{index}] has no 'name'")
+        raise InvalidInput(f"Unable to parse 'name': inputs[{index}] has no 'name'")
     datatype = raw.get("datatype")
     if not isinstance(datatype, str):
-        raise InvalidInput(f"input '{name}' has no 'datatype'")
+        raise InvalidInput(f"Unable to parse 'datatype': input '{name}' has no 'datatype'")
     dtype = datatype_to_numpy(datatype)
     shape = raw.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidInput(
+            f"Unable to parse 'shape': input '{name}': 'shape' must be a list of non-negative "
+            "integers"
+        )
     count = math.prod(shape)
+    if count > _INT64_MAX:
+        raise InvalidInput(
+            f"invalid shape for input '{name}': shape {_shape_text(shape)} causes total element "
+            f"count to exceed maximum size of {_INT64_MAX}"
+        )
+    if dtype.itemsize > 1 and count > _INT64_MAX // dtype.itemsize:
+        raise InvalidInput(
+            f"byte size overflow for input '{name}': element count ({count}) * data type size "
+            f"({dtype.itemsize}) exceeds maximum allowed size ({_INT64_MAX})"
+        )
     params = raw.get("parameters") or {}
-    size = params.get("binary_data_size") if isinstance(params, dict) else None
-    if size is not None:
-        if not isinstance(size, int) or size < 0:
-            raise InvalidInput(f"input '{name}': binary_data_size must be a non-negative integer")
+    if not isinstance(params, dict):
+        raise InvalidInput(f"input '{name}': 'parameters' must be a JSON object")
+    given = [
+        field
+        for field, present in (
+            ("'data'", "data" in raw),
+            ("'binary_data_size'", "binary_data_size" in params),
+            ("'shared_memory_region'", "shared_memory_region" in params),
+        )
+        if present
+    ]
+    if len(given) != 1:
+        raise InvalidInput(
+            "Input must set only one of the following fields: 'data', 'binary_data_size' in "
+            "'parameters', 'shared_memory_region' in 'parameters'. But "
+            + ("no field is set" if not given else "set " + " ".join(given))
+        )
+    shm = shared_memory_ref(params)
+    if shm is not None:
+        return InferInput(name, datatype, tuple(shape), _EMPTY, shm), 0
+    if "binary_data_size" in params:
+        size = _uint(params, "binary_data_size")
         if offset + size > len(binary):
             raise InvalidInput(
-                f"input '{name}': binary_data_size {size} runs past the end of the body "
-                f"({len(binary) - offset} bytes left): the body is truncated or the size is wrong"
+                f"unexpected size for input '{name}', expecting {offset + size - len(binary)} "
+                f"additional bytes for model '{model_name}'"
             )
         chunk = binary[offset : offset + size]
         if datatype == "BYTES":
-            data = deserialize_bytes(chunk, count, name).reshape(shape)
-        else:
-            expected = count * dtype.itemsize
-            if size != expected:
-                raise InvalidInput(
-                    f"input '{name}': binary_data_size is {size} bytes but shape {shape} of "
-                    f"{datatype} needs {expected}"
-                )
+            data = deserialize_bytes(chunk, count, name, model_name, shape)
+        elif size == count * dtype.itemsize:
             data = np.frombuffer(chunk, dtype=dtype).reshape(shape)
+        else:
+            data = np.frombuffer(chunk, dtype=np.uint8)  # the engine names the mismatch
         return InferInput(name, datatype, tuple(shape), data), size
-    if "data" not in raw:
-        raise InvalidInput(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
     data = _json_data(raw["data"], name, datatype, dtype)
+    if datatype == "BYTES":
+        shaped = data.reshape(shape) if data.size == count else data
+        return InferInput(name, datatype, tuple(shape), shaped), 0
     if data.size != count:
         raise InvalidInput(
             f"input '{name}' has {data.size} elements but shape {shape} needs {count}"
@@ -142,12 +211,36 @@ def _decode_input(raw: Any, index: int, binary: memoryview, offset: int) -> tupl
     return InferInput(name, datatype, tuple(shape), data.reshape(shape)), 0
 
 
+_EMPTY = np.empty(0, dtype=np.uint8)
+_INT64_MAX = 2**63 - 1
+#: tritonserver's limit on the nesting of a tensor's JSON `data`.
+_MAX_JSON_DEPTH = 100
+
+
+def _shape_text(shape: list[int]) -> str:
+    return "[" + ",".join(map(str, shape)) + "]"
+
+
+def _check_depth(values: Any) -> None:
+    """tritonserver refuses `data` nested 100 deep or more (numpy would stop at 64 anyway)."""
+    depth, value = 0, values
+    while isinstance(value, list):
+        depth += 1
+        if depth >= _MAX_JSON_DEPTH:
+            raise InvalidInput(
+                f"JSON nesting depth exceeds maximum allowed limit ({_MAX_JSON_DEPTH})"
+            )
+        value = value[0] if value else None
+
+
 def _json_data(values: Any, name: str, datatype: str, dtype: np.dtype) -> np.ndarray:
     if not isinstance(values, list):
         values = [values]
+    _check_depth(values)
     if datatype == "BYTES":
-        flat = np.asarray(values, dtype=object).reshape(-1)
-        out = np.empty(flat.size, dtype=object)
+        flat: list[Any] = []
+        _flatten(values, flat)
+        out = np.empty(len(flat), dtype=object)
         for i, item in enumerate(flat):
             if not isinstance(item, str):
                 raise InvalidInput(f"input '{name}': BYTES data in JSON must be strings")
@@ -166,27 +259,55 @@ def _json_data(values: Any, name: str, datatype: str, dtype: np.dtype) -> np.nda
     return array.astype(dtype, copy=False).reshape(-1)
 
 
+def _flatten(values: list[Any], into: list[Any]) -> None:
+    for value in values:
+        if isinstance(value, list):
+            _flatten(value, into)
+        else:
+            into.append(value)
+
+
 def _decode_outputs(raw: Any) -> list[RequestedOutput] | None:
     if raw is None:
         return None
     if not isinstance(raw, list):
-        raise InvalidInput("'outputs' must be a list")
+        raise InvalidInput("Unable to parse 'outputs': 'outputs' must be a list")
     outputs = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise InvalidInput(f"outputs[{i}] must be an object with a 'name'")
+            raise InvalidInput(
+                f"Unable to parse 'name': outputs[{i}] must be an object with a 'name'"
+            )
         params = item.get("parameters") or {}
         if not isinstance(params, dict):
             raise InvalidInput(f"outputs[{i}].parameters must be an object")
-        if params.get("classification"):
-            raise InvalidInput(
-                f"output '{item['name']}': the classification extension is not served here"
-            )
         binary = params.get("binary_data")
+        if binary is not None and not isinstance(binary, bool):
+            raise InvalidInput("Unable to parse 'binary_data': expected true or false")
+        shm = shared_memory_ref(params)
+        if shm is not None and "classification" in params:
+            raise InvalidInput("Output can't set both 'shared_memory_region' and 'classification'")
+        if shm is not None and binary:
+            raise InvalidInput("Output can't set both 'shared_memory_region' and 'binary_data'")
         outputs.append(
-            RequestedOutput(item["name"], None if binary is None else bool(binary), params)
+            RequestedOutput(
+                item["name"],
+                binary,
+                params,
+                classification=_classification(params),
+                shm=shm,
+            )
         )
     return outputs
+
+
+def _classification(params: dict[str, Any]) -> int:
+    if "classification" not in params:
+        return 0
+    value = params["classification"]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidInput("Unable to set 'classification': expected a non-negative integer")
+    return value
 
 
 def encode_response(response: InferResponse, request: InferRequest) -> tuple[bytes, int | None]:
@@ -204,12 +325,14 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
             "datatype": out.datatype,
             "shape": list(out.shape),
         }
-        if binary_for.get(out.name, request.binary_outputs):
+        if out.shm is not None:
+            pass  # the data went to the client's shared memory region
+        elif binary_for.get(out.name, request.binary_outputs):
             raw = _tensor_bytes(out.data, out.datatype)
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            entry["data"] = _json_values(out.data, out.datatype)
+            entry["data"] = _json_values(out.data, out.datatype, out.name)
         outputs_json.append(entry)
     doc: dict[str, Any] = {
         "model_name": response.model_name,
@@ -235,12 +358,17 @@ def _tensor_bytes(array: np.ndarray, datatype: str) -> bytes | memoryview:
     return contiguous.data.cast("B")
 
 
-def _json_values(array: np.ndarray, datatype: str) -> Any:
+def _json_values(array: np.ndarray, datatype: str, name: str = "") -> Any:
     if datatype == "BYTES":
-        return [
-            v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
-            for v in array.reshape(-1)
-        ]
+        try:
+            return [
+                v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)
+            ]
+        except UnicodeDecodeError:
+            raise InvalidInput(
+                f"output '{name}' holds bytes that are not UTF-8, which a JSON string cannot "
+                'carry: ask for it as binary data ("binary_data": true)'
+            ) from None
     flat = np.ascontiguousarray(array).reshape(-1)
     if flat.dtype == np.float16:
         return flat.astype(np.float32)
@@ -269,7 +397,7 @@ def encode_request(
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            entry["data"] = _json_values(array, datatype)
+            entry["data"] = _json_values(array, datatype, name)
         entries.append(entry)
     doc: dict[str, Any] = {"inputs": entries}
     if request_id:

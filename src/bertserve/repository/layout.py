@@ -22,6 +22,8 @@ class ModelSource:
     name: str
     path: Path
     config: model_config_pb2.ModelConfig
+    #: The config file read, relative to the repository ("" when the model has none).
+    config_file: str = ""
 
 
 def find_models(repositories: list[Path]) -> dict[str, Path]:
@@ -43,19 +45,27 @@ def find_models(repositories: list[Path]) -> dict[str, Path]:
     return found
 
 
-def read_model_source(name: str, path: Path) -> ModelSource:
+def read_model_source(name: str, path: Path, config_name: str = "") -> ModelSource:
+    """The model's config as written: `configs/<config_name>.pbtxt` when `--model-config-name`
+    names one that exists, else `config.pbtxt`, else an empty config (Triton completes a
+    missing config from the model file)."""
     config_path = path / CONFIG_FILE
     if not path.is_dir():
         raise ModelNotFound(f"no model '{name}' in the model repository")
+    custom = path / "configs" / f"{config_name}.pbtxt"
+    if config_name and custom.is_file():
+        config_path = custom
+    source = ""
     if config_path.is_file():
-        config = parse_config_text(config_path.read_text(encoding="utf-8"), str(config_path))
+        source = f"{name}/{config_path.relative_to(path)}"
+        config = parse_config_text(config_path.read_text(encoding="utf-8"), source)
     else:
         # Triton accepts a missing config.pbtxt when the model file says enough.
         config = model_config_pb2.ModelConfig()
     if config.name and config.name != name:
         raise ConfigError(
-            f"{config_path}: name '{config.name}' differs from the folder name '{name}'; "
-            "make them equal or drop 'name'"
+            f"unexpected directory name '{name}' for model '{config.name}', directory name must "
+            "equal model name; make them equal or drop 'name' from the config"
         )
     config.name = name
-    return ModelSource(name=name, path=path, config=config)
+    return ModelSource(name=name, path=path, config=config, config_file=source)

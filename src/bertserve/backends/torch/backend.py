@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bertserve.backends.base import Backend, Device, LoadContext, ModelInstance
+from bertserve.backends.io_spec import TensorSpec
 from bertserve.backends.parameters import ModelParameters, confined_file
 from bertserve.backends.torch.encoder import read_config
 from bertserve.backends.torch.instance import TorchInstance
@@ -26,24 +28,39 @@ __all__ = ["TorchBackend"]
 
 class TorchBackend(Backend):
     name = "bertserve_torch"
-    platforms = ()
     default_model_filename = "model.safetensors"
 
-    def autocomplete(self, config: model_config_pb2.ModelConfig, model_path: Path) -> None:
-        from bertserve.backends.io_spec import TensorSpec, complete_io
+    def autocomplete(
+        self,
+        config: model_config_pb2.ModelConfig,
+        model_path: Path,
+        options: Mapping[str, str] | None = None,
+    ) -> None:
+        from bertserve.backends.io_spec import autocomplete_io, default_max_batch_size
 
-        arch = read_config(model_path)
-        weights = self._weights(config, model_path)
-        lead = (-1, -1)  # [batch, tokens]; complete_io drops the batch axis when batching
-        names = [INPUT_IDS, ATTENTION_MASK] + ([TOKEN_TYPE_IDS] if arch.type_vocab else [])
-        inputs = [TensorSpec(n, "INT64", lead) for n in names]
-        outputs = [TensorSpec(n, "FP32", lead) for n in (START_LOGITS, END_LOGITS)]
-        complete_io(config, inputs, outputs, source=str(weights))
+        inputs, outputs = self._specs(config, model_path)
+        autocomplete_io(config, inputs, outputs, default_max_batch_size(options))
         config.backend = self.name
         if ModelParameters(config).boolean("packing", False):
             # Triton's flag for inputs whose shapes may differ within one batch.
             for tensor in config.input:
                 tensor.allow_ragged_batch = True
+
+    def validate(self, config: model_config_pb2.ModelConfig, model_path: Path) -> None:
+        from bertserve.backends.io_spec import check_io
+
+        check_io(config, *self._specs(config, model_path))
+
+    def _specs(
+        self, config: model_config_pb2.ModelConfig, model_path: Path
+    ) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        arch = read_config(model_path)
+        self._weights(config, model_path)  # refuses a missing or escaping file
+        lead = (-1, -1)  # [batch, tokens]
+        names = [INPUT_IDS, ATTENTION_MASK] + ([TOKEN_TYPE_IDS] if arch.type_vocab else [])
+        inputs = [TensorSpec(n, "INT64", lead) for n in names]
+        outputs = [TensorSpec(n, "FP32", lead) for n in (START_LOGITS, END_LOGITS)]
+        return inputs, outputs
 
     def load(
         self,
