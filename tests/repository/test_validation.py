@@ -109,6 +109,75 @@ CASES = [
      + "instance_group [ { kind: KIND_GPU gpus: [42] } ]\n",
      "instance group m_0 of model m specifies invalid or unsupported gpu id 42. GPUs with at "
      "least the minimum required CUDA compute compatibility"),
+    ("decoupled with response cache", "max_batch_size: 8\n" + _IO
+     + "model_transaction_policy { decoupled: true }\nresponse_cache { enable: true }\n",
+     "Response Cache does not currently support model m with 'decoupled' transaction policy"),
+    ("sequence batching with response cache", "max_batch_size: 8\n" + _IO
+     + "sequence_batching { }\nresponse_cache { enable: true }\n",
+     "Response Cache does not currently support model m with sequence batching scheduler"),
+    ("control tensor without name", "max_batch_size: 8\n" + _SEQ.format(
+        "{ control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [0, 1] } ] }") + _IO,
+     "sequence batching control tensor must have a name for m"),
+    ("corrid with values", "max_batch_size: 8\n" + _SEQ.format(
+        '{ name: "CORRID" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_UINT64 '
+        "int32_false_true: [0, 1] } ] }") + _IO,
+     "sequence batching must not specify either 'int32_false_true', 'fp32_false_true' or "
+     "'bool_false_true' for CONTROL_SEQUENCE_CORRID for m"),
+    ("corrid type", "max_batch_size: 8\n" + _SEQ.format(
+        '{ name: "CORRID" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_FP32 } ] }')
+     + _IO, "unexpected data type for control CONTROL_SEQUENCE_CORRID for m"),
+    ("control with two value kinds", "max_batch_size: 8\n" + _SEQ.format(
+        '{ name: "S" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [0, 1] '
+        "fp32_false_true: [0, 1] } ] }") + _IO,
+     "sequence batching specifies more than one from 'int32_false_true', 'fp32_false_true' "
+     "and 'bool_false_true' for CONTROL_SEQUENCE_START for m"),
+    ("control with three values", "max_batch_size: 8\n" + _SEQ.format(
+        '{ name: "S" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [0, 1, 1] } ] }')
+     + _IO, "sequence batching control 'int32_false_true' must have exactly 2 entries for "
+     "CONTROL_SEQUENCE_START for m"),
+    ("oldest preferred zero", "max_batch_size: 8\n" + _IO
+     + "sequence_batching { oldest { preferred_batch_size: 0 } }\n",
+     "sequence batching preferred batch size must be positive for m"),
+    ("oldest preferred above max", "max_batch_size: 8\n" + _IO
+     + "sequence_batching { oldest { preferred_batch_size: 16 } }\n",
+     "sequence batching preferred batch size must be <= max batch size for m"),
+    ("direct utilization", "max_batch_size: 8\n" + _IO
+     + "sequence_batching { direct { minimum_slot_utilization: 1.5 } }\n",
+     "sequence batching minimum slot utilization must be in range (0.0, 1.0] for m"),
+    ("input without name", 'max_batch_size: 8\ninput { data_type: TYPE_FP32 dims: [16] }\n'
+     'output { name: "output" data_type: TYPE_FP32 dims: [16] }\n',
+     "model input must specify 'name' for m"),
+    ("output without dims", 'max_batch_size: 8\ninput { name: "input" data_type: TYPE_FP32 '
+     'dims: [16] }\noutput { name: "output" data_type: TYPE_FP32 }\n',
+     "model output 'output' must specify 'dims' for m"),
+    ("NHWC with two dims", "max_batch_size: 8\n"
+     + _IO.replace("dims: [16] }\noutput", "dims: [4, 4] format: FORMAT_NHWC }\noutput"),
+     "model input NHWC/NCHW require 3 dims for m"),
+    ("shape tensor", "max_batch_size: 8\n"
+     + _IO.replace("dims: [16] }\noutput", "dims: [16] is_shape_tensor: true }\noutput"),
+     "shape tensors are only supported for TensorRT platform for m"),
+    ("non-linear format", "max_batch_size: 8\n"
+     + _IO.replace("dims: [16] }\noutput", "dims: [16] is_non_linear_format_io: true }\noutput"),
+     "Non-linear IO format is only supported for the TensorRT platform for m"),
+    ("batch input type", "max_batch_size: 8\n" + _IO + "batch_input [ { kind: "
+     'BATCH_ELEMENT_COUNT target_name: "B" data_type: TYPE_INT64 source_input: "input" } ]\n',
+     "batch input data type must be TYPE_INT32 or TYPE_FP32 for m"),
+    ("batch output sources", "max_batch_size: 8\n" + _IO + 'batch_output [ { target_name: '
+     '"output" kind: BATCH_SCATTER_WITH_INPUT_SHAPE } ]\n',
+     "batch output kind 'BATCH_SCATTER_WITH_INPUT_SHAPE' expects 1 source input, got 0"),
+    ("batch output unknown source", "max_batch_size: 8\n" + _IO + 'batch_output [ { '
+     'target_name: "output" kind: BATCH_SCATTER_WITH_INPUT_SHAPE source_input: "NO" } ]\n',
+     "unknown source input name 'NO' for m"),
+    ("model group with gpus", "max_batch_size: 8\n" + _IO
+     + "instance_group [ { kind: KIND_MODEL gpus: [0] } ]\n",
+     "instance group m_0 of model m has kind KIND_MODEL but specifies one or more GPUs"),
+    ("gpu group without gpus", "max_batch_size: 8\n" + _IO
+     + "instance_group [ { kind: KIND_GPU } ]\n",
+     "instance group m_0 of model m has kind KIND_GPU but no GPUs are available"),
+    ("profile outside TensorRT", "max_batch_size: 8\n" + _IO
+     + 'instance_group [ { kind: KIND_CPU profile: "0" } ]\n',
+     "instance group m_0 of model m and platform onnxruntime_onnxspecifies profile field which "
+     "is only supported for TensorRT models"),
 ]  # fmt: skip
 
 
@@ -194,3 +263,35 @@ def test_against_the_model_file(tmp_path: Path, change: object, message: str) ->
     with pytest.raises(BertserveError) as info:
         prepare_config(read_model_source("m", folder), None, gpus=[])
     assert message in str(info.value)
+
+
+def test_fields_the_repository_always_fills() -> None:
+    """What a folder always provides (a name, a version policy, an instance group) is still
+    checked, in tritonserver's words, for configs built elsewhere."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    from bertserve.repository.validation import validate_instance_groups, validate_model_config
+
+    with pytest.raises(BertserveError, match="model configuration must specify 'name'"):
+        validate_model_config(pb.ModelConfig(backend="onnxruntime"))
+    config = pb.ModelConfig(name="m", backend="onnxruntime", platform="onnxruntime_onnx")
+    with pytest.raises(BertserveError, match="must specify 'version policy' for m"):
+        validate_model_config(config)
+    with pytest.raises(BertserveError, match="must specify one or more 'instance group's for m"):
+        validate_instance_groups(config, [])
+    auto = pb.ModelInstanceGroup(name="g", kind=pb.ModelInstanceGroup.KIND_AUTO)
+    config.instance_group.append(auto)
+    with pytest.raises(BertserveError, match="instance group g of model m has unexpected kind"):
+        validate_instance_groups(config, [])
+    gpu = pb.ModelInstanceGroup(name="g", kind=pb.ModelInstanceGroup.KIND_GPU)
+    del config.instance_group[:]
+    config.instance_group.append(gpu)
+    with pytest.raises(BertserveError, match="has kind KIND_GPU but specifies no GPUs"):
+        validate_instance_groups(config, [0])
+    ensemble = pb.ModelConfig(name="e", backend="onnxruntime", platform="ensemble")
+    with pytest.raises(BertserveError, match="Ensemble model 'e' must have platform type"):
+        validate_model_config(ensemble)
+    ensemble = pb.ModelConfig(name="e", platform="ensemble", version_policy={"latest": {}})
+    with pytest.raises(BertserveError, match="ensemble scheduling must be set for ensemble e"):
+        validate_model_config(ensemble)
+    validate_instance_groups(pb.ModelConfig(name="e", ensemble_scheduling={}), [])

@@ -169,26 +169,16 @@ def test_log_lines_in_tritons_layouts() -> None:
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ W \d+ core\.py:42\] careful$", iso)
 
 
-def test_log_levels_switch_on_and_off_and_go_to_a_file(tmp_path: Path) -> None:
+def test_log_levels_switch_on_and_off_and_go_to_a_file(tmp_path: Path, root_logging: None) -> None:
     target = tmp_path / "server.log"
-    root = logging.getLogger()
-    kept = (root.handlers[:], root.level)
-    try:
-        configure_logging(ServerSettings(log_file=str(target), log_info=False))
-        log = logging.getLogger("bertserve.test")
-        log.info("hidden")
-        log.warning("shown warning")
-        log.error("shown error")
-        log.debug("hidden too")
-        for handler in root.handlers:
-            handler.flush()
-    finally:
-        for handler in root.handlers[:]:
-            root.removeHandler(handler)
-            handler.close()
-        for handler in kept[0]:
-            root.addHandler(handler)
-        root.setLevel(kept[1])
+    configure_logging(ServerSettings(log_file=str(target), log_info=False))
+    log = logging.getLogger("bertserve.test")
+    log.info("hidden")
+    log.warning("shown warning")
+    log.error("shown error")
+    log.debug("hidden too")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
     lines = target.read_text().splitlines()
     assert [line[0] for line in lines] == ["W", "E"]
     assert lines[1].endswith("shown error")

@@ -137,7 +137,7 @@ def _check_section(
     by_name = {spec.name: spec for spec in specs}
     batch_outputs = {t for b in config.batch_output for t in b.target_name}
     for entry in entries:
-        if kind == "input" and entry.optional and config.max_batch_size != 0:  # type: ignore[union-attr]
+        if kind == "input" and entry.optional and config.max_batch_size != 0:
             raise ConfigError(
                 f"unable to load model '{name}', optional input '{entry.name}' is not supported "
                 "for models that support batching"

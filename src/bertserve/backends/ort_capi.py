@@ -22,7 +22,7 @@ import numpy as np
 
 from bertserve.errors import ConfigError, InternalError
 
-__all__ = ["StringSession", "available"]
+__all__ = ["StringSession"]
 
 #: GetResizedStringTensorElementBuffer (raw bytes of a given length, NULs included) is API 15.
 _API_VERSION = 15
@@ -158,15 +158,6 @@ def _get_api() -> _Api:
         if _api is None:
             _api = _Api()
         return _api
-
-
-def available() -> bool:
-    """Whether the C API can be loaded here."""
-    try:
-        _get_api()
-    except ConfigError:
-        return False
-    return True
 
 
 class StringSession:
