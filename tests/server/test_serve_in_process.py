@@ -65,8 +65,10 @@ async def test_a_model_that_fails_at_start_up_exits_1(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     assert code == 1
-    out = capsys.readouterr().out
-    assert READY_LINE not in out and "bertserve stopped" in out
+    captured = capsys.readouterr()
+    assert READY_LINE not in captured.out and "bertserve stopped" in captured.out
+    assert "cannot serve: failed to load 'broken'" in captured.err
+    assert "--exit-on-error=false" in captured.err
 
 
 def test_run_reads_the_flags_and_reports_the_failure(
@@ -83,7 +85,7 @@ def test_run_reads_the_flags_and_reports_the_failure(
     log = (tmp_path / "log.txt").read_text()
     assert "Warning: '--strict-model-config' has been deprecated!" in log
     assert "Overriding deprecated '--strict-model-config' from False to True" in log
-    assert "failed to start the server: failed to load 'broken'" in log
+    assert "bertserve serve: cannot serve: failed to load 'broken'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -93,6 +93,9 @@ def test_every_tritonserver_flag_is_known() -> None:
         (("--exit-timeout-secs=3",), "exit_timeout_secs", 3.0),
         (("--allow-gpu-metrics=false",), "allow_gpu_metrics", False),
         (("--model-store", "r2"), "model_repositories", [Path("r"), Path("r2")]),
+        (("--allow-cpu-metrics=false",), "allow_cpu_metrics", False),
+        (("--allow-gpu-metrics=false",), "allow_gpu_metrics", False),
+        (("--metrics-config=summary_latencies=true",), "metrics_summary_latencies", True),
     ],
 )  # fmt: skip
 def test_flags_with_tritonservers_meaning(
@@ -122,7 +125,6 @@ def test_flag_values_refused_with_the_reason(flags: tuple[str, ...]) -> None:
         ("--grpc-infer-allocation-pool-size=16",),
         ("--backend-directory=/opt/tritonserver/backends",),
         ("--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0"),
-        ("--allow-cpu-metrics=true",),
     ],
 )
 def test_flags_without_effect_are_taken_and_noted(flags: tuple[str, ...]) -> None:
@@ -144,7 +146,6 @@ def test_flags_without_effect_are_taken_and_noted(flags: tuple[str, ...]) -> Non
         (("--allow-sagemaker=false",), False),
         (("--model-namespacing=true",), True),
         (("--model-namespacing=false",), False),
-        (("--metrics-config=summary_latencies=true",), True),
     ],
 )
 def test_absent_features_are_refused_unless_asked_off(
