@@ -43,6 +43,8 @@ def test_flags_map_onto_settings() -> None:
     assert (s.metrics_url, s.metrics_interval_ms) == ("h:9/metrics", 250.0)
     assert s.http_headers == (("Authorization", "Bearer x"), ("X-Trace", "1"))
     assert _settings("--shared-memory", "none").http_headers == ()
+    shm = _settings("--shared-memory", "system", "--output-shared-memory-size", "4096")
+    assert (shm.shared_memory, shm.output_shared_memory_size) == ("system", 4096)
 
 
 @pytest.mark.parametrize(
@@ -50,7 +52,8 @@ def test_flags_map_onto_settings() -> None:
     [
         (("-H", "no-colon"), "write NAME:VALUE"),
         (("--collect-metrics",), "add --verbose-csv"),
-        (("--shared-memory", "system"), "no shared-memory extension yet"),
+        (("--shared-memory", "cuda"), "system shared memory only"),
+        (("--shared-memory", "system", "--output-shared-memory-size", "0"), "at least 1 byte"),
     ],
 )
 def test_bad_flag_values_are_named(flags: tuple[str, ...], message: str) -> None:

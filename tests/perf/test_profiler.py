@@ -56,10 +56,10 @@ class FakeTransport(Transport):
         return {"model_stats": [{"name": "m", "version": "1", "inference_stats": {
             "success": stat, "queue": stat, "compute_infer": stat}}]}  # fmt: skip
 
-    def prepare(self, inputs: dict[str, np.ndarray]) -> Any:
+    def prepare(self, inputs: dict[str, np.ndarray], placed: Any = None) -> Any:
         return inputs
 
-    async def check(self, inputs: dict[str, np.ndarray]) -> None:
+    async def check(self, inputs: dict[str, np.ndarray], placed: Any = None) -> None:
         self.checked.append(inputs)
 
     async def connect(self) -> Connection:

@@ -173,8 +173,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--shared-memory",
         choices=("none", "system", "cuda"),
         default="none",
-        help="tensors in shared memory: only none, since bertserve serve has no "
-        "shared-memory extension yet",
+        help="where request tensors travel: none (in the requests, the default) or system "
+        "(POSIX shared memory regions registered with the server, as perf_analyzer places "
+        "them); cuda is perf_analyzer's GPU variant, which bertserve perf does not drive",
+    )
+    server.add_argument(
+        "--output-shared-memory-size",
+        type=int,
+        default=100 * 1024,
+        metavar="BYTES",
+        help="bytes of each output's region with --shared-memory system (default 102400)",
     )
 
     data = p.add_argument_group("request data")
@@ -264,11 +272,13 @@ def settings_from_args(args: argparse.Namespace) -> PerfSettings:
         headers.append((name.strip(), value.strip()))
     if args.collect_metrics and not args.verbose_csv:
         raise ValueError("--collect-metrics writes to the verbose CSV: add --verbose-csv")
-    if args.shared_memory != "none":
+    if args.shared_memory == "cuda":
         raise ValueError(
-            f"--shared-memory {args.shared_memory}: bertserve serve has no shared-memory "
-            "extension yet; tensors travel in the requests (--shared-memory none)"
+            "--shared-memory cuda: bertserve perf places tensors in system shared memory only "
+            "(--shared-memory system); perf_analyzer drives CUDA regions from a GPU client"
         )
+    if args.output_shared_memory_size < 1:
+        raise ValueError("--output-shared-memory-size must be at least 1 byte")
     rate = None
     if args.request_rate_range is not None:
         rate = parse_range(args.request_rate_range, integer=False, flag="--request-rate-range")
@@ -299,6 +309,8 @@ def settings_from_args(args: argparse.Namespace) -> PerfSettings:
         label=args.label,
         machine=args.machine,
         http_headers=tuple(headers),
+        shared_memory=args.shared_memory,
+        output_shared_memory_size=args.output_shared_memory_size,
         verbose=args.verbose > 0,
         verbose_csv=args.verbose_csv,
         collect_metrics=args.collect_metrics,

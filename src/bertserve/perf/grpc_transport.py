@@ -7,6 +7,7 @@ call's status, not the response tensors.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -14,8 +15,9 @@ import numpy as np
 from google.protobuf import json_format
 from tritonclient.grpc import service_pb2
 
+from bertserve.perf.shared_memory import Placed, tensor_bytes
 from bertserve.perf.transport import Connection, Outcome, Transport, TransportError, split_url
-from bertserve.tensors import numpy_to_datatype, serialize_bytes
+from bertserve.tensors import numpy_to_datatype
 
 __all__ = ["GrpcTransport"]
 
@@ -24,6 +26,12 @@ _SERVICE = "/inference.GRPCInferenceService/"
 
 def _as_dict(message: Any) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _place(parameters: Any, where: Placed) -> None:
+    parameters["shared_memory_region"].string_param = where.region
+    parameters["shared_memory_offset"].int64_param = where.offset
+    parameters["shared_memory_byte_size"].int64_param = where.byte_size
 
 
 class _CallSlot(Connection):
@@ -102,23 +110,49 @@ class GrpcTransport(Transport):
         )
         return _as_dict(response)
 
-    def _request(self, inputs: dict[str, np.ndarray]) -> service_pb2.ModelInferRequest:
+    def _request(
+        self, inputs: dict[str, np.ndarray], placed: Mapping[str, Placed] | None = None
+    ) -> service_pb2.ModelInferRequest:
         request = service_pb2.ModelInferRequest(model_name=self.model, model_version=self.version)
         for name, array in inputs.items():
             datatype = numpy_to_datatype(array.dtype)
-            request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
-            if datatype == "BYTES":
-                request.raw_input_contents.append(serialize_bytes(array))
+            entry = request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
+            if placed is not None:
+                _place(entry.parameters, placed[name])
             else:
-                request.raw_input_contents.append(np.ascontiguousarray(array).tobytes())
+                request.raw_input_contents.append(tensor_bytes(array))
+        for name, where in (placed or {}).items():
+            if name not in inputs:
+                _place(request.outputs.add(name=name).parameters, where)
         return request
 
-    def prepare(self, inputs: dict[str, np.ndarray]) -> bytes:
-        return bytes(self._request(inputs).SerializeToString())
+    def prepare(
+        self, inputs: dict[str, np.ndarray], placed: Mapping[str, Placed] | None = None
+    ) -> bytes:
+        return bytes(self._request(inputs, placed).SerializeToString())
 
-    async def check(self, inputs: dict[str, np.ndarray]) -> None:
+    async def register_system_shared_memory(self, name: str, key: str, byte_size: int) -> None:
+        request = service_pb2.SystemSharedMemoryRegisterRequest(
+            name=name, key=key, offset=0, byte_size=byte_size
+        )
+        await self._unary(
+            "SystemSharedMemoryRegister", request, service_pb2.SystemSharedMemoryRegisterResponse
+        )
+
+    async def unregister_system_shared_memory(self, name: str) -> None:
+        request = service_pb2.SystemSharedMemoryUnregisterRequest(name=name)
+        await self._unary(
+            "SystemSharedMemoryUnregister",
+            request,
+            service_pb2.SystemSharedMemoryUnregisterResponse,
+        )
+
+    async def check(
+        self, inputs: dict[str, np.ndarray], placed: Mapping[str, Placed] | None = None
+    ) -> None:
         try:
-            await self._unary("ModelInfer", self._request(inputs), service_pb2.ModelInferResponse)
+            request = self._request(inputs, placed)
+            await self._unary("ModelInfer", request, service_pb2.ModelInferResponse)
         except TransportError as exc:
             raise TransportError(f"the server refused a request to '{self.model}': {exc}") from None
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any, cast
 
 import httptools
 import numpy as np
 import orjson
 
+from bertserve.perf.shared_memory import Placed
 from bertserve.perf.transport import Connection, Outcome, Transport, TransportError, split_url
 from bertserve.protocol.http_codec import HEADER_LENGTH, decode_response, encode_request
+from bertserve.tensors import numpy_to_datatype
 
 __all__ = ["HttpConnection", "HttpTransport"]
 
@@ -175,24 +178,43 @@ class HttpTransport(Transport):
     async def statistics(self) -> dict[str, Any]:
         return await self._get_json(self._model_path + "/stats")
 
-    def prepare(self, inputs: dict[str, np.ndarray]) -> bytes:
+    def prepare(
+        self, inputs: dict[str, np.ndarray], placed: Mapping[str, Placed] | None = None
+    ) -> bytes:
+        if placed is not None:
+            return self._request("POST", self._model_path + "/infer", _placed_body(inputs, placed))
         body, json_length = encode_request(inputs, binary_inputs=True, binary_outputs=True)
         extra = "Content-Type: application/octet-stream\r\n"
         if json_length is not None:
             extra += f"{HEADER_LENGTH}: {json_length}\r\n"
         return self._request("POST", self._model_path + "/infer", body, extra)
 
-    async def check(self, inputs: dict[str, np.ndarray]) -> None:
+    async def register_system_shared_memory(self, name: str, key: str, byte_size: int) -> None:
+        body = orjson.dumps({"key": key, "offset": 0, "byte_size": byte_size})
+        await self._post(f"/v2/systemsharedmemory/region/{name}/register", body)
+
+    async def unregister_system_shared_memory(self, name: str) -> None:
+        await self._post(f"/v2/systemsharedmemory/region/{name}/unregister", b"")
+
+    async def _post(self, path: str, body: bytes) -> None:
+        if self._control is None or self._control.lost:
+            self._control = await self._open()
+        extra = "Content-Type: application/json\r\n"
+        status, _, reply = await self._control.fetch(self._request("POST", path, body, extra))
+        if status != 200:
+            message = _error_of(reply) or f"HTTP {status}"
+            raise TransportError(f"POST {path}: HTTP {status}: {message}")
+
+    async def check(
+        self, inputs: dict[str, np.ndarray], placed: Mapping[str, Placed] | None = None
+    ) -> None:
         conn = await self._open()
         try:
-            status, headers, body = await conn.fetch(self.prepare(inputs))
+            status, headers, body = await conn.fetch(self.prepare(inputs, placed))
         finally:
             conn.close()
         if status != 200:
-            try:
-                message = orjson.loads(body).get("error", "")
-            except orjson.JSONDecodeError:
-                message = body[:200].decode(errors="replace")
+            message = _error_of(body)
             raise TransportError(
                 f"the server refused a request to '{self.model}': HTTP {status}: {message}"
             )
@@ -206,3 +228,32 @@ class HttpTransport(Transport):
         if self._control is not None:
             self._control.close()
             self._control = None
+
+
+def _placed_body(inputs: Mapping[str, np.ndarray], placed: Mapping[str, Placed]) -> bytes:
+    """A JSON request whose tensors all lie in shared memory (no binary part)."""
+    doc = {
+        "inputs": [
+            {
+                "name": name,
+                "datatype": numpy_to_datatype(array.dtype),
+                "shape": list(array.shape),
+                "parameters": placed[name].parameters(),
+            }
+            for name, array in inputs.items()
+        ],
+        "outputs": [
+            {"name": name, "parameters": where.parameters()}
+            for name, where in placed.items()
+            if name not in inputs
+        ],
+    }
+    return orjson.dumps(doc)
+
+
+def _error_of(body: bytes) -> str:
+    """The server's error message in a JSON reply, or the start of whatever it sent."""
+    try:
+        return str(orjson.loads(body).get("error", ""))
+    except (orjson.JSONDecodeError, AttributeError):
+        return body[:200].decode(errors="replace")

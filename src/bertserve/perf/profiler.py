@@ -10,11 +10,15 @@ is flagged: the client, not the server, may then be what limits the numbers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
 
 from bertserve.perf.input_data import InputDataError, build_input_sets, input_specs
 from bertserve.perf.load import ConcurrencyLoad, LoadGenerator, RequestRateLoad
@@ -22,6 +26,7 @@ from bertserve.perf.protocols import open_transport
 from bertserve.perf.results import Measurement, Run
 from bertserve.perf.server_metrics import MetricsScraper
 from bertserve.perf.settings import PerfSettings
+from bertserve.perf.shared_memory import SystemSharedMemory
 from bertserve.perf.stability import STABILITY_WINDOWS, is_stable
 from bertserve.perf.transport import Transport, TransportError
 from bertserve.perf.window import (
@@ -106,7 +111,43 @@ async def run_sweep(settings: PerfSettings, transport: Transport, events: SweepE
         string_length=settings.string_length,
     )
     await transport.check(sets[0])
-    payloads = [transport.prepare(s) for s in sets]
+    outputs = [str(o["name"]) for o in metadata.get("outputs", [])]
+    async with _payloads(settings, transport, sets, outputs) as payloads:
+        return await _sweep(settings, transport, events, payloads)
+
+
+@contextlib.asynccontextmanager
+async def _payloads(
+    settings: PerfSettings,
+    transport: Transport,
+    sets: list[dict[str, np.ndarray]],
+    outputs: list[str],
+) -> AsyncIterator[list[Any]]:
+    """Each input set encoded once; with `--shared-memory system` its tensors are written into
+    regions registered for the sweep (and unregistered and removed after it, whatever
+    happened), and the requests only name them."""
+    if settings.shared_memory == "none":
+        yield [transport.prepare(s) for s in sets]
+        return
+    memory = SystemSharedMemory(settings.output_shared_memory_size)
+    registered: list[str] = []
+    try:
+        placed = memory.place(sets, outputs)
+        for region in memory.regions:
+            await transport.register_system_shared_memory(region.name, region.key, region.byte_size)
+            registered.append(region.name)
+        await transport.check(sets[0], placed[0])
+        yield [transport.prepare(s, p) for s, p in zip(sets, placed, strict=True)]
+    finally:
+        for name in registered:
+            with contextlib.suppress(TransportError):
+                await transport.unregister_system_shared_memory(name)
+        memory.close()
+
+
+async def _sweep(
+    settings: PerfSettings, transport: Transport, events: SweepEvents, payloads: list[Any]
+) -> Run:
     recorder = Recorder()
     generator: LoadGenerator
     if settings.mode == "request_rate":
@@ -321,6 +362,9 @@ def command_line(settings: PerfSettings) -> str:
     if s.latency_threshold_ms:
         parts += ["-l", f"{s.latency_threshold_ms:g}"]
     parts += ["--input-data", s.input_data]
+    if s.shared_memory != "none":
+        parts += ["--shared-memory", s.shared_memory]
+        parts += ["--output-shared-memory-size", str(s.output_shared_memory_size)]
     for name, dims in s.shapes.items():
         parts += ["--shape", f"{name}:{','.join(map(str, dims))}"]
     return " ".join(parts)

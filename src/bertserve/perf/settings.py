@@ -114,6 +114,11 @@ class PerfSettings:
     #: HTTP headers sent with every request (`-H 'Name:Value'`); gRPC ignores them, as
     #: perf_analyzer does.
     http_headers: tuple[tuple[str, str], ...] = ()
+    #: `--shared-memory`: "none" (tensors in the requests) or "system" (in POSIX shared
+    #: memory regions registered with the server).
+    shared_memory: Literal["none", "system"] = "none"
+    #: `--output-shared-memory-size`: bytes of each output's region.
+    output_shared_memory_size: int = 100 * 1024
     #: `-v`: print every window, not only each load's result.
     verbose: bool = False
     #: `--verbose-csv`: the CSV also gets perf_analyzer's extra columns (average latency,

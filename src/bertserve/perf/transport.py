@@ -11,11 +11,15 @@ concurrent slot, each carrying one request at a time.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bertserve.errors import BertserveError
+
+if TYPE_CHECKING:
+    from bertserve.perf.shared_memory import Placed
 
 __all__ = ["Connection", "Outcome", "Transport", "TransportError", "split_url"]
 
@@ -78,11 +82,22 @@ class Transport(abc.ABC):
         """The v2 statistics document of the model ({"model_stats": [...]})."""
 
     @abc.abstractmethod
-    def prepare(self, inputs: dict[str, np.ndarray]) -> Any:
-        """Encode one input set into the payload `Connection.infer` sends."""
+    def prepare(
+        self, inputs: dict[str, np.ndarray], placed: Mapping[str, Placed] | None = None
+    ) -> Any:
+        """Encode one input set into the payload `Connection.infer` sends; with `placed`, a
+        request naming where its inputs and outputs lie in shared memory instead."""
+
+    async def register_system_shared_memory(self, name: str, key: str, byte_size: int) -> None:
+        raise TransportError(f"this transport cannot register shared memory ('{name}')")
+
+    async def unregister_system_shared_memory(self, name: str) -> None:
+        raise TransportError(f"this transport cannot unregister shared memory ('{name}')")
 
     @abc.abstractmethod
-    async def check(self, inputs: dict[str, np.ndarray]) -> None:
+    async def check(
+        self, inputs: dict[str, np.ndarray], placed: Mapping[str, Placed] | None = None
+    ) -> None:
         """Send one request and decode the reply; raise TransportError with the server's message
         when it fails, so that a sweep never starts on requests the server refuses."""
 

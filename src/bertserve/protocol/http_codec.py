@@ -428,6 +428,8 @@ def decode_response(body: bytes, header_length: int | None) -> dict[str, np.ndar
         shape = out["shape"]
         datatype = out["datatype"]
         size = (out.get("parameters") or {}).get("binary_data_size")
+        if size is None and "data" not in out:
+            continue  # an output placed in shared memory: the reply names it, holds no data
         if size is not None:
             chunk = binary[offset : offset + size]
             offset += size
