@@ -8,6 +8,7 @@ from __future__ import annotations
 __all__ = [
     "BertserveError",
     "InvalidInput",
+    "RequestTooLarge",
     "ModelNotFound",
     "ModelNotReady",
     "ModelLoadError",
@@ -33,6 +34,11 @@ class BertserveError(Exception):
 
 class InvalidInput(BertserveError):
     """The request is malformed or does not match the model (HTTP 400, INVALID_ARGUMENT)."""
+
+
+class RequestTooLarge(InvalidInput):
+    """A request above a size limit, before or after decompression (HTTP 413,
+    RESOURCE_EXHAUSTED)."""
 
 
 class ModelNotFound(BertserveError):

@@ -15,6 +15,8 @@ __all__ = [
     "datatype_to_numpy",
     "numpy_to_datatype",
     "element_count",
+    "checked_count",
+    "MAX_RANK",
     "element_size",
     "serialize_bytes",
     "bytes_array",
@@ -71,6 +73,29 @@ def element_size(datatype: str) -> int:
 
 def element_count(shape: Sequence[int]) -> int:
     return math.prod(shape) if shape else 1
+
+
+#: Most dimensions a request's tensor may have (numpy's own limit is 64).
+MAX_RANK = 32
+
+
+def checked_count(name: str, shape: Sequence[int], available: int) -> int:
+    """The element count of a shape a client claims for input `name`, checked before anything
+    is allocated for it: no more than MAX_RANK dimensions, and no more elements than the
+    `available` bytes received could hold (every element takes at least one byte), counting
+    the dimensions of an empty tensor too, so that no claim can make the server allocate, or
+    numpy refuse, more than the request carries."""
+    if len(shape) > MAX_RANK:
+        raise InvalidInput(
+            f"input '{name}' has {len(shape)} dimensions; at most {MAX_RANK} are accepted"
+        )
+    nonzero = math.prod(d for d in shape if d)
+    if nonzero > max(available, 1):
+        raise InvalidInput(
+            f"input '{name}': shape {list(shape)} claims more elements than the "
+            f"{available} bytes of the request could hold"
+        )
+    return math.prod(shape)
 
 
 # model_config.proto's DataType enum names are TYPE_<x>, except STRING for BYTES.

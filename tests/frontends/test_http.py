@@ -39,8 +39,8 @@ BAD_REQUESTS = [  # (case, body, headers, status, text in the error)
      "unexpected size for input 'input_ids', expecting 24 additional bytes for model 'tiny'"),
     ("header length", b"{}", {"Inference-Header-Content-Length": "77"}, 400,
      "Inference-Header-Content-Length is 77"),
-    ("bad header length", b"{}", {"Inference-Header-Content-Length": "x"}, 400, "not an integer"),
-    ("body too large", b" " * (MAX_HTTP_BODY + 10), {}, 400, "--http-max-input-size"),
+    ("bad header length", b"{}", {"Inference-Header-Content-Length": "x"}, 400, "not a byte count"),
+    ("body too large", b" " * (MAX_HTTP_BODY + 10), {}, 413, "--http-max-input-size"),
     ("bad gzip", b"not gzip", {"Content-Encoding": "gzip"}, 400, "not valid gzip"),
     ("unknown encoding", b"{}", {"Content-Encoding": "br"}, 400, "'br' is not supported"),
 ]  # fmt: skip

@@ -6,6 +6,7 @@ handler method on HttpApp."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import gzip
@@ -18,7 +19,7 @@ import orjson
 
 from bertserve.endpoints.status import http_status
 from bertserve.engine import Engine
-from bertserve.errors import BertserveError, InvalidInput
+from bertserve.errors import BertserveError, InvalidInput, RequestTooLarge
 from bertserve.protocol.http_codec import HEADER_LENGTH, decode_request, encode_response
 from bertserve.protocol.load_parameters import load_config
 from bertserve.settings import ServerSettings
@@ -163,20 +164,21 @@ class HttpApp:
         accept = b""
         for key, value in scope["headers"]:
             if key == b"inference-header-content-length":
-                try:
-                    header_length = int(value)
-                except ValueError:
+                if not value.isdigit():  # int() would also take "+5", " 5 " and "5_0"
                     raise InvalidInput(
                         f"Inference-Header-Content-Length '{value.decode(errors='replace')}' "
-                        "is not an integer"
-                    ) from None
+                        "is not a byte count (decimal digits only)"
+                    )
+                header_length = int(value)
             elif key == b"content-encoding":
                 encoding = value.lower()
             elif key == b"accept-encoding":
                 accept = value
         body = await self._body(scope, receive)
         if encoding:
-            body = _decompress(body, encoding)
+            # zlib lets other threads run while it works: a large body does not stall the loop
+            limit = self.settings.http_max_input_size
+            body = await asyncio.to_thread(_decompress, body, encoding, limit)
         request = decode_request(body, header_length, model, version)
         response = await self.engine.infer(request)
         payload, json_length = encode_response(response, request)
@@ -257,7 +259,7 @@ class HttpApp:
         limit = self.settings.http_max_input_size
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit() and int(value) > limit:
-                raise InvalidInput(
+                raise RequestTooLarge(
                     f"request JSON size of {int(value)} bytes exceeds the maximum allowed input "
                     f"size of {limit} bytes. Use --http-max-input-size to increase the limit."
                 )
@@ -270,7 +272,7 @@ class HttpApp:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise InvalidInput(
+                raise RequestTooLarge(
                     f"request JSON size of more than {limit} bytes exceeds the maximum allowed "
                     f"input size of {limit} bytes. Use --http-max-input-size to increase the limit."
                 )
@@ -301,15 +303,35 @@ def _compress(payload: bytes, encoding: str) -> bytes:
     return zlib.compress(payload)
 
 
-def _decompress(body: bytes, encoding: bytes) -> bytes:
+_WBITS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
+
+
+def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
+    """The body decompressed, refused as soon as it passes `limit` bytes: the limit on the
+    body holds for what it decompresses to, not only for what came over the wire."""
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
+        raise InvalidInput(
+            f"Content-Encoding '{encoding.decode(errors='replace')}' is not supported "
+            "(gzip, deflate)"
+        )
+    name = encoding.decode()
+    inflater = zlib.decompressobj(wbits)
     try:
-        if encoding == b"gzip":
-            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
-        if encoding == b"deflate":
-            return zlib.decompress(body)
+        data = inflater.decompress(body, limit + 1)  # stops one byte past the limit
     except zlib.error as exc:
-        raise InvalidInput(f"the body is not valid {encoding.decode()} data: {exc}") from None
-    raise InvalidInput(f"Content-Encoding '{encoding.decode()}' is not supported (gzip, deflate)")
+        raise InvalidInput(f"the body is not valid {name} data: {exc}") from None
+    if len(data) > limit:
+        raise RequestTooLarge(
+            f"the {name} body decompresses to more than the limit of {limit} bytes "
+            "(--http-max-input-size)"
+        )
+    if not inflater.eof or inflater.unused_data:
+        raise InvalidInput(
+            f"the body is not valid {name} data: "
+            + ("it ends early" if not inflater.eof else "bytes follow the end of its stream")
+        )
+    return data
 
 
 def _uint(doc: dict[str, Any], key: str) -> int:

@@ -12,14 +12,16 @@ from bertserve.errors import (
     ModelNotReady,
     QueueFull,
     RequestTimeout,
+    RequestTooLarge,
     ServerShuttingDown,
     Unsupported,
 )
 
 __all__ = ["http_status", "grpc_code_name"]
 
-# Most specific first: ConfigError is a ModelLoadError.
+# Most specific first: ConfigError is a ModelLoadError, RequestTooLarge an InvalidInput.
 _TABLE: tuple[tuple[type[BertserveError], int, str], ...] = (
+    (RequestTooLarge, 413, "RESOURCE_EXHAUSTED"),
     (InvalidInput, 400, "INVALID_ARGUMENT"),
     (ModelNotFound, 404, "NOT_FOUND"),
     (ModelNotReady, 503, "UNAVAILABLE"),

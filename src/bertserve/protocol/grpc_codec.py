@@ -32,6 +32,7 @@ from bertserve.messages import (
 )
 from bertserve.tensors import (
     bytes_array,
+    checked_count,
     datatype_to_numpy,
     deserialize_bytes,
     numpy_to_datatype,
@@ -217,14 +218,14 @@ def decode_request(buf: bytes) -> InferRequest:
                     f"contents field must not be specified when using raw_input_contents for "
                     f"'{tensor.name}' for model '{model}'"
                 )
-            inputs.append(_decode_input(tensor, i, None, model))
+            inputs.append(_decode_input(tensor, i, None, model, len(buf)))
             continue
         if used >= len(raw):
             raise InvalidInput(
                 f"unable to find data for input tensor '{tensor.name}' for model '{model}' in "
                 "request."
             )
-        inputs.append(_decode_input(tensor, i, raw[used], model))
+        inputs.append(_decode_input(tensor, i, raw[used], model, len(buf)))
         used += 1
     if used != len(raw):
         raise InvalidInput(
@@ -272,7 +273,9 @@ def request_identity(buf: bytes) -> tuple[str, str]:
     return msg.id, msg.model_name
 
 
-def _decode_input(tensor: Any, index: int, raw: memoryview | None, model: str) -> InferInput:
+def _decode_input(
+    tensor: Any, index: int, raw: memoryview | None, model: str, received: int
+) -> InferInput:
     name = tensor.name
     if not name:
         raise InvalidInput(f"inputs[{index}] has no 'name'")
@@ -281,7 +284,7 @@ def _decode_input(tensor: Any, index: int, raw: memoryview | None, model: str) -
     shape = tuple(tensor.shape)
     if any(d < 0 for d in shape):
         raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers")
-    count = math.prod(shape)
+    count = checked_count(name, shape, received)
     if raw is None:
         return InferInput(name, datatype, shape, _contents(tensor, datatype, count, shape))
     if datatype == "BYTES":

@@ -21,6 +21,7 @@ from bertserve.messages import (
     SharedMemoryRef,
 )
 from bertserve.tensors import (
+    checked_count,
     datatype_to_numpy,
     deserialize_bytes,
     numpy_to_datatype,
@@ -88,7 +89,7 @@ def decode_request(
     inputs: list[InferInput] = []
     offset = 0
     for i, raw in enumerate(raw_inputs):
-        tensor, used = _decode_input(raw, i, binary, offset, model_name)
+        tensor, used = _decode_input(raw, i, binary, offset, model_name, len(body))
         inputs.append(tensor)
         offset += used
     if offset != len(binary):
@@ -134,7 +135,7 @@ def shared_memory_ref(params: dict[str, Any]) -> SharedMemoryRef | None:
 
 
 def _decode_input(
-    raw: Any, index: int, binary: memoryview, offset: int, model_name: str
+    raw: Any, index: int, binary: memoryview, offset: int, model_name: str, received: int
 ) -> tuple[InferInput, int]:
     if not isinstance(raw, dict):
         raise InvalidInput(f"inputs[{index}] must be a JSON object")
@@ -147,7 +148,7 @@ def _decode_input(
     dtype = datatype_to_numpy(datatype)
     shape = raw.get("shape")
     if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        type(d) is int and d >= 0 for d in shape  # not bool, which is an int in Python
     ):
         raise InvalidInput(
             f"Unable to parse 'shape': input '{name}': 'shape' must be a list of non-negative "
@@ -185,6 +186,7 @@ def _decode_input(
     shm = shared_memory_ref(params)
     if shm is not None:
         return InferInput(name, datatype, tuple(shape), _EMPTY, shm), 0
+    count = checked_count(name, shape, received)  # before anything is allocated for it
     if "binary_data_size" in params:
         size = _uint(params, "binary_data_size")
         if offset + size > len(binary):
@@ -250,12 +252,22 @@ def _json_data(values: Any, name: str, datatype: str, dtype: np.dtype) -> np.nda
         array = np.asarray(values)
     except ValueError as exc:
         raise InvalidInput(f"input '{name}': 'data' is not a regular array: {exc}") from None
+    if array.size == 0:
+        return np.empty(0, dtype)
     if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and dtype.kind in "biu"):
-        raise InvalidInput(
-            f"input '{name}': 'data' holds {array.dtype.name} values, not {datatype}"
-        )
+        kind = _JSON_KINDS.get(array.dtype.kind, "values of mixed or unknown types")
+        raise InvalidInput(f"input '{name}': 'data' holds {kind}, not {datatype} values")
     if datatype == "BOOL" and array.dtype.kind != "b":
         raise InvalidInput(f"input '{name}': BOOL data must be true/false")
+    if dtype.kind in "iu" and array.dtype.kind in "iu":
+        # astype would wrap a value the datatype cannot hold (300 as UINT8 is 44) silently
+        info = np.iinfo(dtype)
+        low, high = int(array.min()), int(array.max())
+        if low < info.min or high > info.max:
+            bad = low if low < info.min else high
+            raise InvalidInput(
+                f"input '{name}': value {bad} does not fit {datatype} ({info.min}..{info.max})"
+            )
     return array.astype(dtype, copy=False).reshape(-1)
 
 
@@ -265,6 +277,15 @@ def _flatten(values: list[Any], into: list[Any]) -> None:
             _flatten(value, into)
         else:
             into.append(value)
+
+
+# numpy's kind of a parsed JSON array -> what the client sent, in words
+_JSON_KINDS = {
+    "f": "numbers with a fraction or exponent",
+    "U": "strings",
+    "O": "values of mixed types or integers beyond 64 bits",
+    "b": "true/false",
+}
 
 
 def _decode_outputs(raw: Any) -> list[RequestedOutput] | None:
