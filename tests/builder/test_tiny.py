@@ -38,6 +38,9 @@ def test_layout_and_config(tiny_build: BuildOutcome) -> None:
     assert params["weights"] == "random"
     assert params["tokenizer"] == TOKENIZER_DIR
     assert params["tokenizer_generated"] == "true"
+    # the embedding tables' sizes, which the server checks requests against
+    assert params["vocab_size"] == "1024" and params["type_vocab_size"] == "2"
+    assert params["max_position_embeddings"] == "512"
     # No leftovers: the model and the QA pipeline written beside it.
     assert sorted(p.name for p in tiny_build.repository.iterdir()) == [NAME, f"{NAME}_qa"]
 

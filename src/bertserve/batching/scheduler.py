@@ -54,6 +54,8 @@ class Pending:
     timing: RequestTiming
     deadline_ns: int = 0  # 0 = none
     lengths: np.ndarray | None = None  # packing: each row's real tokens (None: all full)
+    #: Runs in a batch of its own: a batch it was in failed (see Scheduler._retry_alone).
+    alone: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -262,8 +264,10 @@ class Scheduler:
         first = self._queue[0]
         picked = [first]
         rows, total = first.batch_size, first.cost
+        if first.alone:
+            return picked, total, True
         for pending in itertools.islice(self._queue, 1, None):
-            if pending.key != first.key:
+            if pending.key != first.key or pending.alone:
                 continue
             if rows + pending.batch_size > max_rows or total + pending.cost > max_cost:
                 return picked, total, True
@@ -327,7 +331,7 @@ class Scheduler:
                 t1 = _now()
                 wait = instance.launch(stacked, wanted)
         except Exception as exc:  # noqa: BLE001 - a backend bug must not kill the worker
-            self._to_loop(self._fail_batch, batch, self._as_error(exc))
+            self._retry_alone(batch, exc)
             return None
         return _Launched(batch, wait, t0, t1, packed)
 
@@ -349,7 +353,7 @@ class Scheduler:
                 for p, part in zip(batch, parts, strict=True)
             ]
         except Exception as exc:  # noqa: BLE001 - a backend bug must not kill the worker
-            self._to_loop(self._fail_batch, batch, self._as_error(exc))
+            self._retry_alone(batch, exc)
             return
         t3 = _now()
         t0, t1 = launched.started, launched.input_done
@@ -366,6 +370,25 @@ class Scheduler:
                 (t3 - t2) / 1e6,
             )  # fmt: skip
         self._to_loop(self._complete, batch, results)
+
+    def _retry_alone(self, batch: list[Pending], exc: Exception) -> None:
+        """A failed batch of several requests goes back to the front of the queue, each
+        request to run in a batch of its own, so that one request the model cannot take
+        fails alone instead of taking the others with it (any model, whatever its checks)."""
+        if len(batch) == 1:
+            self._to_loop(self._fail_batch, batch, self._as_error(exc))
+            return
+        log.warning(
+            "model '%s': a batch of %d requests failed (%s); running each alone",
+            self.name,
+            len(batch),
+            exc,
+        )
+        with self._cond:
+            for pending in reversed(batch):
+                pending.alone = True
+                self._queue.appendleft(pending)
+            self._cond.notify_all()
 
     def _as_error(self, exc: Exception) -> BertserveError:
         if isinstance(exc, BertserveError):

@@ -325,6 +325,13 @@ def _parameters(v: Variant, cp: Checkpoint) -> dict[str, str]:
     }
     if v.replaces:
         params["replaces"] = v.replaces
+    # What the embedding tables hold: the server checks each request's ids against them
+    # before it joins a batch (engine/validation.py), so one client's out-of-range id is
+    # its own 400 instead of a failed batch for everyone in it.
+    for key in ("vocab_size", "type_vocab_size", "max_position_embeddings"):
+        value = getattr(cp.config, key, None)  # DistilBERT has no token types
+        if value:
+            params[key] = str(int(value))
     return params
 
 

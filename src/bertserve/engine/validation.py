@@ -15,11 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 from tritonclient.grpc import model_config_pb2
 
-from bertserve.errors import InvalidInput
+from bertserve.errors import ConfigError, InvalidInput
 from bertserve.messages import InferInput, InferRequest, RequestedOutput
 from bertserve.tensors import config_type_to_datatype, datatype_to_numpy
 
-__all__ = ["TensorSignature", "Signature", "request_prefix"]
+__all__ = ["TensorSignature", "Signature", "TokenRanges", "request_prefix"]
+
+#: BERT's token inputs, by the names the builder exports and every BERT engine here takes.
+INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS = "input_ids", "attention_mask", "token_type_ids"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,7 @@ class Signature:
         self.outputs = {o.name: _tensor(o) for o in config.output}
         self.required = [name for name, sig in self.inputs.items() if not sig.optional]
         self.output_names = list(self.outputs)
+        self.tokens = TokenRanges.from_config(config)
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -105,6 +109,8 @@ class Signature:
                 f"{prefix}inference request batch-size must be >= 1 for '{self.model}'"
             )
         feed = {t.name: self._check_input(t, batching, batch, prefix) for t in request.inputs}
+        if self.tokens is not None:
+            self.tokens.check(feed, self.model)
         return feed, (batch if batching else 1)
 
     def _check_input_count(self, request: InferRequest, prefix: str) -> None:
@@ -265,3 +271,77 @@ def _fixed_dims(dims: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
     """(axis, size) of the dims that are not -1: what a request's shape must repeat. Cached:
     this runs for every input of every request."""
     return tuple((i, d) for i, d in enumerate(dims) if d != -1)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRanges:
+    """What a BERT model's embedding tables hold, from the config parameters the builder
+    writes (`vocab_size`, `type_vocab_size`, `max_position_embeddings`). A value outside them
+    fails the whole batch in the runtime (an index out of range), so each request is checked
+    alone, on the event loop, before it joins one."""
+
+    vocab_size: int | None
+    type_vocab_size: int | None
+    max_positions: int | None
+
+    @classmethod
+    def from_config(cls, config: model_config_pb2.ModelConfig) -> TokenRanges | None:
+        values = [
+            _size_parameter(config, key)
+            for key in ("vocab_size", "type_vocab_size", "max_position_embeddings")
+        ]
+        return cls(*values) if any(v is not None for v in values) else None
+
+    def check(self, feed: dict[str, np.ndarray], model: str) -> None:
+        present = [(name, feed[name]) for name in _TOKEN_INPUTS if name in feed]
+        if not present:
+            return
+        first, shape = present[0][0], present[0][1].shape
+        for name, array in present[1:]:
+            if array.shape != shape:
+                raise InvalidInput(
+                    f"inputs '{first}' {list(shape)} and '{name}' {list(array.shape)} of model "
+                    f"'{model}' must have the same shape (one value per token)"
+                )
+        if self.max_positions is not None and shape and shape[-1] > self.max_positions:
+            raise InvalidInput(
+                f"input '{first}' has {shape[-1]} tokens and model '{model}' holds "
+                f"{self.max_positions} positions (max_position_embeddings): split the text "
+                "into windows of at most that"
+            )
+        for name, limit, key in (
+            (INPUT_IDS, self.vocab_size, "vocab_size"),
+            (TOKEN_TYPE_IDS, self.type_vocab_size, "type_vocab_size"),
+        ):
+            if limit is not None and name in feed:
+                _check_below(feed[name], name, limit, f"{key} of model '{model}'")
+
+
+_TOKEN_INPUTS = (INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS)
+
+
+def _size_parameter(config: model_config_pb2.ModelConfig, key: str) -> int | None:
+    if key not in config.parameters:
+        return None
+    text = config.parameters[key].string_value.strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(
+            f"model '{config.name}': parameters.{key} must be a positive integer, got '{text}'"
+        )
+    return int(text)
+
+
+def _check_below(array: np.ndarray, name: str, limit: int, what: str) -> None:
+    """Every value in 0..limit-1. One reduction: viewed as unsigned, a negative integer is
+    larger than any limit."""
+    if not array.size or array.dtype.kind not in "iu":
+        return
+    unsigned = array.view(array.dtype.str.replace("i", "u")) if array.dtype.kind == "i" else array
+    if int(unsigned.max()) < limit:
+        return
+    where = np.argwhere((array < 0) | (array >= limit))[0]
+    value = int(array[tuple(where)])
+    raise InvalidInput(
+        f"input '{name}' holds {value} at {list(map(int, where))}, outside 0..{limit - 1} "
+        f"({what}): send token ids from this model's tokenizer"
+    )
