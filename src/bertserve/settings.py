@@ -83,6 +83,9 @@ class ServerSettings:
     #: Let clients register shared memory regions (`--allow-client-shm`; off by default, as
     #: in tritonserver).
     allow_client_shm: bool = False
+    #: Readiness (`--strict-readiness`, as tritonserver): true, the server is ready when every
+    #: model meant to be loaded is (an explicitly unloaded one is not); false, once it serves.
+    strict_readiness: bool = True
     #: Verbosity of the log (`--log-verbose`): 0 quiet, 1 requests and batches.
     log_verbose: int = 0
     #: Largest HTTP request body accepted, in bytes (`--http-max-input-size`).

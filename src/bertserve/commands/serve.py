@@ -148,6 +148,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model-load-retry-count", type=int, default=d.model_load_retry_count, metavar="N"
     )
     p.add_argument(
+        "--strict-readiness",
+        type=_bool,
+        default=d.strict_readiness,
+        metavar="BOOL",
+        help="true (default): ready when every model meant to be loaded is ready (explicitly "
+        "unloaded ones are not); false: ready once the server serves",
+    )
+    p.add_argument(
         "--log-verbose",
         type=int,
         default=0,
@@ -345,6 +353,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         exit_on_error=args.exit_on_error,
         model_load_thread_count=args.model_load_thread_count,
         model_load_retry_count=args.model_load_retry_count,
+        strict_readiness=args.strict_readiness,
         log_verbose=args.log_verbose,
         log_info=args.log_info,
         log_warning=args.log_warning,

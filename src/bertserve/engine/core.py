@@ -52,6 +52,9 @@ __all__ = ["Engine", "EXTENSIONS"]
 log = logging.getLogger("bertserve.engine")
 #: One line per request at INFO (`serve --log-verbose 1`).
 request_log = logging.getLogger("bertserve.requests")
+
+#: The reason an unloaded model gives (Triton's word), which readiness leaves out.
+UNLOADED = "unloaded"
 _now = time.perf_counter_ns
 
 #: Triton protocol extensions this server implements (server metadata lists them;
@@ -152,11 +155,13 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        return (
-            self._started
-            and self._admitting
-            and not self._stopping
-            and all(e.state == ModelState.READY for e in self.models.values())
+        """As tritonserver: serving (and admitting, see stop_admission), and with strict
+        readiness every model meant to be loaded is READY; one unloaded on request does not
+        count."""
+        if not self._started or self._stopping or not self._admitting:
+            return False
+        return not self.settings.strict_readiness or all(
+            e.state == ModelState.READY or e.reason == UNLOADED for e in self.models.values()
         )
 
     # -- repository --------------------------------------------------------------------------
@@ -277,7 +282,7 @@ class Engine:
             entry.state = ModelState.UNLOADING
             await self._stop_versions(entry, drain=True)
             entry.versions = {}
-            entry.state, entry.reason = ModelState.UNAVAILABLE, "unloaded"
+            entry.state, entry.reason = ModelState.UNAVAILABLE, UNLOADED
 
     def check_control(self) -> None:
         if self.settings.model_control_mode != "explicit":
