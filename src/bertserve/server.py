@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import socket
 import sys
 from collections.abc import Generator
+from dataclasses import replace
 from types import TracebackType
 
 import grpc
@@ -21,6 +23,7 @@ import uvicorn
 from bertserve.announce import READY_LINE, started_line
 from bertserve.endpoints.grpc import start_grpc_server
 from bertserve.endpoints.http import HttpApp
+from bertserve.endpoints.http_connection import ConnectionLimits, guarded_protocol
 from bertserve.engine import Engine
 from bertserve.metrics import MetricsServer, build_registry
 from bertserve.settings import ServerSettings
@@ -147,15 +150,24 @@ class Server:
     def _start_http(self) -> None:
         host = self.address("http")
         sock = bind(host, self.settings.http_port, reuse_port=self.settings.reuse_http_port)
+        settings = self.settings
+        limits = ConnectionLimits(
+            max_connections=settings.http_max_connections,
+            header_timeout=settings.http_header_timeout_secs,
+            body_timeout=settings.http_body_timeout_secs,
+            keep_alive=settings.http_keep_alive_secs,
+            max_header_bytes=settings.http_max_header_size,
+        )
         config = uvicorn.Config(
-            HttpApp(self.engine, self.settings),
+            HttpApp(self.engine, settings),
             loop="none",
-            http="httptools",
+            http=guarded_protocol(limits),
             lifespan="off",
             access_log=False,
             log_level="warning",
-            timeout_keep_alive=60,
-            timeout_graceful_shutdown=int(self.settings.exit_timeout_secs),
+            server_header=False,
+            timeout_keep_alive=settings.http_keep_alive_secs,
+            timeout_graceful_shutdown=int(settings.exit_timeout_secs),
             backlog=2048,
         )
         self._http = _UvicornServer(config)
@@ -183,9 +195,41 @@ class Server:
         self.ports["metrics"] = self._metrics.server_port
 
 
+#: Descriptors kept for model files, logs and the rest when connections are capped.
+RESERVED_DESCRIPTORS = 256
+
+
+def open_file_limit(settings: ServerSettings) -> ServerSettings:
+    """Raise this process's soft limit on open files to the hard limit (each connection is a
+    descriptor) and, where even that cannot hold both connection caps, lower the caps so that
+    a flood of connections meets a clear refusal instead of failing accept() and model
+    loads. Returns the settings to serve with."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.info("open-file limit raised from %d to %d (the hard limit)", soft, hard)
+    room = hard - RESERVED_DESCRIPTORS
+    wanted = settings.http_max_connections + settings.grpc_max_connections
+    if wanted <= room:
+        return settings
+    http = max(1, settings.http_max_connections * room // wanted)
+    grpc_ = max(1, room - http)
+    log.warning(
+        "the open-file limit (%d) cannot hold --http-max-connections %d and "
+        "--grpc-max-connections %d: serving with %d and %d (raise the hard limit, ulimit -Hn)",
+        hard,
+        settings.http_max_connections,
+        settings.grpc_max_connections,
+        http,
+        grpc_,
+    )
+    return replace(settings, http_max_connections=http, grpc_max_connections=grpc_)
+
+
 async def serve(settings: ServerSettings) -> int:
     """`bertserve serve`: start, print the start-up lines, load, serve until SIGTERM/SIGINT,
     drain. Exits 1 when the models could not be loaded at all (an unreadable repository)."""
+    settings = open_file_limit(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -112,6 +112,28 @@ class ServerSettings:
     log_error: bool = True
     log_format: str = "default"
     log_file: str = ""
+    #: Most HTTP connections open at once (`--http-max-connections`); past it a new one
+    #: closes the longest-idle connection, or is refused with a 503 when none is idle.
+    http_max_connections: int = 2048
+    #: Seconds a request's line and headers may take to arrive (`--http-header-timeout-secs`).
+    http_header_timeout_secs: float = 10.0
+    #: Seconds a request's body may take to arrive after its headers
+    #: (`--http-body-timeout-secs`).
+    http_body_timeout_secs: float = 60.0
+    #: Seconds an HTTP connection may wait for its next request (`--http-keep-alive-secs`).
+    http_keep_alive_secs: int = 60
+    #: Largest request line plus headers, in bytes (`--http-max-header-size`).
+    http_max_header_size: int = 64 * 1024
+    #: Most gRPC connections open at once (`--grpc-max-connections`); grpc refuses the rest.
+    grpc_max_connections: int = 2048
+    #: Requests a gRPC stream may have read but not yet answered
+    #: (`--grpc-stream-max-outstanding`); past it the server reads no more from that stream
+    #: until its client takes replies (HTTP/2 flow control holds the client's sends).
+    grpc_stream_max_outstanding: int = 256
+    #: Queue bound of every model whose config sets no `max_queue_size`
+    #: (`--default-max-queue-size`; 0 = unbounded, as Triton): requests past it are refused
+    #: at once (503, Retry-After) instead of waiting without limit.
+    default_max_queue_size: int = 1024
     #: Seconds to wait for in-flight requests on SIGTERM/SIGINT (`--exit-timeout-secs`).
     exit_timeout_secs: float = 30.0
     #: How long, in microseconds, one thread may hold Python's GIL while another waits for it

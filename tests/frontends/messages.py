@@ -18,6 +18,8 @@ from tests.frontends.protocols import INPUTS
 Tensors = list[tuple[str, str, list[int], Sequence[Any] | None]]
 
 RAW4 = np.arange(4, dtype=np.int64).tobytes()
+#: Four values every input of the tiny model takes (ids, mask and token types alike).
+VALUES = (1, 1, 0, 0)
 
 
 def post(url: str, path: str, body: bytes, headers: dict[str, str] | None = None,
@@ -37,7 +39,7 @@ def json_body(tensors: Tensors | None = None, **fields: Any) -> bytes:
     """An HTTP infer request body in JSON, the tensors' values in `data`."""
     doc: dict[str, Any] = {
         "inputs": [
-            {"name": n, "datatype": d, "shape": s, "data": v or [1, 2, 3, 4]}
+            {"name": n, "datatype": d, "shape": s, "data": v or list(VALUES)}
             for n, d, s, v in (tensors or good())
         ]
     }
@@ -46,7 +48,7 @@ def json_body(tensors: Tensors | None = None, **fields: Any) -> bytes:
 
 
 def good(datatype: str = "INT64", shape: list[int] | None = None,
-         values: Sequence[Any] | None = (1, 2, 3, 4)) -> Tensors:  # fmt: skip
+         values: Sequence[Any] | None = VALUES) -> Tensors:  # fmt: skip
     """The three inputs, shape [1, 4], with any of datatype, shape or values changed."""
     return [(n, datatype, shape or [1, 4], values) for n in INPUTS]
 

@@ -22,9 +22,17 @@ class BatchingPolicy:
     allow_timeout_override: bool = True
 
     @classmethod
-    def from_config(cls, config: model_config_pb2.ModelConfig) -> BatchingPolicy:
+    def from_config(
+        cls, config: model_config_pb2.ModelConfig, default_max_queue_size: int = 0
+    ) -> BatchingPolicy:
+        """`default_max_queue_size` bounds the queue where the config leaves it unbounded
+        (the server's --default-max-queue-size)."""
         if not config.HasField("dynamic_batching"):
-            return cls(max_batch_size=config.max_batch_size, dynamic=False)
+            return cls(
+                max_batch_size=config.max_batch_size,
+                dynamic=False,
+                max_queue_size=default_max_queue_size,
+            )
         db = config.dynamic_batching
         if config.max_batch_size <= 0:
             raise ConfigError(
@@ -44,7 +52,7 @@ class BatchingPolicy:
             dynamic=True,
             preferred_batch_sizes=preferred,
             max_queue_delay_us=int(db.max_queue_delay_microseconds),
-            max_queue_size=int(queue.max_queue_size),
+            max_queue_size=int(queue.max_queue_size) or default_max_queue_size,
             default_timeout_us=int(queue.default_timeout_microseconds),
             allow_timeout_override=bool(queue.allow_timeout_override)
             or not queue.default_timeout_microseconds,

@@ -157,14 +157,30 @@ class Scheduler:
             if policy.max_queue_size and len(self._queue) >= policy.max_queue_size:
                 raise QueueFull(
                     f"model '{self.name}' queue is full ({policy.max_queue_size} requests "
-                    "waiting, dynamic_batching.default_queue_policy.max_queue_size): retry "
-                    "later, add instances, or raise max_queue_size"
+                    "waiting: dynamic_batching.default_queue_policy.max_queue_size, else "
+                    "the server's --default-max-queue-size): retry later, add instances, or "
+                    "raise the bound"
                 )
             self._queue.append(pending)
             self._cond.notify()
         self._inflight += 1
         self._idle.clear()
         return future
+
+    def cancel(self, future: asyncio.Future[dict[str, np.ndarray]]) -> bool:
+        """Drop the request of `future` (its client has gone) if it still waits in the queue;
+        one already in a batch runs to the end and its result is dropped."""
+        with self._cond:
+            for i, pending in enumerate(self._queue):
+                if pending.future is future:
+                    del self._queue[i]
+                    break
+            else:
+                return False
+        self._inflight -= 1
+        if not self._inflight:
+            self._idle.set()
+        return True
 
     def queue_length(self) -> int:
         return len(self._queue)

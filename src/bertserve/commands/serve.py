@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from bertserve.booleans import parse_bool
 from bertserve.commands import triton_flags
@@ -207,6 +208,69 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=("none", "low", "medium", "high"),
         default=d.grpc_infer_response_compression_level,
     )
+    limits = p.add_argument_group(
+        "limits (what one client may hold; docs/reliability.md)",
+    )
+    limits.add_argument(
+        "--http-max-connections",
+        type=_positive_int,
+        default=d.http_max_connections,
+        metavar="N",
+        help="HTTP connections open at once; past it a new one closes the longest-idle "
+        "connection, or gets 503 when none is idle (default %(default)s)",
+    )
+    limits.add_argument(
+        "--grpc-max-connections",
+        type=_positive_int,
+        default=d.grpc_max_connections,
+        metavar="N",
+        help="gRPC connections open at once (default %(default)s)",
+    )
+    limits.add_argument(
+        "--http-header-timeout-secs",
+        type=_positive_float,
+        default=d.http_header_timeout_secs,
+        metavar="S",
+        help="time for a request's line and headers to arrive, else 408 (default %(default)s)",
+    )
+    limits.add_argument(
+        "--http-body-timeout-secs",
+        type=_positive_float,
+        default=d.http_body_timeout_secs,
+        metavar="S",
+        help="time for a request's body to arrive after its headers, else 408 "
+        "(default %(default)s)",
+    )
+    limits.add_argument(
+        "--http-keep-alive-secs",
+        type=_positive_int,
+        default=d.http_keep_alive_secs,
+        metavar="S",
+        help="time a connection may wait for its next request (default %(default)s)",
+    )
+    limits.add_argument(
+        "--http-max-header-size",
+        type=_positive_int,
+        default=d.http_max_header_size,
+        metavar="BYTES",
+        help="largest request line plus headers, else 431 (default %(default)s)",
+    )
+    limits.add_argument(
+        "--grpc-stream-max-outstanding",
+        type=_positive_int,
+        default=d.grpc_stream_max_outstanding,
+        metavar="N",
+        help="requests a gRPC stream may have read and not yet answered; past it the stream "
+        "is not read until its client takes replies (default %(default)s)",
+    )
+    limits.add_argument(
+        "--default-max-queue-size",
+        type=_natural_int,
+        default=d.default_max_queue_size,
+        metavar="N",
+        help="queue bound of every model whose config sets no max_queue_size; requests past "
+        "it get 503 with Retry-After at once (default %(default)s; 0 = unbounded, as Triton)",
+    )
     p.add_argument(
         "--exit-timeout-secs",
         type=float,
@@ -222,6 +286,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="longest a thread holds the GIL while another waits for it "
         "(sys.setswitchinterval; default %(default)s; 0 = Python's own 5000)",
     )
+
+
+def _number(kind: type[int] | type[float], minimum: float, words: str) -> Any:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value >= minimum:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"expected {words}, got '{text}'")
+        return value
+
+    return parse
+
+
+_positive_int = _number(int, 1, "a whole number of 1 or more")
+_natural_int = _number(int, 0, "a whole number of 0 or more")
+_positive_float = _number(float, 1e-3, "a number of seconds, 0.001 or more")
 
 
 def _bool(text: str) -> bool:
@@ -373,6 +455,14 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         grpc_max_connection_age_ms=args.grpc_max_connection_age,
         grpc_max_connection_age_grace_ms=args.grpc_max_connection_age_grace,
         grpc_infer_response_compression_level=args.grpc_infer_response_compression_level,
+        http_max_connections=args.http_max_connections,
+        grpc_max_connections=args.grpc_max_connections,
+        http_header_timeout_secs=args.http_header_timeout_secs,
+        http_body_timeout_secs=args.http_body_timeout_secs,
+        http_keep_alive_secs=args.http_keep_alive_secs,
+        http_max_header_size=args.http_max_header_size,
+        grpc_stream_max_outstanding=args.grpc_stream_max_outstanding,
+        default_max_queue_size=args.default_max_queue_size,
         exit_timeout_secs=args.exit_timeout_secs,
         gil_switch_interval_us=args.gil_switch_interval_us,
     )

@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 
-from bertserve.endpoints.status import grpc_code_name
+from bertserve.endpoints.status import grpc_code_name, retry_later
 from bertserve.engine import Engine
 from bertserve.errors import BertserveError
 from bertserve.messages import InferRequest
@@ -58,6 +58,7 @@ class GrpcService:
     def __init__(self, engine: Engine, settings: ServerSettings) -> None:
         self.engine = engine
         self.limit = settings.grpc_max_message_size
+        self.stream_outstanding = settings.grpc_stream_max_outstanding
 
     # -- health and metadata ------------------------------------------------------------------
 
@@ -166,16 +167,24 @@ class GrpcService:
     ) -> AsyncIterator[bytes]:
         """Every request runs as soon as it arrives; replies go out as they complete (out of
         order), each naming its request id. A failed request is an `error_message` reply; the
-        stream stays open."""
+        stream stays open. At most `--grpc-stream-max-outstanding` requests are read and not
+        yet answered: past that the stream is not read until the client takes a reply, so a
+        client that never reads cannot make the server buffer without limit."""
         replies: asyncio.Queue[bytes | None] = asyncio.Queue()
         running: set[asyncio.Task[None]] = set()
+        room = asyncio.Semaphore(self.stream_outstanding)
 
         async def one(raw: bytes) -> None:
             replies.put_nowait(await self._stream_reply(raw))
 
         async def read() -> None:
             try:
-                async for raw in requests:
+                stream = aiter(requests)
+                while True:
+                    await room.acquire()  # released once a reply has been written
+                    raw = await anext(stream, None)
+                    if raw is None:
+                        break
                     task = asyncio.create_task(one(raw))
                     running.add(task)
                     task.add_done_callback(running.discard)
@@ -187,7 +196,8 @@ class GrpcService:
         reader = asyncio.create_task(read())
         try:
             while (reply := await replies.get()) is not None:
-                yield reply
+                yield reply  # returns once grpc has taken it: the client's window had room
+                room.release()
         finally:
             reader.cancel()
             for task in list(running):
@@ -332,7 +342,9 @@ def _translating_errors(method: Callable[[Any], Awaitable[Any]]) -> Behavior:
         try:
             return await method(request)
         except BertserveError as exc:
-            await context.abort(getattr(grpc.StatusCode, grpc_code_name(exc)), str(exc))
+            code = getattr(grpc.StatusCode, grpc_code_name(exc))
+            # gRPC's retry pushback says when to come back
+            await context.abort(code, str(exc), _RETRY_LATER if retry_later(exc) else ())
         except MessageTooLarge as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad request must not take the server down
@@ -340,6 +352,14 @@ def _translating_errors(method: Callable[[Any], Awaitable[Any]]) -> Behavior:
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
 
     return behavior
+
+
+_RETRY_LATER = (("grpc-retry-pushback-ms", "1000"),)
+
+#: A connection's HTTP/2 (and TLS) handshake must finish within this; an idle connection is
+#: told to go away (GOAWAY; clients reconnect when they need to) after that.
+HANDSHAKE_TIMEOUT_MS = 10_000
+MAX_CONNECTION_IDLE_MS = 60_000
 
 
 def _options(settings: ServerSettings) -> list[tuple[str, int]]:
@@ -359,6 +379,9 @@ def _options(settings: ServerSettings) -> list[tuple[str, int]]:
             settings.grpc_http2_min_recv_ping_interval_without_data_ms,
         ),
         ("grpc.http2.max_ping_strikes", settings.grpc_http2_max_ping_strikes),
+        ("grpc.max_allowed_incoming_connections", settings.grpc_max_connections),
+        ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+        ("grpc.max_connection_idle_ms", MAX_CONNECTION_IDLE_MS),
     ]
     if settings.grpc_max_connection_age_ms:
         options.append(("grpc.max_connection_age_ms", settings.grpc_max_connection_age_ms))

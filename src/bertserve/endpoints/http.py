@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from bertserve.endpoints.status import http_status
+from bertserve.endpoints.http_connection import CLIENT_GONE, WAITING_TASK
+from bertserve.endpoints.status import http_status, retry_later
 from bertserve.engine import Engine
 from bertserve.errors import BertserveError, InvalidInput, RequestTooLarge
 from bertserve.protocol.http_codec import HEADER_LENGTH, decode_request, encode_response
@@ -50,8 +51,12 @@ def _json(doc: Any, status: int = 200) -> _Reply:
     return _Reply(status, orjson.dumps(doc))
 
 
+_RETRY_LATER = [*_JSON, (b"retry-after", b"1")]
+
+
 def _error(error: BaseException) -> _Reply:
-    return _json({"error": str(error)}, http_status(error))
+    headers = _RETRY_LATER if retry_later(error) else _JSON
+    return _Reply(http_status(error), orjson.dumps({"error": str(error)}), headers)
 
 
 class HttpApp:
@@ -69,6 +74,10 @@ class HttpApp:
             reply = await self._route(scope, receive)
         except BertserveError as exc:
             reply = _error(exc)
+        except asyncio.CancelledError:
+            if scope.get(CLIENT_GONE):
+                return  # its client went away (http_connection): nobody to answer
+            raise
         except Exception as exc:  # noqa: BLE001 - one bad request must not take the server down
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             reply = _json({"error": f"internal error: {exc}"}, 500)
@@ -180,7 +189,11 @@ class HttpApp:
             limit = self.settings.http_max_input_size
             body = await asyncio.to_thread(_decompress, body, encoding, limit)
         request = decode_request(body, header_length, model, version)
-        response = await self.engine.infer(request)
+        scope[WAITING_TASK] = asyncio.current_task()  # cancelled if the client goes away
+        try:
+            response = await self.engine.infer(request)
+        finally:
+            del scope[WAITING_TASK]
         payload, json_length = encode_response(response, request)
         headers = list(_JSON)
         if json_length is not None:

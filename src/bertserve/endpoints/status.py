@@ -17,7 +17,7 @@ from bertserve.errors import (
     Unsupported,
 )
 
-__all__ = ["http_status", "grpc_code_name"]
+__all__ = ["http_status", "grpc_code_name", "retry_later"]
 
 # Most specific first: ConfigError is a ModelLoadError, RequestTooLarge an InvalidInput.
 _TABLE: tuple[tuple[type[BertserveError], int, str], ...] = (
@@ -47,3 +47,8 @@ def http_status(error: BaseException) -> int:
 
 def grpc_code_name(error: BaseException) -> str:
     return _row(error)[1]
+
+
+def retry_later(error: BaseException) -> bool:
+    """Overload or a drain (HTTP 503): passing, so the reply says when to come back."""
+    return http_status(error) == 503

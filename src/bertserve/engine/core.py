@@ -244,7 +244,7 @@ class Engine:
                 )
         config, backend, versions = prepare_config(source, override, self._completion)
         labels = read_labels(config, path)
-        policy = BatchingPolicy.from_config(config)
+        policy = BatchingPolicy.from_config(config, self.settings.default_max_queue_size)
         served: dict[int, ServedVersion] = {}
         try:
             for version in versions:
@@ -465,7 +465,12 @@ class Engine:
                 feed, batch = signature.check_inputs(request)
                 served.scheduler.instances[0].check_request(feed)
                 future = served.scheduler.submit(feed, outputs, batch, timing, request.timeout_us)
-                results = await future
+                try:
+                    results = await future
+                except asyncio.CancelledError:  # the client went away: drop its work
+                    served.scheduler.cancel(future)
+                    stats.record_failure(timing, "CANCELED", _now())
+                    raise
                 answers = self._outputs(served, request, results)
         except BertserveError as exc:
             rejected = (InvalidInput, QueueFull, ModelNotFound, Unsupported)

@@ -1,0 +1,250 @@
+"""HTTP/1.1 connections with limits: uvicorn's httptools protocol, guarded.
+
+No client may hold the server's connections, memory or compute for as long as it likes:
+
+- a request's headers must arrive within `header_timeout` of its first byte and its body
+  within `body_timeout` of the headers (else 408 and the connection closes), so a client that
+  trickles bytes cannot keep a connection;
+- the request line and headers are at most `max_header_bytes` and `MAX_HEADERS` lines (431);
+- at most `max_connections` are open: a new one beyond that closes the connection idle the
+  longest (keep-alive or not yet used), and when none is idle it is refused at once with a 503
+  that says why (`Retry-After`), so idle connections cannot lock clients out;
+- a request whose client disconnects while the engine holds it is cancelled (its queued work
+  is dropped, see Engine.infer).
+
+uvicorn's protocol class is subclassed (its parser callbacks and `data_received`), so this
+module follows uvicorn's: tests/frontends/test_protection.py covers every limit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
+
+import httptools
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = [
+    "CLIENT_GONE",
+    "ConnectionLimits",
+    "GuardedProtocol",
+    "MAX_HEADERS",
+    "WAITING_TASK",
+    "guarded_protocol",
+]
+
+log = logging.getLogger("bertserve.http")
+
+#: Header lines a request may carry.
+MAX_HEADERS = 100
+#: Scope keys: the task waiting on the engine, which the app leaves for cancellation, and
+#: the mark that it was cancelled because the client went away.
+WAITING_TASK = "bertserve.waiting"
+CLIENT_GONE = "bertserve.client_gone"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    max_connections: int
+    header_timeout: float
+    body_timeout: float
+    keep_alive: float
+    max_header_bytes: int
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
+            503: b"Service Unavailable"}  # fmt: skip
+
+
+def _refusal(status: int, message: str) -> bytes:
+    body = orjson.dumps({"error": message})
+    retry = b"retry-after: 1\r\n" if status == 503 else b""
+    return b"".join([
+        b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),
+        b"content-type: application/json\r\n", retry,
+        b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body), body,
+    ])  # fmt: skip
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol under ConnectionLimits; `guarded_protocol` makes the
+    class for one server (the limits and the idle connections are per server)."""
+
+    limits: ClassVar[ConnectionLimits]
+    #: Connections waiting for a request, the longest idle first (a dict keeps order).
+    idle: ClassVar[dict[GuardedProtocol, None]]
+    #: When the last refusal for the connection cap was logged, and how many since.
+    refused: ClassVar[list[float]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._timer: asyncio.TimerHandle | None = None
+        self._in_headers = False
+        self._header_bytes = 0  # request line and headers, as the parser saw them
+        self._raw_bytes = 0  # bytes received while the headers are incomplete
+        self._header_lines = 0
+
+    # -- connection ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections and not self._evict_idle():
+            self._refuse_at_cap()
+            return
+        self._wait_for_request(self.limits.keep_alive)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.idle.pop(self, None)
+        self._cancel_timer()
+        cycle = self.cycle
+        super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            scope = cast(dict[str, Any], cycle.scope)
+            waiting = scope.get(WAITING_TASK)
+            if waiting is not None:
+                scope[CLIENT_GONE] = True
+                waiting.cancel()  # drop its work; HttpApp returns quietly
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self.pipeline:
+            self._wait_for_request(None)  # uvicorn's keep-alive timer runs
+
+    def _wait_for_request(self, timeout: float | None) -> None:
+        self.idle[self] = None
+        self._in_headers = False
+        if timeout is not None:
+            self._arm(timeout, None)
+
+    def _evict_idle(self) -> bool:
+        for victim in self.idle:
+            if victim is not self:
+                del self.idle[victim]
+                victim.transport.close()
+                return True
+        return False
+
+    def _refuse_at_cap(self) -> None:
+        limit = self.limits.max_connections
+        self.transport.write(
+            _refusal(
+                503,
+                f"the server has its limit of {limit} connections open, none of them "
+                "idle (--http-max-connections): retry later",
+            )  # fmt: skip
+        )
+        self.transport.close()
+        now = time.monotonic()
+        self.refused[1] += 1
+        if now - self.refused[0] >= 10:  # a flood is logged once every 10 s, with its count
+            log.warning(
+                "refused %d connection(s): %d open, none idle (--http-max-connections)",
+                self.refused[1],
+                len(self.connections),
+            )
+            self.refused[:] = [now, 0]
+
+    # -- timers -------------------------------------------------------------------------
+
+    def _arm(self, timeout: float, part: str | None) -> None:
+        self._cancel_timer()
+        self._timer = self.loop.call_later(timeout, self._expired, part)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self, part: str | None) -> None:
+        """The request's `part` ("headers", "body") did not arrive in time; None: an unused
+        or keep-alive connection stayed idle, which closes without a word."""
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        # While the body arrives, the app may have answered already (a 413 on Content-Length)
+        answered = part == "body" and self.cycle is not None and self.cycle.response_started
+        if part is not None and not answered:
+            timeout = self.limits.header_timeout if part == "headers" else self.limits.body_timeout
+            flag = f"--http-{part.rstrip('s')}-timeout-secs"
+            message = f"the request's {part} did not arrive within {timeout:g} s ({flag})"
+            self.transport.write(_refusal(408, message))
+        self.transport.close()
+
+    # -- parsing ------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(400, "protocol upgrades (WebSocket) are not served here")
+            return
+        except httptools.HttpParserError as exc:
+            refused = exc.__context__
+            if isinstance(refused, _Refused):
+                self._refuse(refused.status, refused.message)
+            else:
+                self._refuse(400, f"malformed HTTP request: {exc}")
+            return
+        if self._in_headers:
+            self._raw_bytes += len(data)
+            if self._raw_bytes > self.limits.max_header_bytes:
+                self._refuse(431, self._too_large())
+
+    def _refuse(self, status: int, message: str) -> None:
+        self._cancel_timer()
+        if not self.transport.is_closing():
+            self.transport.write(_refusal(status, message))
+            self.transport.close()
+
+    def _too_large(self) -> str:
+        return (
+            f"the request line and headers exceed {self.limits.max_header_bytes} bytes "
+            "(--http-max-header-size)"
+        )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.idle.pop(self, None)
+        self._in_headers = True
+        self._header_bytes = self._raw_bytes = self._header_lines = 0
+        self._arm(self.limits.header_timeout, "headers")
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._header_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_lines += 1
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_lines > MAX_HEADERS:
+            raise _Refused(431, f"the request has more than {MAX_HEADERS} header lines")
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise _Refused(431, self._too_large())
+        self._arm(self.limits.body_timeout, "body")
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._cancel_timer()
+        super().on_message_complete()
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[GuardedProtocol]:
+    """The protocol class for one server (uvicorn's `http` setting)."""
+    return type(
+        "GuardedProtocol", (GuardedProtocol,), {"limits": limits, "idle": {}, "refused": [0.0, 0]}
+    )
