@@ -12,21 +12,23 @@ import logging
 import resource
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Generator
 from dataclasses import replace
 from types import TracebackType
+from typing import Any
 
 import grpc
 import uvicorn
 
 from bertserve.announce import READY_LINE, started_line
-from bertserve.endpoints.grpc import start_grpc_server
+from bertserve.endpoints.grpc import read_pem, start_grpc_server
 from bertserve.endpoints.http import HttpApp
 from bertserve.endpoints.http_connection import ConnectionLimits, guarded_protocol
 from bertserve.engine import Engine
 from bertserve.metrics import MetricsServer, build_registry
-from bertserve.settings import ServerSettings
+from bertserve.settings import ServerSettings, TlsFiles
 
 __all__ = ["Server", "serve", "bind"]
 
@@ -67,6 +69,22 @@ class _UvicornServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+def _tls_options(tls: TlsFiles | None) -> dict[str, Any]:
+    """uvicorn's settings for HTTPS (none without TLS); a file that cannot be read ends the
+    start, naming its flag."""
+    if tls is None:
+        return {}
+    for path, flag in ((tls.cert, "--http-server-cert"), (tls.key, "--http-server-key"),
+                       (tls.root, "--http-root-cert")):  # fmt: skip
+        read_pem(path, flag)
+    return {
+        "ssl_certfile": str(tls.cert),
+        "ssl_keyfile": str(tls.key),
+        "ssl_ca_certs": str(tls.root) if tls.root is not None else None,
+        "ssl_cert_reqs": ssl.CERT_REQUIRED if tls.mutual else ssl.CERT_NONE,
+    }
 
 
 class Server:
@@ -149,7 +167,6 @@ class Server:
 
     def _start_http(self) -> None:
         host = self.address("http")
-        sock = bind(host, self.settings.http_port, reuse_port=self.settings.reuse_http_port)
         settings = self.settings
         limits = ConnectionLimits(
             max_connections=settings.http_max_connections,
@@ -169,7 +186,13 @@ class Server:
             timeout_keep_alive=settings.http_keep_alive_secs,
             timeout_graceful_shutdown=int(settings.exit_timeout_secs),
             backlog=2048,
+            **_tls_options(settings.http_tls),
         )
+        try:
+            config.load()  # builds the TLS context, if any, before the port takes requests
+        except (ssl.SSLError, ValueError) as exc:
+            raise SystemExit(f"cannot serve HTTPS with --http-server-cert/-key: {exc}") from None
+        sock = bind(host, settings.http_port, reuse_port=settings.reuse_http_port)
         self._http = _UvicornServer(config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
         self.ports["http"] = sock.getsockname()[1]

@@ -5,12 +5,80 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["GRPC_MAX_MESSAGE", "LOG_FORMATS", "MODEL_CONTROL_MODES", "ServerSettings"]
+__all__ = [
+    "API_GROUPS",
+    "GRPC_MAX_MESSAGE",
+    "LOG_FORMATS",
+    "MODEL_CONTROL_MODES",
+    "Restriction",
+    "ServerSettings",
+    "TlsFiles",
+]
 
 MODEL_CONTROL_MODES = ("none", "explicit", "poll")
 LOG_FORMATS = ("default", "ISO8601")
 #: tritonserver's gRPC limit on a message, either way (INT32_MAX).
 GRPC_MAX_MESSAGE = 2**31 - 1
+
+#: Triton's groups of endpoints, which --http-restricted-api / --grpc-restricted-protocol
+#: name (trace and logging have no endpoints here: restricting them restricts nothing).
+API_GROUPS = (
+    "health",
+    "metadata",
+    "inference",
+    "shared-memory",
+    "model-config",
+    "model-repository",
+    "statistics",
+    "trace",
+    "logging",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Restriction:
+    """Endpoint groups only a request carrying header `key` with `value` may call (Triton's
+    `API[,API]:KEY=VALUE`; over gRPC the header is `triton-grpc-protocol-<key>`)."""
+
+    apis: frozenset[str]
+    key: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Restriction:
+        apis, colon, header = text.partition(":")
+        key, equals, value = header.partition("=")
+        names = frozenset(a.strip() for a in apis.split(",") if a.strip())
+        if not colon or not equals or not names or not key.strip():
+            raise ValueError(f"expected API[,API]:KEY=VALUE, got '{text}'")
+        unknown = sorted(names - set(API_GROUPS))
+        if unknown:
+            raise ValueError(
+                f"unknown API group(s) {', '.join(unknown)}: choose from {', '.join(API_GROUPS)}"
+            )
+        return cls(names, key.strip().lower(), value)
+
+    @staticmethod
+    def by_api(restrictions: list[Restriction]) -> dict[str, Restriction]:
+        """Each restricted group and its rule; a group in two rules is an error (as Triton)."""
+        rules: dict[str, Restriction] = {}
+        for rule in restrictions:
+            for api in rule.apis:
+                if api in rules:
+                    raise ValueError(f"API group '{api}' is restricted twice: name it once")
+                rules[api] = rule
+        return rules
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """A service's TLS: its certificate chain and key (PEM), and for mutual TLS the root
+    certificates its clients' certificates must chain to."""
+
+    cert: Path
+    key: Path
+    root: Path | None = None
+    mutual: bool = False
 
 
 @dataclass(slots=True)
@@ -130,6 +198,13 @@ class ServerSettings:
     #: (`--grpc-stream-max-outstanding`); past it the server reads no more from that stream
     #: until its client takes replies (HTTP/2 flow control holds the client's sends).
     grpc_stream_max_outstanding: int = 256
+    #: Endpoint groups only requests with a given header may call
+    #: (`--http-restricted-api`, `--grpc-restricted-protocol`, as tritonserver's).
+    http_restricted_apis: list[Restriction] = field(default_factory=list)
+    grpc_restricted_protocols: list[Restriction] = field(default_factory=list)
+    #: TLS per service (`--http-use-ssl`..., `--grpc-use-ssl`...; None = plain TCP).
+    http_tls: TlsFiles | None = None
+    grpc_tls: TlsFiles | None = None
     #: Queue bound of every model whose config sets no `max_queue_size`
     #: (`--default-max-queue-size`; 0 = unbounded, as Triton): requests past it are refused
     #: at once (503, Retry-After) instead of waiting without limit.

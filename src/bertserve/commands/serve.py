@@ -10,7 +10,14 @@ from typing import Any
 
 from bertserve.booleans import parse_bool
 from bertserve.commands import triton_flags
-from bertserve.settings import LOG_FORMATS, MODEL_CONTROL_MODES, ServerSettings
+from bertserve.settings import (
+    API_GROUPS,
+    LOG_FORMATS,
+    MODEL_CONTROL_MODES,
+    Restriction,
+    ServerSettings,
+    TlsFiles,
+)
 
 HELP = "serve a Triton-layout model repository over Triton's HTTP/REST and gRPC protocols"
 
@@ -263,6 +270,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="requests a gRPC stream may have read and not yet answered; past it the stream "
         "is not read until its client takes replies (default %(default)s)",
     )
+    access = p.add_argument_group("access (as tritonserver's flags; docs/reliability.md)")
+    for flag, header in (
+        ("--http-restricted-api", "header KEY"),
+        ("--grpc-restricted-protocol", "metadata triton-grpc-protocol-KEY"),
+    ):
+        access.add_argument(
+            flag,
+            action="append",
+            default=[],
+            type=_restriction,
+            metavar="API[,API]:KEY=VALUE",
+            help=f"only requests with {header} = VALUE may call these groups of endpoints "
+            f"({', '.join(API_GROUPS)}); repeatable, a group in one rule only",
+        )
+    for service in ("http", "grpc"):
+        name = service.upper() if service == "http" else "gRPC"
+        access.add_argument(
+            f"--{service}-use-ssl",
+            type=_bool,
+            default=False,
+            metavar="BOOL",
+            help=f"serve {name} over TLS (--{service}-server-cert and -key)",
+        )
+        access.add_argument(
+            f"--{service}-use-ssl-mutual",
+            type=_bool,
+            default=False,
+            metavar="BOOL",
+            help=f"mutual TLS: {name} clients show a certificate that chains to "
+            f"--{service}-root-cert",
+        )
+        for what, meaning in (
+            ("server-cert", "certificate chain"),
+            ("server-key", "private key"),
+            ("root-cert", "certificates client certificates must chain to"),
+        ):
+            access.add_argument(
+                f"--{service}-{what}", type=Path, metavar="PEM", help=f"{name} TLS: {meaning}"
+            )
     limits.add_argument(
         "--default-max-queue-size",
         type=_natural_int,
@@ -304,6 +350,33 @@ def _number(kind: type[int] | type[float], minimum: float, words: str) -> Any:
 _positive_int = _number(int, 1, "a whole number of 1 or more")
 _natural_int = _number(int, 0, "a whole number of 0 or more")
 _positive_float = _number(float, 1e-3, "a number of seconds, 0.001 or more")
+
+
+def _restriction(text: str) -> Restriction:
+    try:
+        return Restriction.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _tls(args: argparse.Namespace, service: str) -> TlsFiles | None:
+    """The service's TLS files from its flags (tritonserver's for gRPC, the same for HTTP):
+    --X-use-ssl-mutual implies --X-use-ssl and needs the root certificates."""
+    flag = f"--{service}"
+    mutual = getattr(args, f"{service}_use_ssl_mutual")
+    if not (getattr(args, f"{service}_use_ssl") or mutual):
+        return None
+    cert, key, root = (
+        getattr(args, f"{service}_{what}") for what in ("server_cert", "server_key", "root_cert")
+    )
+    if cert is None or key is None:
+        raise SystemExit(f"{flag}-use-ssl needs {flag}-server-cert and {flag}-server-key")
+    if mutual and root is None:
+        raise SystemExit(
+            f"{flag}-use-ssl-mutual needs {flag}-root-cert, the certificates that clients' "
+            "must chain to"
+        )
+    return TlsFiles(cert, key, root, mutual)
 
 
 def _bool(text: str) -> bool:
@@ -463,9 +536,23 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         http_max_header_size=args.http_max_header_size,
         grpc_stream_max_outstanding=args.grpc_stream_max_outstanding,
         default_max_queue_size=args.default_max_queue_size,
+        http_restricted_apis=_one_rule_per_group(args.http_restricted_api, "--http-restricted-api"),
+        grpc_restricted_protocols=_one_rule_per_group(
+            args.grpc_restricted_protocol, "--grpc-restricted-protocol"
+        ),
+        http_tls=_tls(args, "http"),
+        grpc_tls=_tls(args, "grpc"),
         exit_timeout_secs=args.exit_timeout_secs,
         gil_switch_interval_us=args.gil_switch_interval_us,
     )
+
+
+def _one_rule_per_group(rules: list[Restriction], flag: str) -> list[Restriction]:
+    try:
+        Restriction.by_api(rules)
+    except ValueError as exc:
+        raise SystemExit(f"{flag}: {exc}") from None
+    return rules
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,8 +9,10 @@ received buffer, and so message sizes are checked here with a message naming the
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,9 +34,9 @@ from bertserve.protocol.grpc_codec import (
     stream_response,
 )
 from bertserve.protocol.load_parameters import load_config
-from bertserve.settings import ServerSettings
+from bertserve.settings import Restriction, ServerSettings, TlsFiles
 
-__all__ = ["EngineHealth", "GrpcService", "start_grpc_server", "SERVICE_NAME"]
+__all__ = ["API_GROUP", "EngineHealth", "GrpcService", "start_grpc_server", "SERVICE_NAME"]
 
 log = logging.getLogger("bertserve.grpc")
 
@@ -59,6 +61,7 @@ class GrpcService:
         self.engine = engine
         self.limit = settings.grpc_max_message_size
         self.stream_outstanding = settings.grpc_stream_max_outstanding
+        self.rules = Restriction.by_api(settings.grpc_restricted_protocols)
 
     # -- health and metadata ------------------------------------------------------------------
 
@@ -283,14 +286,64 @@ class GrpcService:
         }
         methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             name: grpc.unary_unary_rpc_method_handler(
-                _translating_errors(method),
+                self._guard(name, _translating_errors(method)),
                 request_deserializer=None if kind is None else kind.FromString,
                 response_serializer=None if kind is None else _serialize,
             )
             for name, (method, kind) in unary.items()
         }
-        methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(self.model_stream_infer)
+        methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+            self._guard("ModelStreamInfer", self.model_stream_infer, stream=True)
+        )
         return methods
+
+    def _guard(self, name: str, behavior: Any, stream: bool = False) -> Any:
+        """The method as is, or, where its group is restricted (--grpc-restricted-protocol),
+        refusing calls without the header (Triton's words and code)."""
+        rule = self.rules.get(API_GROUP[name])
+        if rule is None:
+            return behavior
+        header = f"triton-grpc-protocol-{rule.key}"
+        expected = rule.value.encode()
+        refusal = f"This protocol is restricted, expecting header '{header}'"
+
+        def allowed(context: Context) -> bool:
+            given = dict(context.invocation_metadata() or ()).get(header)
+            return isinstance(given, str) and hmac.compare_digest(given.encode(), expected)
+
+        if stream:
+
+            async def checked_stream(requests: Any, context: Context) -> Any:
+                if not allowed(context):
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, refusal)
+                async for reply in behavior(requests, context):
+                    yield reply
+
+            return checked_stream
+
+        async def checked(request: Any, context: Context) -> Any:
+            if not allowed(context):
+                await context.abort(grpc.StatusCode.UNAVAILABLE, refusal)
+            return await behavior(request, context)
+
+        return checked
+
+
+#: Each method's group, as Triton names them (--grpc-restricted-protocol).
+API_GROUP = {
+    "ServerLive": "health",
+    "ServerReady": "health",
+    "ModelReady": "health",
+    "ServerMetadata": "metadata",
+    "ModelMetadata": "metadata",
+    "ModelConfig": "model-config",
+    "ModelStatistics": "statistics",
+    "RepositoryIndex": "model-repository",
+    "RepositoryModelLoad": "model-repository",
+    "RepositoryModelUnload": "model-repository",
+    "ModelInfer": "inference",
+    "ModelStreamInfer": "inference",
+}
 
 
 class EngineHealth(health_pb2_grpc.HealthServicer):
@@ -419,7 +472,10 @@ async def start_grpc_server(
     host = f"[{bound}]" if ":" in bound else bound
     address = f"{host}:{settings.grpc_port}"
     try:
-        port = server.add_insecure_port(address)
+        if settings.grpc_tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, _credentials(settings.grpc_tls))
     except RuntimeError as exc:
         raise SystemExit(
             f"cannot bind gRPC to {address}: {exc}; choose another --grpc-port (0 = a free port)"
@@ -427,3 +483,23 @@ async def start_grpc_server(
     await server.start()
     log.info("gRPC service listening on %s:%d", bound, port)
     return server, port
+
+
+def _credentials(tls: TlsFiles) -> grpc.ServerCredentials:
+    flags = {"cert": "--grpc-server-cert", "key": "--grpc-server-key", "root": "--grpc-root-cert"}
+    files = {what: read_pem(getattr(tls, what), flag) for what, flag in flags.items()}
+    return grpc.ssl_server_credentials(
+        [(files["key"], files["cert"])],
+        root_certificates=files["root"],
+        require_client_auth=tls.mutual,
+    )
+
+
+def read_pem(path: Path | None, flag: str) -> bytes | None:
+    """A PEM file a TLS flag names; one that cannot be read ends the start, naming the flag."""
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"cannot read {flag} {path}: {exc.strerror or exc}") from None

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import gzip
+import hmac
 import logging
 import zlib
 from collections.abc import Awaitable, Callable
@@ -23,9 +24,9 @@ from bertserve.engine import Engine
 from bertserve.errors import BertserveError, InvalidInput, RequestTooLarge
 from bertserve.protocol.http_codec import HEADER_LENGTH, decode_request, encode_response
 from bertserve.protocol.load_parameters import load_config
-from bertserve.settings import ServerSettings
+from bertserve.settings import Restriction, ServerSettings
 
-__all__ = ["HttpApp", "ROUTES"]
+__all__ = ["API_GROUP", "CHANGES_STATE", "HttpApp", "ROUTES"]
 
 log = logging.getLogger("bertserve.http")
 
@@ -63,6 +64,11 @@ class HttpApp:
     def __init__(self, engine: Engine, settings: ServerSettings) -> None:
         self.engine = engine
         self.settings = settings
+        rules = Restriction.by_api(settings.http_restricted_apis)
+        #: handler -> the header it needs (--http-restricted-api)
+        self._rules = {h: rules[api] for h, api in API_GROUP.items() if api in rules}
+        #: the handlers whose requests are looked at before they run (a set: one lookup)
+        self._guarded = frozenset(self._rules) | CHANGES_STATE
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -98,6 +104,10 @@ class HttpApp:
                     break
             else:
                 if route.method is None or route.method == scope["method"]:
+                    if route.handler in self._guarded:
+                        refusal = self._refusal(scope, route.handler)
+                        if refusal is not None:
+                            return refusal
                     return await route.handler(
                         self, scope, receive, parts[route.model_at], parts[route.version_at]
                     )
@@ -109,6 +119,27 @@ class HttpApp:
                 [*_JSON, (b"allow", allowed.encode())],
             )
         return _json({"error": f"unknown path '{path}'"}, 404)
+
+    def _refusal(self, scope: Scope, handler: Handler) -> _Reply | None:
+        """403 for a request without the header its endpoint group needs (Triton's words), or
+        for one that changes the server's state the way a web page can (see _from_a_browser)."""
+        headers = scope["headers"]
+        rule = self._rules.get(handler)
+        if rule is not None:
+            key = rule.key.encode()
+            given = next((v for k, v in headers if k == key), None)
+            if given is None or not hmac.compare_digest(given, rule.value.encode()):
+                return _json(
+                    {"error": f"This API is restricted, expecting header '{rule.key}'"}, 403
+                )
+        if handler in CHANGES_STATE:
+            reason = _from_a_browser(headers)
+            if reason:
+                return _json({"error": f"{reason}: a web page may send such a request to any "
+                              "server, so it cannot change this one's state; send "
+                              "Content-Type: application/json (curl: -H 'Content-Type: "
+                              "application/json') or no body, and no Origin"}, 403)  # fmt: skip
+        return None
 
     # -- handlers: (scope, receive, model, version) -> reply; one row each in ROUTES ----------
 
@@ -401,6 +432,44 @@ ROUTES: tuple[tuple[str | None, str, Handler], ...] = (
     ("POST", "/v2/cudasharedmemory/unregister", HttpApp.cuda_shm_unregister),
     ("POST", "/v2/cudasharedmemory/region/{region}/unregister", HttpApp.cuda_shm_unregister),
 )
+
+
+#: Each handler's group of endpoints, as Triton names them (--http-restricted-api).
+API_GROUP: dict[Handler, str] = {
+    HttpApp.infer: "inference",
+    HttpApp.server_metadata: "metadata",
+    HttpApp.no_model_name: "metadata",
+    HttpApp.model_metadata: "metadata",
+    HttpApp.live: "health",
+    HttpApp.ready: "health",
+    HttpApp.model_ready: "health",
+    HttpApp.model_config: "model-config",
+    HttpApp.all_statistics: "statistics",
+    HttpApp.model_statistics: "statistics",
+    HttpApp.repository_index: "model-repository",
+    HttpApp.load: "model-repository",
+    HttpApp.unload: "model-repository",
+}
+
+#: Handlers that change the server's state, which a browser's cross-origin request must not
+#: reach (_from_a_browser).
+CHANGES_STATE: frozenset[Handler] = frozenset({HttpApp.load, HttpApp.unload})
+
+# Content types a web page may POST to any origin without a CORS preflight.
+_SIMPLE_TYPES = (b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data")
+
+
+def _from_a_browser(headers: list[tuple[bytes, bytes]]) -> str:
+    """Why a request looks like one a web page sent across origins ("" if it doesn't): a
+    content type a page may send without a preflight, or an Origin other than the server's."""
+    found = dict(headers)
+    kind = found.get(b"content-type", b"").split(b";")[0].strip().lower()
+    if kind in _SIMPLE_TYPES:
+        return f"refused a request with Content-Type {kind.decode()}"
+    origin = found.get(b"origin")
+    if origin is not None and origin.partition(b"://")[2] != found.get(b"host"):
+        return f"refused a request from origin {origin.decode(errors='replace')}"
+    return ""
 
 
 class _Route:
