@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 from tritonclient.utils import InferenceServerException
 
@@ -50,3 +51,66 @@ def test_without_strict_readiness_a_serving_server_is_ready(
         ):
             assert not client.is_model_ready("broken")
             assert client.is_server_ready() is not strict
+
+
+_WARM = {"name": "w", "batch_size": 1, "inputs": {"input_ids": {
+    "data_type": "TYPE_INT64", "dims": [16], "zero_data": True}}}  # fmt: skip
+ABSURD = [  # (config override, words of the refusal)
+    ({"max_batch_size": 2**31 - 1}, "max_batch_size 2147483647 is more than"),
+    ({"max_batch_size": 8, "dynamic_batching": {"max_queue_delay_microseconds": 10**15}},
+     "would hold a request for more than a minute"),
+    ({"max_batch_size": 2, "model_warmup": [{**_WARM, "batch_size": 3}]},
+     "batch_size 3 exceeds max_batch_size 2"),
+    ({"max_batch_size": 2, "model_warmup": [{**_WARM, "count": 10**9}]}, "count 1000000000"),
+    ({"max_batch_size": 2, "model_warmup": [
+        {**_WARM, "inputs": {"input_ids": {"data_type": "TYPE_INT64", "dims": [2**40],
+                                           "zero_data": True}}}]},
+     "more than the 67108864 a warm-up sample may take"),
+]  # fmt: skip
+
+
+def test_absurd_overrides_are_refused_and_the_model_keeps_serving(
+    tiny_repo: Path, tmp_path: Path, protocol: str
+) -> None:
+    copy_model(tiny_repo, TINY, tmp_path / "repo", "m", BATCH2)
+    config = settings(tmp_path / "repo", model_control_mode="explicit")
+    with running(config) as server, Client(protocol, url(server, protocol)) as client:
+        for override, words in ABSURD:
+            with pytest.raises(InferenceServerException) as info:
+                client.load_model("m", config=orjson.dumps(override).decode())
+            assert info.value.status() == client.status(http=400, grpc="INVALID_ARGUMENT")
+            assert words in str(info.value.message())
+            client.load_model("m")  # as its repository has it
+            client.infer("m", client.inputs(feed()))
+
+
+BROKEN = {  # model folder -> what breaks it (each message once named a path)
+    "no_version": None,
+    "bad_config": "max_batch_size: two\n",
+    "not_onnx": "garbage",
+    "missing_file": 'default_model_filename: "missing.onnx"\n',
+}
+
+
+def test_errors_reveal_nothing_of_the_servers_paths(
+    tiny_repo: Path, tmp_path: Path, protocol: str
+) -> None:
+    repo = tmp_path / "repo"
+    for name, breakage in BROKEN.items():
+        if name == "no_version":
+            (repo / name).mkdir(parents=True)
+            (repo / name / "config.pbtxt").write_text(BATCH2)
+        elif name == "not_onnx":
+            copy_model(tiny_repo, TINY, repo, name, BATCH2)
+            (repo / name / "1" / "model.onnx").write_text(str(breakage))
+        else:
+            copy_model(tiny_repo, TINY, repo, name, BATCH2 + str(breakage))
+    with running(settings(repo)) as server, Client(protocol, url(server, protocol)) as client:
+        told = [row.reason for row in client.index().models]
+        for name in BROKEN:
+            with pytest.raises(InferenceServerException) as info:
+                client.infer(name, client.inputs(feed()))
+            told.append(str(info.value.message()))
+        assert all(told) and len(told) == 2 * len(BROKEN), told
+        for message in told:
+            assert str(tmp_path) not in message and str(repo.resolve()) not in message, message

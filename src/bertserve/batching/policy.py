@@ -8,7 +8,12 @@ from tritonclient.grpc import model_config_pb2
 
 from bertserve.errors import ConfigError
 
-__all__ = ["BatchingPolicy"]
+__all__ = ["BatchingPolicy", "MAX_BATCH_SIZE", "MAX_QUEUE_DELAY_US"]
+
+#: Bounds on what a config (or a load request's override) may ask: past them a batch would
+#: hold an instance, or a request wait, for as long as a client cared to ask.
+MAX_BATCH_SIZE = 4096
+MAX_QUEUE_DELAY_US = 60_000_000  # a minute
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +32,11 @@ class BatchingPolicy:
     ) -> BatchingPolicy:
         """`default_max_queue_size` bounds the queue where the config leaves it unbounded
         (the server's --default-max-queue-size)."""
+        if config.max_batch_size > MAX_BATCH_SIZE:
+            raise ConfigError(
+                f"max_batch_size {config.max_batch_size} is more than this server runs in one "
+                f"batch ({MAX_BATCH_SIZE}); clients send larger batches as several requests"
+            )
         if not config.HasField("dynamic_batching"):
             return cls(
                 max_batch_size=config.max_batch_size,
@@ -45,6 +55,11 @@ class BatchingPolicy:
             raise ConfigError(
                 f"dynamic_batching.preferred_batch_size {too_big} must lie in "
                 f"1..max_batch_size ({config.max_batch_size})"
+            )
+        if db.max_queue_delay_microseconds > MAX_QUEUE_DELAY_US:
+            raise ConfigError(
+                f"dynamic_batching.max_queue_delay_microseconds {db.max_queue_delay_microseconds}"
+                f" would hold a request for more than a minute: use at most {MAX_QUEUE_DELAY_US}"
             )
         queue = db.default_queue_policy
         return cls(

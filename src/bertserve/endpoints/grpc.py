@@ -213,7 +213,7 @@ class GrpcService:
             message = str(exc)
         except Exception as exc:  # noqa: BLE001 - one bad request must not end the stream
             log.exception("unhandled error in ModelStreamInfer")
-            message = f"internal error: {exc}"
+            message = self._relative(f"internal error: {exc}")
         return stream_error(message, *request_identity(raw))
 
     def _decode(self, raw: bytes) -> InferRequest:
@@ -286,7 +286,7 @@ class GrpcService:
         }
         methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             name: grpc.unary_unary_rpc_method_handler(
-                self._guard(name, _translating_errors(method)),
+                self._guard(name, _translating_errors(method, self._relative)),
                 request_deserializer=None if kind is None else kind.FromString,
                 response_serializer=None if kind is None else _serialize,
             )
@@ -296,6 +296,9 @@ class GrpcService:
             self._guard("ModelStreamInfer", self.model_stream_infer, stream=True)
         )
         return methods
+
+    def _relative(self, message: str) -> str:
+        return self.engine.relative(message)
 
     def _guard(self, name: str, behavior: Any, stream: bool = False) -> Any:
         """The method as is, or, where its group is restricted (--grpc-restricted-protocol),
@@ -390,7 +393,9 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-def _translating_errors(method: Callable[[Any], Awaitable[Any]]) -> Behavior:
+def _translating_errors(
+    method: Callable[[Any], Awaitable[Any]], relative: Callable[[str], str]
+) -> Behavior:
     async def behavior(request: Any, context: Context) -> Any:
         try:
             return await method(request)
@@ -402,7 +407,7 @@ def _translating_errors(method: Callable[[Any], Awaitable[Any]]) -> Behavior:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad request must not take the server down
             log.exception("unhandled error in %s", getattr(method, "__name__", method))
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+            await context.abort(grpc.StatusCode.INTERNAL, relative(f"internal error: {exc}"))
 
     return behavior
 

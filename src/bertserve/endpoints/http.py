@@ -86,7 +86,7 @@ class HttpApp:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad request must not take the server down
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            reply = _json({"error": f"internal error: {exc}"}, 500)
+            reply = _json({"error": self.engine.relative(f"internal error: {exc}")}, 500)
         headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode())]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})

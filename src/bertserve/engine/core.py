@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -185,10 +186,10 @@ class Engine:
             found = find_models(self.repositories)
             if name not in found:
                 self.models.pop(name, None)
+                # Triton's words, without the repositories' paths on this server
                 raise ModelLoadError(
                     f"failed to load '{name}', failed to poll from model repository: no folder "
-                    f"named '{name}' in the model repositories "
-                    f"({', '.join(self._repository_names())})"
+                    f"named '{name}' in the model repositories"
                 )
             old = self.models.get(name)
             entry = ModelEntry(name=name, path=found[name], fingerprint=_fingerprint(found[name]))
@@ -207,14 +208,16 @@ class Engine:
                     )
                     old.failed_fingerprint = entry.fingerprint
                     raise ModelLoadError(
-                        f"failed to reload '{name}' (the loaded versions keep serving): {exc}"
+                        f"failed to reload '{name}' (the loaded versions keep serving): "
+                        f"{self.relative(str(exc))}"
                     ) from None
                 log.error("model '%s' failed to load: %s", name, exc)
                 if old is not None:
                     await self._stop_versions(old, drain=True)
-                entry.state, entry.reason = ModelState.UNAVAILABLE, str(exc)
+                reason = self.relative(str(exc))  # clients learn nothing of the server's paths
+                entry.state, entry.reason = ModelState.UNAVAILABLE, reason
                 self.models[name] = entry
-                message = str(exc)
+                message = reason
                 if not message.startswith(f"failed to load '{name}'"):
                     message = f"failed to load '{name}': {message}"
                 raise ModelLoadError(message) from None
@@ -284,6 +287,20 @@ class Engine:
             entry.versions = {}
             entry.state, entry.reason = ModelState.UNAVAILABLE, UNLOADED
 
+    def relative(self, message: str) -> str:
+        """`message` with each model repository's absolute path cut out, so that a path in it
+        reads from the repository (`bert/1/model.onnx`) and tells clients nothing about the
+        server's file system; the log keeps the whole message."""
+        for root in self._roots:
+            message = message.replace(root, "")
+        return message
+
+    @functools.cached_property
+    def _roots(self) -> list[str]:
+        paths = {p for repo in self.repositories for p in (repo, repo.resolve())}
+        # longest first: a repository inside another is cut as a whole
+        return sorted((f"{p.absolute()}/" for p in paths), key=len, reverse=True)
+
     def check_control(self) -> None:
         if self.settings.model_control_mode != "explicit":
             raise Unsupported(
@@ -341,9 +358,6 @@ class Engine:
                 if entry is None or seen not in (entry.fingerprint, entry.failed_fingerprint):
                     with contextlib.suppress(BertserveError):  # logged; recorded in the index
                         await self._load(name)
-
-    def _repository_names(self) -> list[str]:
-        return [*map(str, self.settings.model_repositories), *self.settings.remote_repositories]
 
     # -- lookups -----------------------------------------------------------------------------
 

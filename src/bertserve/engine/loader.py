@@ -4,10 +4,12 @@ Everything here blocks (reads files, builds sessions); the engine calls it from 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2
@@ -169,6 +171,7 @@ def warm_up(
     rng = np.random.default_rng(0)
     outputs = [o.name for o in config.output]
     for sample in config.model_warmup:
+        _check_warmup(config, sample)
         feed: dict[str, np.ndarray] = {}
         for name, spec in sample.inputs.items():
             datatype = config_type_to_datatype(model_config_pb2.DataType.Name(spec.data_type))
@@ -203,3 +206,31 @@ def warm_up(
         for instance in instances:
             for _ in range(max(sample.count, 1)):
                 instance.run(feed, outputs)
+
+
+#: Most bytes of input one warm-up sample may make, and most runs of it: a config (or a load
+#: request's override) must not make a load allocate or run without bound.
+MAX_WARMUP_BYTES = 64 * 1024 * 1024
+MAX_WARMUP_COUNT = 1000
+
+
+def _check_warmup(config: model_config_pb2.ModelConfig, sample: Any) -> None:
+    what = f"model_warmup '{sample.name}'"
+    if config.max_batch_size > 0 and sample.batch_size > config.max_batch_size:
+        raise ConfigError(
+            f"{what}: batch_size {sample.batch_size} exceeds max_batch_size {config.max_batch_size}"
+        )
+    if sample.count > MAX_WARMUP_COUNT:
+        raise ConfigError(f"{what}: count {sample.count} is above {MAX_WARMUP_COUNT}")
+    size = 0
+    for name, spec in sample.inputs.items():
+        if any(d < 0 for d in spec.dims):
+            raise ConfigError(f"{what}: input '{name}' needs fixed dims, got {list(spec.dims)}")
+        datatype = config_type_to_datatype(model_config_pb2.DataType.Name(spec.data_type))
+        itemsize = datatype_to_numpy(datatype).itemsize if datatype != "BYTES" else 8
+        size += max(sample.batch_size, 1) * math.prod(spec.dims) * itemsize
+    if size > MAX_WARMUP_BYTES:
+        raise ConfigError(
+            f"{what}: its inputs come to {size} bytes, more than the {MAX_WARMUP_BYTES} a "
+            "warm-up sample may take"
+        )
