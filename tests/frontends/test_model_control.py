@@ -114,3 +114,47 @@ def test_errors_reveal_nothing_of_the_servers_paths(
         assert all(told) and len(told) == 2 * len(BROKEN), told
         for message in told:
             assert str(tmp_path) not in message and str(repo.resolve()) not in message, message
+
+
+def test_paths_a_config_names_stay_in_the_models_folder(
+    tiny_repo: Path, tmp_path: Path, protocol: str
+) -> None:
+    """A load request may name files in its config override: a path that leaves the model's
+    folder (relative, absolute, or through a link) is refused, saying nothing of what is
+    there, and nothing outside is read."""
+    repo = tmp_path / "repo"
+    copy_model(tiny_repo, TINY, repo, "m", BATCH2)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "model.onnx").write_bytes((tiny_repo / TINY / "1" / "model.onnx").read_bytes())
+    (elsewhere / "data.bin").write_bytes(bytes(8 * 16))
+    (repo / "m" / "warmup").mkdir()
+    for folder in ("1", "warmup"):  # where each field's paths start
+        (repo / "m" / folder / "link.onnx").symlink_to(elsewhere / "model.onnx")
+    outside = {
+        "../../../elsewhere/model.onnx": True,  # exists (a model that would load)
+        "../../../elsewhere/missing.onnx": False,
+        str(elsewhere / "model.onnx"): True,
+        "link.onnx": True,
+        "/etc/passwd": True,
+    }
+    warm = {"name": "w", "batch_size": 1, "inputs": {"input_ids": {
+        "data_type": "TYPE_INT64", "dims": [16]}}}  # fmt: skip
+    config = settings(repo, model_control_mode="explicit")
+    with running(config) as server, Client(protocol, url(server, protocol)) as client:
+        told = set()
+        for path in outside:
+            for override in (
+                {"max_batch_size": 2, "default_model_filename": path},
+                {"max_batch_size": 2, "model_warmup": [{**warm, "inputs": {"input_ids": {
+                    **warm["inputs"]["input_ids"], "input_data_file": path}}}]},
+            ):  # fmt: skip
+                with pytest.raises(InferenceServerException) as info:
+                    client.load_model("m", config=orjson.dumps(override).decode())
+                message = str(info.value.message())
+                assert "leads outside the model's folder" in message, message
+                told.add(message.replace(path, "<path>"))
+        assert len(told) == 2  # one message per field, whatever lies at the path
+        assert all(str(tmp_path) not in m and "bytes" not in m for m in told)
+        client.load_model("m")
+        client.infer("m", client.inputs(feed()))

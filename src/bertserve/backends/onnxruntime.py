@@ -154,11 +154,15 @@ class OnnxRuntimeInstance(ModelInstance):
 
         params = ModelParameters(config)
         options = ort.SessionOptions()
-        # 0 leaves the count to onnxruntime (one thread per core).
+        # 0 leaves the count to onnxruntime (one thread per core); past four threads a core
+        # they only contend, and a config (or a load request) must not start hundreds.
+        most = 4 * (os.cpu_count() or 1)
         options.intra_op_num_threads = params.integer(
-            "intra_op_thread_count", _default_threads(config), minimum=0
+            "intra_op_thread_count", _default_threads(config), minimum=0, maximum=most
         )
-        options.inter_op_num_threads = params.integer("inter_op_thread_count", 0, minimum=0)
+        options.inter_op_num_threads = params.integer(
+            "inter_op_thread_count", 0, minimum=0, maximum=most
+        )
         # ORT's pool threads spin after each run by default; on a machine whose cores are
         # shared with the server's event loop (and often the load generator) that spinning
         # starves the loop. Opt back in with parameters { key: "allow_spinning" value "1" }.

@@ -491,11 +491,12 @@ async def start_grpc_server(
 
 
 def _credentials(tls: TlsFiles) -> grpc.ServerCredentials:
-    flags = {"cert": "--grpc-server-cert", "key": "--grpc-server-key", "root": "--grpc-root-cert"}
-    files = {what: read_pem(getattr(tls, what), flag) for what, flag in flags.items()}
+    key = read_pem(tls.key, "--grpc-server-key")
+    cert = read_pem(tls.cert, "--grpc-server-cert")
+    assert key is not None and cert is not None  # both paths are given
     return grpc.ssl_server_credentials(
-        [(files["key"], files["cert"])],
-        root_certificates=files["root"],
+        [(key, cert)],
+        root_certificates=read_pem(tls.root, "--grpc-root-cert"),
         require_client_auth=tls.mutual,
     )
 

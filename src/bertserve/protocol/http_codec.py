@@ -268,6 +268,15 @@ def _json_data(values: Any, name: str, datatype: str, dtype: np.dtype) -> np.nda
             raise InvalidInput(
                 f"input '{name}': value {bad} does not fit {datatype} ({info.min}..{info.max})"
             )
+    elif dtype.kind == "f" and array.dtype.kind != "b":
+        # nor make infinite one a float type cannot hold (65520 as FP16)
+        largest = float(np.finfo(dtype).max)
+        too_big = np.flatnonzero(np.abs(array) > largest)
+        if too_big.size:
+            raise InvalidInput(
+                f"input '{name}': value {array.reshape(-1)[too_big[0]]} does not fit "
+                f"{datatype} (at most {largest:g} in magnitude)"
+            )
     return array.astype(dtype, copy=False).reshape(-1)
 
 
