@@ -154,18 +154,24 @@ class Scheduler:
             deadline_ns=timing.arrival + timeout_us * 1000 if timeout_us else 0,
         )
         with self._cond:
-            if policy.max_queue_size and len(self._queue) >= policy.max_queue_size:
-                raise QueueFull(
-                    f"model '{self.name}' queue is full ({policy.max_queue_size} requests "
-                    "waiting: dynamic_batching.default_queue_policy.max_queue_size, else "
-                    "the server's --default-max-queue-size): retry later, add instances, or "
-                    "raise the bound"
-                )
+            self.check_room()
             self._queue.append(pending)
             self._cond.notify()
         self._inflight += 1
         self._idle.clear()
         return future
+
+    def check_room(self) -> None:
+        """Raise QueueFull when the queue is at its bound (what submit does first; a front end
+        may ask before it reads and decodes a request, so that a refusal costs next to
+        nothing)."""
+        bound = self.policy.max_queue_size
+        if bound and len(self._queue) >= bound:
+            raise QueueFull(
+                f"model '{self.name}' queue is full ({bound} requests waiting: "
+                "dynamic_batching.default_queue_policy.max_queue_size, else the server's "
+                "--default-max-queue-size): retry later, add instances, or raise the bound"
+            )
 
     def cancel(self, future: asyncio.Future[dict[str, np.ndarray]]) -> bool:
         """Drop the request of `future` (its client has gone) if it still waits in the queue;

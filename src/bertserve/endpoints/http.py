@@ -214,6 +214,7 @@ class HttpApp:
                 encoding = value.lower()
             elif key == b"accept-encoding":
                 accept = value
+        self.engine.check_admission(model, version)  # a refusal before reading the body
         body = await self._body(scope, receive)
         if encoding:
             # zlib lets other threads run while it works: a large body does not stall the loop

@@ -89,7 +89,10 @@ class GuardedProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._timer: asyncio.TimerHandle | None = None
-        self._in_headers = False
+        #: the part of a request being received ("headers", "body"; None between requests),
+        #: and the part the timer is armed for ("idle": a connection not used yet)
+        self._part: str | None = None
+        self._timed: str | None = None
         self._header_bytes = 0  # request line and headers, as the parser saw them
         self._raw_bytes = 0  # bytes received while the headers are incomplete
         self._header_lines = 0
@@ -101,7 +104,9 @@ class GuardedProtocol(HttpToolsProtocol):
         if len(self.connections) > self.limits.max_connections and not self._evict_idle():
             self._refuse_at_cap()
             return
-        self._wait_for_request(self.limits.keep_alive)
+        self.idle[self] = None
+        self._arm(self.limits.keep_alive, None)
+        self._timed = "idle"
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.idle.pop(self, None)
@@ -118,13 +123,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing() and not self.pipeline:
-            self._wait_for_request(None)  # uvicorn's keep-alive timer runs
-
-    def _wait_for_request(self, timeout: float | None) -> None:
-        self.idle[self] = None
-        self._in_headers = False
-        if timeout is not None:
-            self._arm(timeout, None)
+            self.idle[self] = None  # and uvicorn's keep-alive timer runs
 
     def _evict_idle(self) -> bool:
         for victim in self.idle:
@@ -196,10 +195,21 @@ class GuardedProtocol(HttpToolsProtocol):
             else:
                 self._refuse(400, f"malformed HTTP request: {exc}")
             return
-        if self._in_headers:
+        part = self._part
+        if part == "headers":
             self._raw_bytes += len(data)
             if self._raw_bytes > self.limits.max_header_bytes:
                 self._refuse(431, self._too_large())
+                return
+        # Timers only for a request that did not arrive in one piece (the usual one did):
+        # its part must then arrive within that part's timeout.
+        if part != self._timed:
+            self._timed = part
+            if part is None:
+                self._cancel_timer()
+            else:
+                limits = self.limits
+                self._arm(limits.header_timeout if part == "headers" else limits.body_timeout, part)
 
     def _refuse(self, status: int, message: str) -> None:
         self._cancel_timer()
@@ -216,9 +226,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.idle.pop(self, None)
-        self._in_headers = True
+        self._part = "headers"
         self._header_bytes = self._raw_bytes = self._header_lines = 0
-        self._arm(self.limits.header_timeout, "headers")
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -232,14 +241,13 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_headers = False
+        self._part = "body"
         if self._header_bytes > self.limits.max_header_bytes:
             raise _Refused(431, self._too_large())
-        self._arm(self.limits.body_timeout, "body")
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._cancel_timer()
+        self._part = None
         super().on_message_complete()
 
 

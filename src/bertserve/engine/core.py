@@ -460,6 +460,19 @@ class Engine:
 
     # -- inference ---------------------------------------------------------------------------
 
+    def check_admission(self, name: str, version: str = "") -> None:
+        """Raise what infer would raise before it queues a request to `name` (unknown, not
+        ready, draining, queue full), without the request: a front end asks first, so that
+        under overload a refusal costs no reading, decoding or checking."""
+        if self._stopping:
+            raise ServerShuttingDown("the server is shutting down; retry on another replica")
+        served = self.served(name, version)
+        try:
+            served.scheduler.check_room()
+        except QueueFull:
+            served.stats.record_failure(None, "REJECTED", _now())
+            raise
+
     async def infer(self, request: InferRequest) -> InferResponse:
         timing = RequestTiming(_now())
         if self._stopping:

@@ -293,28 +293,33 @@ class TokenRanges:
         return cls(*values) if any(v is not None for v in values) else None
 
     def check(self, feed: dict[str, np.ndarray], model: str) -> None:
-        present = [(name, feed[name]) for name in _TOKEN_INPUTS if name in feed]
-        if not present:
+        ids = feed.get(INPUT_IDS)
+        types = feed.get(TOKEN_TYPE_IDS)
+        mask = feed.get(ATTENTION_MASK)
+        first = ids if ids is not None else mask if mask is not None else types
+        if first is None:
             return
-        first, shape = present[0][0], present[0][1].shape
-        for name, array in present[1:]:
-            if array.shape != shape:
+        shape = first.shape
+        for other in (mask, types):
+            if other is not None and other.shape != shape:
+                names = [n for n in _TOKEN_INPUTS if n in feed]
                 raise InvalidInput(
-                    f"inputs '{first}' {list(shape)} and '{name}' {list(array.shape)} of model "
-                    f"'{model}' must have the same shape (one value per token)"
+                    f"inputs '{names[0]}' {list(shape)} and "
+                    f"'{next(n for n in names if feed[n] is other)}' {list(other.shape)} of "
+                    f"model '{model}' must have the same shape (one value per token)"
                 )
         if self.max_positions is not None and shape and shape[-1] > self.max_positions:
+            name = next(n for n in _TOKEN_INPUTS if feed.get(n) is first)
             raise InvalidInput(
-                f"input '{first}' has {shape[-1]} tokens and model '{model}' holds "
+                f"input '{name}' has {shape[-1]} tokens and model '{model}' holds "
                 f"{self.max_positions} positions (max_position_embeddings): split the text "
                 "into windows of at most that"
             )
-        for name, limit, key in (
-            (INPUT_IDS, self.vocab_size, "vocab_size"),
-            (TOKEN_TYPE_IDS, self.type_vocab_size, "type_vocab_size"),
-        ):
-            if limit is not None and name in feed:
-                _check_below(feed[name], name, limit, f"{key} of model '{model}'")
+        if ids is not None and self.vocab_size is not None:
+            _check_below(ids, INPUT_IDS, self.vocab_size, f"vocab_size of model '{model}'")
+        if types is not None and self.type_vocab_size is not None:
+            what = f"type_vocab_size of model '{model}'"
+            _check_below(types, TOKEN_TYPE_IDS, self.type_vocab_size, what)
 
 
 _TOKEN_INPUTS = (INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS)
@@ -333,11 +338,12 @@ def _size_parameter(config: model_config_pb2.ModelConfig, key: str) -> int | Non
 
 def _check_below(array: np.ndarray, name: str, limit: int, what: str) -> None:
     """Every value in 0..limit-1. One reduction: viewed as unsigned, a negative integer is
-    larger than any limit."""
-    if not array.size or array.dtype.kind not in "iu":
-        return
-    unsigned = array.view(array.dtype.str.replace("i", "u")) if array.dtype.kind == "i" else array
-    if int(unsigned.max()) < limit:
+    larger than any limit. (This runs for every request: no more than that reduction.)"""
+    unsigned = _UNSIGNED.get(array.dtype)
+    if unsigned is None and array.dtype.kind != "u":
+        return  # not integers: the datatype check speaks for them
+    view = array if unsigned is None else array.view(unsigned)
+    if not array.size or int(view.max()) < limit:
         return
     where = np.argwhere((array < 0) | (array >= limit))[0]
     value = int(array[tuple(where)])
@@ -345,3 +351,7 @@ def _check_below(array: np.ndarray, name: str, limit: int, what: str) -> None:
         f"input '{name}' holds {value} at {list(map(int, where))}, outside 0..{limit - 1} "
         f"({what}): send token ids from this model's tokenizer"
     )
+
+
+# signed integer dtype -> the unsigned one of its size, for _check_below's one reduction
+_UNSIGNED = {np.dtype(f"<i{n}"): np.dtype(f"<u{n}") for n in (1, 2, 4, 8)}
