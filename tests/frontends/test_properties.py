@@ -265,6 +265,7 @@ def rss() -> Iterator[PeakRss]:
     peak = PeakRss()
     yield peak
     grew = peak.growth()
+    print(f"resident memory: {peak.start / 2**20:.0f} MiB, grew by {grew / 2**20:.1f} MiB")
     assert grew < RSS_GROWTH_LIMIT, f"resident memory grew by {grew / 2**20:.0f} MiB"
 
 
