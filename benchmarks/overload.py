@@ -12,8 +12,9 @@ until a probe is answered as fast as an unloaded server answers it.
         [--seconds 10] [--soak-secs 60] [--before REF] [--append docs/benchmarks.md]
 
 Without --repo the tiny preset is built into a temporary folder. --before REF runs the same
-phases against REF's src/ (a git ref of this checkout, e.g. the commit before the hardening)
-served the same way, side by side in the same run. Loopback only.
+overload phases (not the soak) against REF's src/ (a git ref of this checkout, e.g. the
+commit before the hardening) served the same way, side by side in the same run. Loopback
+only.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def run_build(
                 done = []
                 plan = [(f"{m:g}x, {args.seconds:g} s", m, args.seconds) for m in args.multiples]
                 top = max(args.multiples)
-                if args.soak_secs:
+                if args.soak_secs and not pythonpath:  # an earlier build: overload phases only
                     plan.append((f"soak {top:g}x, {args.soak_secs:g} s", top, args.soak_secs))
                 for name, multiple, seconds in plan:
                     result = await phase(server, rss, build, name, multiple * rate, seconds,
