@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import orjson
 import pytest
 import trustme
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from bertserve.endpoints.grpc import API_GROUP as GRPC_GROUP
@@ -103,6 +105,22 @@ def test_a_restricted_stream_needs_its_header(restricted: Server) -> None:
             assert "expecting header 'triton-grpc-protocol-infer-key'" in str(error)
         else:
             assert error is None and result.get_response().id == "s"
+
+
+def test_restricting_health_covers_the_grpc_health_service(tiny_repo: Path, tmp_path: Path) -> None:
+    rule = Restriction(frozenset({"health"}), "probe", "p")
+    with (
+        running(settings(tmp_path, grpc_restricted_protocols=[rule])) as server,
+        grpc.insecure_channel(url(server, "grpc")) as channel,
+    ):
+        check = health_pb2_grpc.HealthStub(channel).Check
+        with pytest.raises(grpc.RpcError) as info:
+            check(health_pb2.HealthCheckRequest(), timeout=30)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "expecting header 'triton-grpc-protocol-probe'" in str(info.value.details())
+        answer = check(health_pb2.HealthCheckRequest(), timeout=30,
+                       metadata=[("triton-grpc-protocol-probe", "p")])  # fmt: skip
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
 
 # -- requests a web page can send ------------------------------------------------------------

@@ -160,11 +160,6 @@ def test_paths_a_config_names_stay_in_the_models_folder(
         client.infer("m", client.inputs(feed()))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a failed reload keeps the loaded versions serving: branch deploy, not yet on main "
-    "(remove this mark when it is)",
-)
 def test_a_failed_reload_keeps_the_loaded_model_serving(
     tiny_repo: Path, tmp_path: Path, protocol: str
 ) -> None:

@@ -306,30 +306,33 @@ class GrpcService:
         rule = self.rules.get(API_GROUP[name])
         if rule is None:
             return behavior
-        header = f"triton-grpc-protocol-{rule.key}"
-        expected = rule.value.encode()
-        refusal = f"This protocol is restricted, expecting header '{header}'"
-
-        def allowed(context: Context) -> bool:
-            given = dict(context.invocation_metadata() or ()).get(header)
-            return isinstance(given, str) and hmac.compare_digest(given.encode(), expected)
-
         if stream:
 
             async def checked_stream(requests: Any, context: Context) -> Any:
-                if not allowed(context):
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, refusal)
+                await refuse_unless_permitted(rule, context)
                 async for reply in behavior(requests, context):
                     yield reply
 
             return checked_stream
 
         async def checked(request: Any, context: Context) -> Any:
-            if not allowed(context):
-                await context.abort(grpc.StatusCode.UNAVAILABLE, refusal)
+            await refuse_unless_permitted(rule, context)
             return await behavior(request, context)
 
         return checked
+
+
+async def refuse_unless_permitted(rule: Restriction | None, context: Context) -> None:
+    """Abort the call (UNAVAILABLE, Triton's words) unless it carries the header `rule`
+    asks for, as `triton-grpc-protocol-<key>` metadata."""
+    if rule is None:
+        return
+    header = f"triton-grpc-protocol-{rule.key}"
+    given = dict(context.invocation_metadata() or ()).get(header)
+    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), rule.value.encode()):
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE, f"This protocol is restricted, expecting header '{header}'"
+        )
 
 
 #: Each method's group, as Triton names them (--grpc-restricted-protocol).
@@ -358,9 +361,12 @@ class EngineHealth(health_pb2_grpc.HealthServicer):
 
     SERVICES = ("", SERVICE_NAME)
 
-    def __init__(self, engine: Engine, watch_interval: float = 1.0) -> None:
+    def __init__(
+        self, engine: Engine, watch_interval: float = 1.0, rule: Restriction | None = None
+    ) -> None:
         self.engine = engine
         self.watch_interval = watch_interval
+        self.rule = rule  # Triton's health group covers this service too
 
     def status(self, service: str) -> int:
         if service not in self.SERVICES:
@@ -372,6 +378,7 @@ class EngineHealth(health_pb2_grpc.HealthServicer):
     async def Check(  # noqa: N802 - the generated servicer's method name
         self, request: health_pb2.HealthCheckRequest, context: Context
     ) -> health_pb2.HealthCheckResponse:
+        await refuse_unless_permitted(self.rule, context)
         status = self.status(request.service)
         if status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service '{request.service}'")
@@ -380,6 +387,7 @@ class EngineHealth(health_pb2_grpc.HealthServicer):
     async def Watch(  # noqa: N802 - the generated servicer's method name
         self, request: health_pb2.HealthCheckRequest, context: Context
     ) -> None:
+        await refuse_unless_permitted(self.rule, context)
         last = None
         while True:
             status = self.status(request.service)
@@ -472,7 +480,8 @@ async def start_grpc_server(
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE_NAME, methods)])
     if hasattr(server, "add_registered_method_handlers"):
         server.add_registered_method_handlers(SERVICE_NAME, methods)
-    health_pb2_grpc.add_HealthServicer_to_server(EngineHealth(engine), server)
+    health_rule = Restriction.by_api(settings.grpc_restricted_protocols).get("health")
+    health_pb2_grpc.add_HealthServicer_to_server(EngineHealth(engine, rule=health_rule), server)
     bound = settings.grpc_address or settings.host
     host = f"[{bound}]" if ":" in bound else bound
     address = f"{host}:{settings.grpc_port}"
