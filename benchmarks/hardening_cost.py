@@ -2,15 +2,14 @@
 
 Both builds serve the same repository at once (the earlier one from `git archive REF src`,
 run through bertserve.launch with that src/ first on PYTHONPATH, both with their own
-defaults), and the real perf_analyzer measures both at once, one perf_analyzer each, point
-for point: on a machine shared with other work, whatever else runs slows both alike, so the
-ratio of the two holds where either number alone drifts (`--one-at-a-time` measures them one
-after the other instead, the order flipped every round). The table shows each build's median
-over the rounds, this build's throughput as a share of the earlier one's and the spread of
-that share over the rounds, and the CPU each server spent per request it served (its process
-tree's user + system time over the point, divided by the requests its statistics counted): a
-CPU-bound server's capacity goes as the inverse, so `before / this` CPU is the capacity this
-build keeps.
+defaults), and the real perf_analyzer measures them alternately: for every round,
+concurrency and protocol, one build then the other, the order flipping every round, so that
+a busy machine's drift falls on both alike. The table shows each build's median over the
+rounds, this build's throughput as a share of the earlier one's and the spread of that share
+over the rounds; and, since a machine shared with other work makes throughput noisy, the CPU
+each server spent per request it served (its process tree's user + system time over the
+point, divided by the requests its statistics counted): a CPU-bound server's capacity goes
+as the inverse, so `before / this` CPU is the capacity this build keeps.
 
     python benchmarks/hardening_cost.py --before REF [--repo REPO] [--concurrency 1,8] \
         [--protocols http,grpc] [--rounds 5] [--append docs/benchmarks.md]
@@ -30,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +42,7 @@ from bertserve.perf.results import Measurement
 from harness import (
     ROOT,
     cpu_name,
+    export_src,
     markdown_table,
     package_versions,
     perf_analyzer_args,
@@ -91,14 +90,6 @@ def point(server: ServerProcess, protocol: str, concurrency: int, args: argparse
     return Point(measured, 1e6 * (tree_cpu_seconds(server.pid) - cpu) / max(requests, 1))
 
 
-def export_src(ref: str, folder: Path) -> Path:
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
-    return folder / "src"
-
-
 def commit_of(ref: str) -> str:
     done = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", ref], capture_output=True, text=True
@@ -111,19 +102,13 @@ def measure(args: argparse.Namespace, repo: Path, before: Path) -> str:
     with (
         start_bertserve(repo, MODEL, pythonpath=[before]) as earlier,
         start_bertserve(repo, MODEL) as this,
-        ThreadPoolExecutor(2) as pool,
     ):
         builds = {"before": earlier, "this": this}
         for round_ in range(args.rounds):
             for c in args.concurrency:
                 for protocol in args.protocols:
-                    if args.together:  # both at once: whatever else runs slows both alike
-                        running = {n: pool.submit(point, s, protocol, c, args)
-                                   for n, s in builds.items()}  # fmt: skip
-                        found = {n: f.result() for n, f in running.items()}
-                    else:  # one after the other, the order flipped every round
-                        order = list(builds) if round_ % 2 == 0 else list(builds)[::-1]
-                        found = {n: point(builds[n], protocol, c, args) for n in order}
+                    order = list(builds) if round_ % 2 == 0 else list(builds)[::-1]
+                    found = {n: point(builds[n], protocol, c, args) for n in order}
                     if any(f is None for f in found.values()):
                         continue  # a pair is kept whole or not at all
                     for name, got in found.items():
@@ -169,12 +154,6 @@ def main() -> int:
     parser.add_argument("--seq", type=int, default=128, help="sequence length sent")
     parser.add_argument("--window-ms", type=int, default=2000, help="perf_analyzer window")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument(
-        "--one-at-a-time",
-        dest="together",
-        action="store_false",
-        help="measure the builds one after the other instead of both at once",
-    )
     parser.add_argument("--append", type=Path, help="append the section to this markdown file")
     args = parser.parse_args()
     require_perf_analyzer()
@@ -193,11 +172,6 @@ def main() -> int:
     command = "python benchmarks/hardening_cost.py " + " ".join(
         shlex.quote(a) for a in sys.argv[1:]
     )
-    how = (
-        "both builds measured at once, point for point"
-        if args.together
-        else "builds alternate per point, order flipped each round"
-    )
     names = ("bertserve", "uvicorn", "httptools", "grpcio", "onnxruntime", "uvloop", "numpy")
     versions = ", ".join(f"{n} {v}" for n, v in package_versions(names).items())
     text = "\n".join([
@@ -212,7 +186,8 @@ def main() -> int:
         f"own build; both serve `{MODEL}` (random weights) with their defaults at once; "
         f"perf_analyzer sync clients, `--input-data zero`, batch 1, sequence length {args.seq}, "
         f"{args.window_ms} ms windows, each point the first three windows within 50% of each "
-        f"other; {how}; medians of {args.rounds} rounds. CPU per request: the server "
+        f"other; the builds alternate point by point, the order flipped each round; medians of "
+        f"{args.rounds} rounds. CPU per request: the server "
         "process's user + system time over each point (all of perf_analyzer's windows) over "
         "the requests its statistics counted. Budget: at least "
         f"{1 - BUDGET:.2f} of the earlier build's capacity.",

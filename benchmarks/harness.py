@@ -5,6 +5,7 @@ the machine and versions written beside every number, and tables."""
 from __future__ import annotations
 
 import platform
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -19,6 +20,7 @@ from bertserve.perf.results import Measurement
 
 __all__ = [
     "ROOT",
+    "export_src",
     "Column",
     "cpu_name",
     "markdown_table",
@@ -104,6 +106,16 @@ def start_program(
         ready_timeout=ready_timeout,
         poll_interval=0.5,
     ).start()
+
+
+def export_src(ref: str, folder: Path) -> Path:
+    """`src/` of this checkout at git ref `ref`, exported into `folder` (git archive): an
+    earlier build of bertserve to serve beside this one (`pythonpath=[...]`)."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder / "src"
 
 
 # -- perf_analyzer

@@ -25,7 +25,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,8 +38,8 @@ import uvloop
 from bertserve.launch import ServerProcess
 from bertserve.perf.http_transport import HttpTransport
 from harness import (
-    ROOT,
     cpu_name,
+    export_src,
     markdown_table,
     package_versions,
     perf_analyzer_args,
@@ -197,15 +196,6 @@ def run_build(
             rss.stop()
 
 
-def before_src(ref: str, folder: Path) -> Path:
-    """REF's src/ of this checkout, exported into `folder` (git archive)."""
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
-    return folder / "src"
-
-
 def build_tiny(folder: Path) -> Path:
     from bertserve.builder import build_preset
 
@@ -240,7 +230,7 @@ def main() -> int:
         builds: list[tuple[str, list[Path]]] = [("this", [])]
         if args.before:
             (Path(tmp) / "before").mkdir()
-            source = before_src(args.before, Path(tmp) / "before")
+            source = export_src(args.before, Path(tmp) / "before")
             builds.insert(0, (f"before ({args.before})", [source]))
         phases = [p for name, path in builds for p in run_build(name, repo, path, rate, args)]
     command = "python benchmarks/overload.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -5,8 +5,7 @@ fault fails. Over HTTP and gRPC."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from bertserve.server import Server
 from tests.conftest import TINY, copy_model
 from tests.frontends.conftest import running, settings, url
 from tests.frontends.protocols import PROTOCOLS, Client, feed
+from tests.frontends.together import Together
 
 # A 300 ms batching window: requests sent together share a batch.
 _BATCHING = (
@@ -78,31 +78,13 @@ def test_values_outside_the_models_tables_are_a_400_naming_them(
         client.infer("ranged", client.inputs(feed()))
 
 
-class Together:
-    """Requests sent at once, each from a thread and client of its own, so that they share
-    the model's batching window; `outcomes()`: per request, the start_logits or the error."""
+def _start_logits(server: Server, model: str, protocol: str, data: dict[str, np.ndarray]
+                  ) -> Callable[[], object]:  # fmt: skip
+    def call() -> object:
+        with Client(protocol, url(server, protocol)) as client:
+            return client.infer(model, client.inputs(data)).as_numpy("start_logits")
 
-    def __init__(self, server: Server, model: str, datas: list[tuple[str, dict]]) -> None:
-        self.outcomes_: list[object] = [None] * len(datas)
-        self.threads = [
-            threading.Thread(target=self._one, args=(i, server, model, p, d))
-            for i, (p, d) in enumerate(datas)
-        ]
-        for thread in self.threads:
-            thread.start()
-
-    def _one(self, i: int, server: Server, model: str, protocol: str, data: dict) -> None:
-        try:
-            with Client(protocol, url(server, protocol)) as client:
-                result = client.infer(model, client.inputs(data))
-                self.outcomes_[i] = result.as_numpy("start_logits")
-        except InferenceServerException as exc:
-            self.outcomes_[i] = exc
-
-    def outcomes(self) -> list[object]:
-        for thread in self.threads:
-            thread.join(60)
-        return self.outcomes_
+    return call
 
 
 def _mixed() -> list[tuple[str, dict]]:
@@ -124,7 +106,8 @@ def test_one_clients_bad_values_do_not_fail_the_others_in_its_batch(
             for i, (_, d) in enumerate(_mixed())
             if i != 3
         }
-        outcomes = Together(models, model, _mixed()).outcomes()
+        calls = [_start_logits(models, model, p, d) for p, d in _mixed()]
+        outcomes = Together(calls).by_index()
         after = client.statistics(model).model_stats[0]
     for i, outcome in enumerate(outcomes):
         if i == 3:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from tests.conftest import TINY, copy_model
 from tests.frontends.conftest import SLOW, running, settings, url
 from tests.frontends.messages import good, json_body
 from tests.frontends.protocols import PROTOCOLS, Client, feed
+from tests.frontends.together import Together
 
 CAP = 4  # HTTP connections
 HEADER_BYTES = 4096
@@ -191,30 +191,6 @@ def test_replies_do_not_name_the_server_software(guarded: Server) -> None:
 
 
 # -- overload: bounded queues, refusals at once and with Retry-After --------------------------
-
-
-class Together:
-    """Calls made at once from threads; `outcomes()` in the order they completed."""
-
-    def __init__(self, calls: list[Any]) -> None:
-        self.done: list[tuple[int, object]] = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._one, args=c) for c in enumerate(calls)]
-        for thread in self.threads:
-            thread.start()
-
-    def _one(self, i: int, call: Any) -> None:
-        try:
-            outcome: object = call()
-        except Exception as exc:  # noqa: BLE001 - recorded and asserted on
-            outcome = exc
-        with self.lock:
-            self.done.append((i, outcome))
-
-    def outcomes(self) -> list[tuple[int, object]]:
-        for thread in self.threads:
-            thread.join(60)
-        return self.done
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

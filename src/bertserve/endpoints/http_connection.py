@@ -93,9 +93,7 @@ class GuardedProtocol(HttpToolsProtocol):
         #: and the part the timer is armed for ("idle": a connection not used yet)
         self._part: str | None = None
         self._timed: str | None = None
-        self._header_bytes = 0  # request line and headers, as the parser saw them
         self._raw_bytes = 0  # bytes received while the headers are incomplete
-        self._header_lines = 0
 
     # -- connection ---------------------------------------------------------------------
 
@@ -227,22 +225,17 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self.idle.pop(self, None)
         self._part = "headers"
-        self._header_bytes = self._raw_bytes = self._header_lines = 0
-
-    def on_url(self, url: bytes) -> None:
-        super().on_url(url)
-        self._header_bytes += len(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_lines += 1
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_lines > MAX_HEADERS:
-            raise _Refused(431, f"the request has more than {MAX_HEADERS} header lines")
-        super().on_header(name, value)
+        self._raw_bytes = 0
 
     def on_headers_complete(self) -> None:
+        # Counted once they are all in (a request that is still arriving is bounded by the
+        # raw bytes in data_received): no override per header on the hot path.
         self._part = "body"
-        if self._header_bytes > self.limits.max_header_bytes:
+        headers = self.headers
+        if len(headers) > MAX_HEADERS:
+            raise _Refused(431, f"the request has more than {MAX_HEADERS} header lines")
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in headers)
+        if size > self.limits.max_header_bytes:
             raise _Refused(431, self._too_large())
         super().on_headers_complete()
 
