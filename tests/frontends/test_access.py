@@ -149,9 +149,14 @@ def test_a_request_a_web_page_could_send_changes_nothing(
     explicit: Server, headers: dict[str, str], reason: str
 ) -> None:
     address = url(explicit, "http")
-    for action in ("unload", "load"):
-        code, payload, _ = post(address, f"/v2/repository/models/m/{action}", b"{}", headers)
-        assert code == 403, payload
+    paths = [f"/v2/repository/models/m/{action}" for action in ("unload", "load")] + [
+        f"/v2/{kind}sharedmemory/{where}"
+        for kind in ("system", "cuda")
+        for where in ("region/r/register", "region/r/unregister", "unregister")
+    ]
+    for path in paths:
+        code, payload, _ = post(address, path, b"{}", headers)
+        assert code == 403, (path, payload)
         error = orjson.loads(payload)["error"]
         assert reason in error and "Content-Type: application/json" in error
     with Client("http", address) as client:

@@ -16,7 +16,6 @@ from bertserve.endpoints.grpc import GrpcService
 from bertserve.server import Server
 from tests.frontends.conftest import url
 from tests.frontends.protocols import Client
-from tests.server.test_triton_flags import ELSEWHERE
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "triton-compat.md"
 STATUSES = ("works", "differs", "not planned")
@@ -59,7 +58,7 @@ def test_flags_have_the_status_the_command_line_gives_them() -> None:
     for flag, status in rows.items():
         if flag in refused:
             assert status == "not planned", flag
-        elif flag in ignored or flag in ELSEWHERE:
+        elif flag in ignored:
             assert status == "differs", flag
         else:
             assert status in ("works", "differs"), flag

@@ -349,6 +349,11 @@ API_GROUP = {
     "RepositoryModelUnload": "model-repository",
     "ModelInfer": "inference",
     "ModelStreamInfer": "inference",
+    **{
+        f"{kind}SharedMemory{verb}": "shared-memory"
+        for kind in ("System", "Cuda")
+        for verb in ("Status", "Register", "Unregister")
+    },
 }
 
 

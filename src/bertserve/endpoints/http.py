@@ -450,11 +450,26 @@ API_GROUP: dict[Handler, str] = {
     HttpApp.repository_index: "model-repository",
     HttpApp.load: "model-repository",
     HttpApp.unload: "model-repository",
+    HttpApp.system_shm_status: "shared-memory",
+    HttpApp.system_shm_register: "shared-memory",
+    HttpApp.system_shm_unregister: "shared-memory",
+    HttpApp.cuda_shm_status: "shared-memory",
+    HttpApp.cuda_shm_register: "shared-memory",
+    HttpApp.cuda_shm_unregister: "shared-memory",
 }
 
 #: Handlers that change the server's state, which a browser's cross-origin request must not
 #: reach (_from_a_browser).
-CHANGES_STATE: frozenset[Handler] = frozenset({HttpApp.load, HttpApp.unload})
+CHANGES_STATE: frozenset[Handler] = frozenset(
+    {
+        HttpApp.load,
+        HttpApp.unload,
+        HttpApp.system_shm_register,
+        HttpApp.system_shm_unregister,
+        HttpApp.cuda_shm_register,
+        HttpApp.cuda_shm_unregister,
+    }
+)
 
 # Content types a web page may POST to any origin without a CORS preflight.
 _SIMPLE_TYPES = (b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data")

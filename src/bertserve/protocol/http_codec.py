@@ -148,7 +148,8 @@ def _decode_input(
     dtype = datatype_to_numpy(datatype)
     shape = raw.get("shape")
     if not isinstance(shape, list) or not all(
-        type(d) is int and d >= 0 for d in shape  # not bool, which is an int in Python
+        type(d) is int and d >= 0
+        for d in shape  # not bool, which is an int in Python
     ):
         raise InvalidInput(
             f"Unable to parse 'shape': input '{name}': 'shape' must be a list of non-negative "
