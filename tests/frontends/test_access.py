@@ -137,7 +137,14 @@ def explicit(tiny_repo: Path, tmp_path: Path) -> Iterator[Server]:
 BROWSER = [  # (headers, text in the refusal)
     ({"Content-Type": "text/plain"}, "Content-Type text/plain"),
     ({"Content-Type": "Text/Plain; charset=utf-8"}, "Content-Type text/plain"),
-    ({"Content-Type": "application/x-www-form-urlencoded"}, "application/x-www-form-urlencoded"),
+    (
+        {"Content-Type": "application/x-www-form-urlencoded", "Sec-Fetch-Site": "cross-site"},
+        "application/x-www-form-urlencoded",
+    ),
+    (
+        {"Content-Type": "application/x-www-form-urlencoded", "Referer": "https://evil.example/"},
+        "application/x-www-form-urlencoded",
+    ),
     ({"Content-Type": "multipart/form-data; boundary=x"}, "multipart/form-data"),
     ({"Origin": "https://evil.example"}, "from origin https://evil.example"),
     ({"Origin": "null"}, "from origin null"),
@@ -165,8 +172,14 @@ def test_a_request_a_web_page_could_send_changes_nothing(
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Content-Type": "application/json"}, {"Origin": "http://{host}"}],
-    ids=["no content type", "json", "same origin"],
+    [
+        {},
+        {"Content-Type": "application/json"},
+        {"Origin": "http://{host}"},
+        # what curl sends with a body, as Triton's C++ client and perf_analyzer do
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    ],
+    ids=["no content type", "json", "same origin", "curl's form type, no browser marks"],
 )
 def test_clients_that_are_not_web_pages_change_state_as_before(
     explicit: Server, headers: dict[str, str]

@@ -91,7 +91,9 @@ def _get(server: Server, path: str = "/v2/health/live") -> tuple[int, dict[str, 
 # -- slow, idle and too many connections ------------------------------------------------------
 
 
-def test_headers_that_trickle_get_408_and_the_connection_closes(guarded: Server) -> None:
+def test_headers_that_trickle_get_408_and_the_connection_closes(
+    guarded: Server, caplog: pytest.LogCaptureFixture
+) -> None:
     with _connect(guarded) as sock:
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")  # never finished
         status, headers, body = _reply(sock)
@@ -101,6 +103,8 @@ def test_headers_that_trickle_get_408_and_the_connection_closes(guarded: Server)
             "the request's headers did not arrive within 0.5 s (--http-header-timeout-secs)"
         )
         assert _closed(sock)
+    # the server says so too (once per kind every 10 s: a flood is one line with its count)
+    assert f"refused 1 connection(s): {message}" in caplog.text
 
 
 def test_a_body_that_trickles_gets_408(guarded: Server) -> None:

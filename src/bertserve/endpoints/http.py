@@ -471,8 +471,13 @@ CHANGES_STATE: frozenset[Handler] = frozenset(
     }
 )
 
-# Content types a web page may POST to any origin without a CORS preflight.
-_SIMPLE_TYPES = (b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data")
+# Content types a web page may POST to any origin without a CORS preflight. The form type is
+# also what curl, and so Triton's C++ client and perf_analyzer, send with a POST body: it is
+# refused only with a browser's marks on the request (every current browser sends Origin and
+# Sec-Fetch-* with a POST; older ones a Referer).
+_SIMPLE_TYPES = (b"text/plain", b"multipart/form-data")
+_FORM = b"application/x-www-form-urlencoded"
+_BROWSER_MARKS = (b"origin", b"sec-fetch-site", b"sec-fetch-mode", b"referer")
 
 
 def _from_a_browser(headers: list[tuple[bytes, bytes]]) -> str:
@@ -480,7 +485,7 @@ def _from_a_browser(headers: list[tuple[bytes, bytes]]) -> str:
     content type a page may send without a preflight, or an Origin other than the server's."""
     found = dict(headers)
     kind = found.get(b"content-type", b"").split(b";")[0].strip().lower()
-    if kind in _SIMPLE_TYPES:
+    if kind in _SIMPLE_TYPES or (kind == _FORM and any(mark in found for mark in _BROWSER_MARKS)):
         return f"refused a request with Content-Type {kind.decode()}"
     origin = found.get(b"origin")
     if origin is not None and origin.partition(b"://")[2] != found.get(b"host"):

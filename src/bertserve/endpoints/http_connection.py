@@ -83,8 +83,9 @@ class GuardedProtocol(HttpToolsProtocol):
     limits: ClassVar[ConnectionLimits]
     #: Connections waiting for a request, the longest idle first (a dict keeps order).
     idle: ClassVar[dict[GuardedProtocol, None]]
-    #: When the last refusal for the connection cap was logged, and how many since.
-    refused: ClassVar[list[float]]
+    #: Per kind of refusal ("cap", "headers", "body"): when it was last logged, and how many
+    #: since (a flood is logged once every 10 s, with its count, not once per connection).
+    refused: ClassVar[dict[str, list[float]]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -141,15 +142,15 @@ class GuardedProtocol(HttpToolsProtocol):
             )  # fmt: skip
         )
         self.transport.close()
+        self._note("cap", f"{len(self.connections)} open, none idle (--http-max-connections)")
+
+    def _note(self, kind: str, why: str) -> None:
+        count = self.refused.setdefault(kind, [float("-inf"), 0])
+        count[1] += 1
         now = time.monotonic()
-        self.refused[1] += 1
-        if now - self.refused[0] >= 10:  # a flood is logged once every 10 s, with its count
-            log.warning(
-                "refused %d connection(s): %d open, none idle (--http-max-connections)",
-                self.refused[1],
-                len(self.connections),
-            )
-            self.refused[:] = [now, 0]
+        if now - count[0] >= 10:
+            log.warning("refused %d connection(s): %s", count[1], why)
+            count[:] = [now, 0]
 
     # -- timers -------------------------------------------------------------------------
 
@@ -175,6 +176,7 @@ class GuardedProtocol(HttpToolsProtocol):
             flag = f"--http-{part.rstrip('s')}-timeout-secs"
             message = f"the request's {part} did not arrive within {timeout:g} s ({flag})"
             self.transport.write(_refusal(408, message))
+            self._note(part, message)
         self.transport.close()
 
     # -- parsing ------------------------------------------------------------------------
@@ -247,5 +249,5 @@ class GuardedProtocol(HttpToolsProtocol):
 def guarded_protocol(limits: ConnectionLimits) -> type[GuardedProtocol]:
     """The protocol class for one server (uvicorn's `http` setting)."""
     return type(
-        "GuardedProtocol", (GuardedProtocol,), {"limits": limits, "idle": {}, "refused": [0.0, 0]}
+        "GuardedProtocol", (GuardedProtocol,), {"limits": limits, "idle": {}, "refused": {}}
     )
