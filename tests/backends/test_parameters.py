@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2
 
-from bertserve.backends.parameters import ModelParameters, confined_file
+from bertserve.backends.parameters import ModelParameters, confined_file, model_file
 from bertserve.errors import ConfigError
 
 
@@ -197,3 +197,30 @@ def test_a_link_that_stays_inside_is_followed(model: Path) -> None:
 def test_unresolvable_paths_are_refused(model: Path, text: str) -> None:
     os.symlink("loop", model / "loop")  # a link to itself
     _outside_error(text, model)
+
+
+def test_the_default_model_file_is_taken_as_the_repository_holds_it(
+    model: Path, tmp_path: Path
+) -> None:
+    """A version whose default file links out of the model's folder (weights shared between
+    variants, a cache snapshot) loads: the repository's owner placed the link. The same
+    link named by a config (which a client's load request may set) is refused."""
+    shared = tmp_path / "shared-weights.onnx"
+    shared.write_bytes(b"weights")
+    (model / "model.onnx").unlink()
+    (model / "model.onnx").symlink_to(shared)
+    found = model_file("", "model.onnx", model)
+    assert found.read_bytes() == b"weights"
+    with pytest.raises(ConfigError, match="leads outside the model's folder"):
+        model_file("model.onnx", "model.onnx", model)
+    assert model_file("tokenizer/tokenizer.json", "model.onnx", model).name == "tokenizer.json"
+
+
+def test_a_missing_default_model_file_says_how_to_name_another(model: Path) -> None:
+    (model / "model.onnx").unlink()
+    with pytest.raises(ConfigError) as info:
+        model_file("", "model.onnx", model)
+    assert str(info.value) == (
+        "model 'm': no model file 'model.onnx' in its folder '1' "
+        "(name another with default_model_filename)"
+    )

@@ -22,7 +22,7 @@ from bertserve.backends.io_spec import (
     check_io,
     default_max_batch_size,
 )
-from bertserve.backends.parameters import ModelParameters, confined_file
+from bertserve.backends.parameters import ModelParameters, model_file
 from bertserve.errors import ConfigError, InternalError
 
 if TYPE_CHECKING:
@@ -49,8 +49,8 @@ _ONNX_TO_DATATYPE = {
 
 
 def _model_file(config: model_config_pb2.ModelConfig, version_dir: Path) -> Path:
-    filename = config.default_model_filename or OnnxRuntimeBackend.default_model_filename
-    return confined_file(filename, version_dir, "default_model_filename")
+    default = OnnxRuntimeBackend.default_model_filename
+    return model_file(config.default_model_filename, default, version_dir)
 
 
 @lru_cache(maxsize=16)

@@ -25,7 +25,7 @@ from bertserve.errors import ConfigError
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2
 
-__all__ = ["ModelParameters", "confined_file"]
+__all__ = ["ModelParameters", "confined_file", "model_file"]
 
 
 class ModelParameters:
@@ -169,6 +169,23 @@ def confined_file(text: str, version_dir: Path, field: str, in_folder: str | Non
         )
     if not path.is_file():
         raise ConfigError(f"{what} '{text}' is not a file in the model's folder {relative}")
+    return path
+
+
+def model_file(named: str, default: str, version_dir: Path) -> Path:
+    """The model file of a version: the one the config names in `default_model_filename`,
+    confined to the model's folder (`confined_file`), or else the backend's default name,
+    taken as the repository holds it. A default file may be a link anywhere (weights shared
+    between variants, a Hugging Face cache snapshot, a volume's layout): the repository's
+    owner put it there, while a name in a config may come from a client's load request."""
+    if named:
+        return confined_file(named, version_dir, "default_model_filename")
+    path = version_dir / default
+    if not path.is_file():
+        raise ConfigError(
+            f"model '{version_dir.parent.name}': no model file '{default}' in its folder "
+            f"'{version_dir.name}' (name another with default_model_filename)"
+        )
     return path
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from bertserve.backends.base import Backend, Device, LoadContext, ModelInstance
 from bertserve.backends.io_spec import TensorSpec
-from bertserve.backends.parameters import ModelParameters, confined_file
+from bertserve.backends.parameters import ModelParameters, model_file
 from bertserve.backends.torch.encoder import read_config
 from bertserve.backends.torch.instance import TorchInstance
 from bertserve.backends.torch.names import (
@@ -75,5 +75,4 @@ class TorchBackend(Backend):
         return TorchInstance(model_path, filename, settings, device)
 
     def _weights(self, config: model_config_pb2.ModelConfig, version_dir: Path) -> Path:
-        filename = config.default_model_filename or self.default_model_filename
-        return confined_file(filename, version_dir, "default_model_filename")
+        return model_file(config.default_model_filename, self.default_model_filename, version_dir)
