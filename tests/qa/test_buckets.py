@@ -43,8 +43,8 @@ def _window(n: int) -> Window:
         item=0,
         input_ids=np.arange(1, n + 1, dtype=np.int64),
         token_type_ids=np.ones(n, dtype=np.int64),
-        context_mask=np.ones(n, dtype=bool),
-        offsets=np.zeros((n, 2), dtype=np.int64),
+        context=range(n),
+        source=np.zeros((n, 2), dtype=np.int64),
     )
 
 

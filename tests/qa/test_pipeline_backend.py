@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from bertserve.backends.base import Device, LoadContext, get_backend
 from bertserve.backends.qa_pipeline import OUTPUTS, PipelineSettings, QAPipelineInstance
-from bertserve.errors import ConfigError, InvalidInput
+from bertserve.errors import ConfigError, InternalError, InvalidInput
 from bertserve.qa.squad import load_squad, sample_path
 from tests.qa.qa_toys import onnx_call_model, steered_table, write_repository
 
@@ -183,6 +184,54 @@ def test_long_context_is_windowed_and_bucketed(repo: Path, sample: dict[str, str
     assert 32 in lengths and 128 in lengths  # the short pair was not padded to 128
     assert sum(shape[0] for shape in calls) > 2  # the long context gave several windows
     assert all(shape[0] <= 4 for shape in calls)  # max_windows_per_call
+
+
+def test_every_call_of_a_batch_is_submitted_before_the_first_wait(
+    repo: Path, sample: dict[str, str]
+) -> None:
+    events: list[str] = []
+    call = onnx_call_model(repo / "toy_qa" / "1" / "model.onnx")
+
+    def start(name: str, version: str, inputs: dict[str, np.ndarray]) -> Callable[[], dict]:
+        events.append("start")
+        result = call(name, version, inputs)
+
+        def wait() -> dict[str, np.ndarray]:
+            events.append("wait")
+            return result
+
+        return wait
+
+    backend = get_backend("bertserve_qa")
+    config = _config(repo)
+    backend.autocomplete(config, repo / "qa" / "1")
+    context = LoadContext("qa", 1, start_model=start)
+    instance = backend.load(config, repo / "qa" / "1", Device(), context)
+    long_context = sample["vt-1"] + " In 1890 the keepers switched to paraffin."
+    out = instance.run(
+        _inputs([QUESTION, QUESTION], [long_context, "It ran on paraffin."]), ["answer"]
+    )
+    assert [a[0] for a in out["answer"]] == [b"paraffin", b"paraffin"]
+    calls = events.count("start")
+    assert calls > 1
+    assert events == ["start"] * calls + ["wait"] * calls
+
+
+def test_a_failing_qa_model_fails_the_batch_with_its_name(repo: Path) -> None:
+    def start(name: str, version: str, inputs: dict[str, np.ndarray]) -> Callable[[], dict]:
+        def wait() -> dict[str, np.ndarray]:
+            raise RuntimeError("device lost")
+
+        return wait
+
+    backend = get_backend("bertserve_qa")
+    config = _config(repo)
+    backend.autocomplete(config, repo / "qa" / "1")
+    instance = backend.load(
+        config, repo / "qa" / "1", Device(), LoadContext("qa", 1, start_model=start)
+    )
+    with pytest.raises(InternalError, match="QA model 'toy_qa' failed: device lost"):
+        instance.run(_inputs([QUESTION], ["It ran on paraffin."]), ["answer"])
 
 
 def test_unanswerable_with_a_squad2_style_model(tmp_path: Path, tokenizer: Tokenizer) -> None:

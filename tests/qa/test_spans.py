@@ -55,12 +55,12 @@ def test_best_span_respects_max_answer_len() -> None:
 CONTEXT = "Alpha beta gamma delta"
 #                     [CLS]  q   [SEP] alpha  beta   gamma    delta   [SEP]
 OFFSETS = np.array([(0, 0), (0, 1), (0, 0), (0, 5), (6, 10), (11, 16), (17, 22), (0, 0)])
-MASK = np.array([0, 0, 0, 1, 1, 1, 1, 0], dtype=bool)
+CONTEXT_TOKENS = range(3, 7)
 
 
-def _window(mask: np.ndarray = MASK) -> Window:
-    n = len(mask)
-    return Window(0, np.zeros(n, np.int64), np.zeros(n, np.int64), mask, OFFSETS[:n])
+def _window() -> Window:
+    n = len(OFFSETS)
+    return Window(0, np.zeros(n, np.int64), np.zeros(n, np.int64), CONTEXT_TOKENS, OFFSETS)
 
 
 def _logits(start_at: int, end_at: int, null: float = 0.0, value: float = 6.0):  # noqa: ANN202

@@ -140,3 +140,41 @@ def test_context_without_tokens_yields_no_window(tokenizer: Tokenizer) -> None:
         ["what?", "who?"], ["\u200b\u200b", "Mirela Costa did."]
     )
     assert [w.item for w in windows] == [1]
+
+
+def _encodings(tokenizer: Tokenizer, settings: WindowSettings, question: str, context: str):  # noqa: ANN202
+    pairs = Tokenizer.from_str(tokenizer.to_str())
+    pairs.enable_truncation(
+        max_length=settings.max_seq_len, stride=settings.doc_stride, strategy="only_second"
+    )
+    first = pairs.encode(question, context)
+    return [first, *first.overflowing]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "[CLS] $A [SEP] $B:1 [SEP]:1",  # BERT: types derived from the context range
+        "[CLS]:1 $A:1 [SEP]:0 $B:0 [SEP]:1",  # no two-block pattern: types read per window
+    ],
+)
+def test_windows_agree_with_the_tokenizers_encodings(tokenizer: Tokenizer, template: str) -> None:
+    from tokenizers import processors
+
+    custom = Tokenizer.from_str(tokenizer.to_str())
+    cls, sep = custom.token_to_id("[CLS]"), custom.token_to_id("[SEP]")
+    custom.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair=template, special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    settings = WindowSettings(max_seq_len=64, doc_stride=16, max_query_len=16)
+    context = " ".join([CONTEXT] * 4)
+    windows = Windower(custom, settings).split(["Who designed it?"], [context])
+    encodings = _encodings(custom, settings, "Who designed it?", context)
+    assert len(windows) == len(encodings) > 1
+    for window, enc in zip(windows, encodings, strict=True):
+        assert window.input_ids.tolist() == enc.ids
+        assert window.token_type_ids.tolist() == enc.type_ids
+        assert window.context_mask.tolist() == [s == 1 for s in enc.sequence_ids]
+        assert window.offsets.tolist() == [list(o) for o in enc.offsets]
+        first, last = window.context.start, window.context.stop - 1
+        assert window.char_span(first, last) == (enc.offsets[first][0], enc.offsets[last][1])

@@ -49,24 +49,31 @@ def best_spans(
     """Best span of every row of (windows, tokens) logits at once: (start, end, logit sum)
     arrays, the sum -inf where a row has no valid span.
 
-    Scans each span length as one vector operation over all rows, so a batch of windows
-    costs max_answer_len passes over its logits instead of that many per window. Ties go to
-    the shorter span, then the earlier start."""
+    Every candidate's sum is laid out by (row, length, start), so one argmax per row finds
+    the best, and the first of equal sums is the shorter span, then the earlier start."""
     rows, n = start_logits.shape
-    starts = np.where(mask, start_logits, -np.inf)
-    ends = np.where(mask, end_logits, -np.inf)
-    best = np.full(rows, -np.inf)
+    lengths = max(1, min(max_answer_len, n))
     best_start = np.zeros(rows, dtype=np.int64)
     best_end = np.zeros(rows, dtype=np.int64)
-    index = np.arange(rows)
-    for length in range(min(max_answer_len, n)):
-        sums = starts[:, : n - length] + ends[:, length:]
+    best = np.full(rows, -np.inf, dtype=np.result_type(start_logits, end_logits))
+    # Rows in groups, so the candidates (rows x lengths x tokens) stay a few MB.
+    step = max(1, (1 << 21) // (lengths * max(n, 1)))
+    for lo in range(0, rows, step):
+        hi = min(rows, lo + step)
+        starts = np.where(mask[lo:hi], start_logits[lo:hi], -np.inf)
+        ends = np.full((hi - lo, n + lengths), -np.inf, dtype=starts.dtype)
+        ends[:, :n] = np.where(mask[lo:hi], end_logits[lo:hi], -np.inf)
+        # shifted[r, k, i] = ends[r, i + k]: the end of the span of k + 1 tokens from i
+        row_stride, item = ends.strides
+        shifted = np.lib.stride_tricks.as_strided(
+            ends, (hi - lo, lengths, n), (row_stride, item, item), writeable=False
+        )
+        sums = (starts[:, None, :] + shifted).reshape(hi - lo, -1)
         at = sums.argmax(axis=1)
-        value = sums[index, at]
-        better = value > best
-        best = np.where(better, value, best)
-        best_start = np.where(better, at, best_start)
-        best_end = np.where(better, at + length, best_end)
+        length, start = np.divmod(at, n)
+        best_start[lo:hi] = start
+        best_end[lo:hi] = start + length
+        best[lo:hi] = sums[np.arange(hi - lo), at]
     return best_start, best_end, best
 
 
@@ -80,10 +87,11 @@ def best_span(
     return None if value == -np.inf else (int(i), int(j), float(value))
 
 
-def _probabilities(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-    shifted = np.where(allowed, logits - logits[allowed].max(), -np.inf)
-    exp = np.exp(shifted)
-    return exp / float(exp.sum())
+def _log_normalizers(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """log(sum(exp(logits))) of each row over its allowed positions."""
+    masked = np.where(allowed, logits, -np.inf)
+    top = masked.max(axis=1, keepdims=True)
+    return (np.log(np.exp(masked - top).sum(axis=1)) + top[:, 0]).astype(np.float64)
 
 
 def extract_answers(
@@ -96,10 +104,12 @@ def extract_answers(
     """One answer per pair (None for a pair without windows) from the (windows, tokens)
     logits of all its batch's windows, in window order (padding past each window's length
     is ignored). The best span over a pair's windows wins; the first window on ties."""
-    count, width = start_logits.shape
-    mask = np.zeros((count, width), dtype=bool)
-    for row, window in enumerate(windows):
-        mask[row, : len(window)] = window.context_mask
+    if not windows:
+        return [None] * len(contexts)
+    width = start_logits.shape[1]
+    context = np.array([(w.context.start, w.context.stop) for w in windows], dtype=np.int64)
+    columns = np.arange(width)
+    mask = (columns >= context[:, :1]) & (columns < context[:, 1:])
     span_start, span_end, span_value = best_spans(
         start_logits, end_logits, mask, settings.max_answer_len
     )
@@ -112,25 +122,37 @@ def extract_answers(
             best[item] = row
         if item not in null or null_value[row] < null_value[null[item]]:
             null[item] = row
-    answers: list[Answer | None] = [None] * len(contexts)
-    for item, row in best.items():
-        value = span_value[row]
-        impossible = value == -np.inf or (
-            settings.allow_impossible and null_value[null[item]] - value > settings.null_threshold
+    # Each answer's window (the null answer's where it wins) and the token pair it scores.
+    items = list(best)
+    impossible = [
+        span_value[best[item]] == -np.inf
+        or (
+            settings.allow_impossible
+            and null_value[null[item]] - span_value[best[item]] > settings.null_threshold
         )
-        if impossible:
-            w = null[item]
-            probs_s, probs_e = _window_probabilities(windows[w], start_logits[w], end_logits[w])
-            score = float(probs_s[_NULL_INDEX] * probs_e[_NULL_INDEX])
+        for item in items
+    ]
+    rows = np.array([null[i] if no else best[i] for i, no in zip(items, impossible, strict=True)])
+    first = np.where(impossible, _NULL_INDEX, span_start[rows])
+    last = np.where(impossible, _NULL_INDEX, span_end[rows])
+    # score: softmax over the window's context and [CLS], start times end
+    allowed = mask[rows] | (columns == _NULL_INDEX)
+    log_score = (
+        start_logits[rows, first]
+        - _log_normalizers(start_logits[rows], allowed)
+        + end_logits[rows, last]
+        - _log_normalizers(end_logits[rows], allowed)
+    )
+    answers: list[Answer | None] = [None] * len(contexts)
+    for k, item in enumerate(items):
+        score = float(np.exp(log_score[k]))
+        if impossible[k]:
             answers[item] = Answer("", score, -1, -1, True)
             continue
-        i, j = int(span_start[row]), int(span_end[row])
-        probs_s, probs_e = _window_probabilities(windows[row], start_logits[row], end_logits[row])
-        offsets = windows[row].offsets
-        start_char, end_char = int(offsets[i][0]), int(offsets[j][1])
+        start_char, end_char = windows[rows[k]].char_span(int(first[k]), int(last[k]))
         answers[item] = Answer(
             text=contexts[item][start_char:end_char],
-            score=float(probs_s[i] * probs_e[j]),
+            score=score,
             start_char=start_char,
             end_char=end_char,
             is_impossible=False,
@@ -158,12 +180,3 @@ def extract_answer(
     (answer,) = extract_answers([context], solo, starts, ends, settings)
     assert answer is not None
     return answer
-
-
-def _window_probabilities(
-    window: Window, start: np.ndarray, end: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    n = len(window)
-    allowed = window.context_mask.copy()
-    allowed[_NULL_INDEX] = True
-    return _probabilities(start[:n], allowed), _probabilities(end[:n], allowed)

@@ -48,16 +48,44 @@ class WindowSettings:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """One model input row: `item` is the index of the question/context pair it came from."""
+    """One model input row: `item` is the index of the question/context pair it came from.
+
+    The context is the contiguous token range `context` (question, specials and padding lie
+    outside it). Character offsets come from `source`, the tokenizer's encoding, only when
+    asked for: a pair has many windows and one answer, and turning every token's offsets
+    into Python tuples cost more than the rest of the window together."""
 
     item: int
     input_ids: np.ndarray  # int64 [n]
     token_type_ids: np.ndarray  # int64 [n]
-    context_mask: np.ndarray  # bool [n]: token belongs to the context
-    offsets: np.ndarray  # int64 [n, 2]: character span of each token in the context
+    context: range  # positions of the context's tokens
+    source: Encoding | np.ndarray  # the encoding, or the offsets themselves (int64 [n, 2])
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def context_mask(self) -> np.ndarray:
+        """bool [n]: the token belongs to the context."""
+        mask = np.zeros(len(self), dtype=bool)
+        mask[self.context.start : self.context.stop] = True
+        return mask
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """int64 [n, 2]: each token's character span in the context."""
+        if isinstance(self.source, np.ndarray):
+            return self.source
+        return np.asarray(self.source.offsets, dtype=np.int64).reshape(-1, 2)
+
+    def char_span(self, first: int, last: int) -> tuple[int, int]:
+        """Characters [start, end) of the context covered by tokens first..last."""
+        if isinstance(self.source, np.ndarray):
+            return int(self.source[first, 0]), int(self.source[last, 1])
+        start = self.source.token_to_chars(first)
+        end = self.source.token_to_chars(last)
+        assert start is not None and end is not None  # context tokens have offsets
+        return start[0], end[1]
 
 
 class Windower:
@@ -74,7 +102,7 @@ class Windower:
         self._pairs.enable_truncation(
             max_length=settings.max_seq_len, stride=settings.doc_stride, strategy="only_second"
         )
-        self._check_template()
+        self._types = self._check_template()
 
     @classmethod
     def from_file(cls, path: Path, settings: WindowSettings) -> Windower:
@@ -84,14 +112,23 @@ class Windower:
             raise ConfigError(f"cannot read tokenizer '{path}': {exc}") from None
         return cls(tokenizer, settings)
 
-    def _check_template(self) -> None:
-        probe = self._pairs.encode("a", "b")
+    def _check_template(self) -> tuple[int, int] | None:
+        """The token types before and from the context start, when the pair template
+        gives every token one of those two (BERT: 0 and 1; RoBERTa: 0 and 0), so windows
+        derive their types from the context range; None: read each window's types."""
+        probe = self._pairs.encode("a b", "c d")
         seq = probe.sequence_ids
         if not seq or seq[0] is not None or 1 not in seq:
             raise ConfigError(
                 "the tokenizer has no pair template ([CLS] A [SEP] B [SEP]): use a tokenizer.json "
                 "saved from a BERT-style fast tokenizer"
             )
+        start = seq.index(1)
+        types = probe.type_ids
+        before, after = types[0], types[start]
+        if types == [before] * start + [after] * (len(types) - start):
+            return before, after
+        return None
 
     def _cut_questions(self, questions: Sequence[str]) -> list[str]:
         limit = self.settings.max_query_len
@@ -112,20 +149,21 @@ class Windower:
         windows: list[Window] = []
         for item, first in enumerate(self._pairs.encode_batch(pairs)):
             for enc in (first, *first.overflowing):
-                window = _to_window(item, enc)
-                if window.context_mask.any():
+                window = self._to_window(item, enc)
+                if window is not None:
                     windows.append(window)
         return windows
 
-
-def _to_window(item: int, enc: Encoding) -> Window:
-    # sequence_ids is None for special tokens: as floats those become NaN, never 1, so the
-    # context mask is one vector comparison instead of a Python loop over tokens.
-    sequence = np.array(enc.sequence_ids, dtype=np.float64)
-    return Window(
-        item=item,
-        input_ids=np.asarray(enc.ids, dtype=np.int64),
-        token_type_ids=np.asarray(enc.type_ids, dtype=np.int64),
-        context_mask=sequence == 1,
-        offsets=np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2),
-    )
+    def _to_window(self, item: int, enc: Encoding) -> Window | None:
+        sequence = enc.sequence_ids  # None for special tokens, 0 question, 1 context
+        if 1 not in sequence:
+            return None
+        start = sequence.index(1)
+        stop = len(sequence) - sequence[::-1].index(1)
+        if self._types is None:
+            types = np.asarray(enc.type_ids, dtype=np.int64)
+        else:
+            types = np.full(len(sequence), self._types[1], dtype=np.int64)
+            types[:start] = self._types[0]
+        ids = np.asarray(enc.ids, dtype=np.int64)
+        return Window(item, ids, types, range(start, stop), enc)
