@@ -18,7 +18,21 @@ if TYPE_CHECKING:
 
     from bertserve.backends.packing import PackedBatch, PackingSpec
 
-__all__ = ["Backend", "Device", "LoadContext", "ModelInstance", "backend_for_config", "get_backend"]
+__all__ = [
+    "Backend",
+    "CallModel",
+    "Device",
+    "LoadContext",
+    "ModelInstance",
+    "StartModel",
+    "backend_for_config",
+    "get_backend",
+]
+
+#: (model name, version ("" = latest), inputs) -> outputs
+CallModel = Callable[[str, str, dict[str, np.ndarray]], dict[str, np.ndarray]]
+#: Same arguments; submits the call and returns a callable that waits for its outputs.
+StartModel = Callable[[str, str, dict[str, np.ndarray]], Callable[[], dict[str, np.ndarray]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +51,15 @@ class LoadContext:
     """What a backend may need beyond its own files.
 
     `call_model(name, version, inputs)` runs another served model synchronously from a worker
-    thread (used by pipeline backends such as question answering); None where unavailable.
+    thread (used by pipeline backends such as question answering); `start_model` submits
+    such a call and returns its wait, so that a pipeline has all the calls of one batch in
+    the other model's queue at once. None where unavailable.
     """
 
     model_name: str
     version: int
-    call_model: Callable[[str, str, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+    call_model: CallModel | None = None
+    start_model: StartModel | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -3,9 +3,10 @@
 Inputs `question` and `context` (BYTES, one text per batch item); outputs `answer` (BYTES),
 `score` (FP32), `start_char` / `end_char` (INT64, code-point offsets into the context, end
 exclusive, -1 for no answer) and `is_impossible` (BOOL). A batch is tokenized in one call,
-split into windows, sent to the QA model named in config.pbtxt through `LoadContext.call_model`
+split into windows, sent to the QA model named in config.pbtxt through `LoadContext.start_model`
 (so that model's dynamic batcher merges windows from concurrent pipeline runs), one call per
-sequence-length bucket, and decoded into the best span over each pair's windows.
+sequence-length bucket, all of a batch's calls submitted before the first is waited for, and
+decoded into the best span over each pair's windows.
 
 Bad input fails only its own request: the engine calls `QAPipelineInstance.check_request`
 on each request before it joins a dynamic batch (texts are decoded and checked there); `run`
@@ -30,11 +31,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from bertserve.backends.base import Backend, Device, LoadContext, ModelInstance
+from bertserve.backends.base import (
+    Backend,
+    CallModel,
+    Device,
+    LoadContext,
+    ModelInstance,
+    StartModel,
+)
 from bertserve.backends.parameters import ModelParameters, confined_file
 from bertserve.errors import BertserveError, ConfigError, InternalError
 from bertserve.qa.buckets import pad_windows, plan_calls
@@ -68,10 +76,10 @@ OUTPUTS: dict[str, str] = {
 _ROLES = ("input_ids", "attention_mask", "token_type_ids")
 _DEFAULT_BUCKETS = (64, 128, 256, 384)
 
+_T = TypeVar("_T")
+
 #: The answer of a pair whose context holds no token (e.g. only zero-width characters).
 NO_TOKENS_ANSWER = Answer("", 0.0, -1, -1, True)
-
-CallModel = Callable[[str, str, dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +174,10 @@ def find_tokenizer(settings: PipelineSettings, version_dir: Path) -> Path:
 
 
 class QAPipelineInstance(ModelInstance):
-    def __init__(self, settings: PipelineSettings, windower: Windower, call_model: CallModel):
+    def __init__(self, settings: PipelineSettings, windower: Windower, start_model: StartModel):
         self.settings = settings
         self.windower = windower
-        self.call_model = call_model
+        self.start_model = start_model
 
     def check_request(self, inputs: Mapping[str, np.ndarray]) -> None:
         """One request's texts, before it joins a batch; raises InvalidInput naming the input
@@ -201,26 +209,37 @@ class QAPipelineInstance(ModelInstance):
         width = max((len(w) for w in windows), default=0)
         starts = np.zeros((len(windows), width), dtype=np.float32)
         ends = np.zeros((len(windows), width), dtype=np.float32)
-        for call in plan_calls([len(w) for w in windows], s.buckets, s.max_windows_per_call):
+        calls = plan_calls([len(w) for w in windows], s.buckets, s.max_windows_per_call)
+        # Every call is in the QA model's queue before the first is waited for: its batcher
+        # sees the whole batch's windows at once, and this batch pays one round trip.
+        waits = []
+        for call in calls:
             padded = pad_windows([windows[i] for i in call.windows], call.length)
             feed = {name: padded[name] for name in s.qa_inputs}
+            waits.append(self._guarded(self.start_model, s.qa_model, s.qa_model_version, feed))
+        for call, wait in zip(calls, waits, strict=True):
+            result = self._guarded(wait)
             try:
-                result = self.call_model(s.qa_model, s.qa_model_version, feed)
                 start, end = result[s.qa_outputs[0]], result[s.qa_outputs[1]]
-            except BertserveError:
-                raise
             except KeyError as exc:
                 raise InternalError(
                     f"QA model '{s.qa_model}' returned no output {exc}: set "
                     "parameters.qa_outputs to its start and end logits outputs"
                 ) from None
-            except Exception as exc:
-                raise InternalError(f"QA model '{s.qa_model}' failed: {exc}") from exc
             rows = np.asarray(call.windows)
             cut = min(call.length, width)
             starts[rows, :cut] = start[:, :cut]
             ends[rows, :cut] = end[:, :cut]
         return starts, ends
+
+    def _guarded(self, step: Callable[..., _T], *args: object) -> _T:
+        """One step of a QA model call; its failures become server errors naming the model."""
+        try:
+            return step(*args)
+        except BertserveError:
+            raise
+        except Exception as exc:
+            raise InternalError(f"QA model '{self.settings.qa_model}' failed: {exc}") from exc
 
 
 class QAPipelineBackend(Backend):
@@ -267,12 +286,25 @@ class QAPipelineBackend(Backend):
         context: LoadContext,
     ) -> ModelInstance:
         settings = PipelineSettings.from_config(config)
-        if context.call_model is None:
+        if context.start_model is None and context.call_model is None:
             raise ConfigError(
                 f"model '{config.name}' is a pipeline but this server cannot call other models"
             )
         windower = Windower.from_file(find_tokenizer(settings, model_path), settings.windows)
-        return QAPipelineInstance(settings, windower, context.call_model)
+        return QAPipelineInstance(
+            settings, windower, context.start_model or _starter(context.call_model)
+        )
+
+
+def _starter(call_model: CallModel | None) -> StartModel:
+    """A start_model over a synchronous call_model: the call runs when started."""
+    assert call_model is not None
+
+    def start(name: str, version: str, inputs: dict[str, np.ndarray]) -> Callable[[], dict]:
+        result = call_model(name, version, inputs)
+        return lambda: result
+
+    return start
 
 
 def pipeline_config(

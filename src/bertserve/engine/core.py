@@ -8,6 +8,7 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +253,7 @@ class Engine:
         try:
             for version in versions:
                 instances = create_instances(
-                    config, backend, path / str(version), version, self._call_model
+                    config, backend, path / str(version), version, self._start_model
                 )
                 served[version] = ServedVersion(
                     version=version,
@@ -576,11 +577,11 @@ class Engine:
             )
         self.shared_memory.write(ref.region, ref.offset, data)
 
-    def _call_model(
+    def _start_model(
         self, name: str, version: str, inputs: dict[str, np.ndarray]
-    ) -> dict[str, np.ndarray]:
-        """For pipeline backends, from an instance thread: run another model through its
-        scheduler (so its batching applies) and wait for the result."""
+    ) -> Callable[[], dict[str, np.ndarray]]:
+        """For pipeline backends, from an instance thread: submit a request for another
+        model through its scheduler (so its batching applies); the callable waits for it."""
         assert self._loop is not None
         request = InferRequest(
             model_name=name,
@@ -591,8 +592,11 @@ class Engine:
             ],
         )
         future = asyncio.run_coroutine_threadsafe(self.infer(request), self._loop)
-        response = future.result()
-        return {o.name: o.data for o in response.outputs}
+
+        def wait() -> dict[str, np.ndarray]:
+            return {o.name: o.data for o in future.result().outputs}
+
+        return wait
 
 
 def _fingerprint(path: Path) -> Fingerprint:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import model_config_pb2
 
-from bertserve.backends.base import Backend, Device, LoadContext, ModelInstance, backend_for_config
+from bertserve.backends.base import (
+    Backend,
+    Device,
+    LoadContext,
+    ModelInstance,
+    StartModel,
+    backend_for_config,
+)
 from bertserve.backends.parameters import confined_file
 from bertserve.batching.policy import BatchingPolicy
 from bertserve.errors import ConfigError
@@ -148,11 +155,13 @@ def create_instances(
     backend: Backend,
     version_dir: Path,
     version: int,
-    call_model: Callable[[str, str, dict[str, np.ndarray]], dict[str, np.ndarray]] | None,
+    start_model: StartModel | None,
 ) -> list[ModelInstance]:
     if not version_dir.is_dir():
         raise ConfigError(f"version folder {version_dir} does not exist")
-    context = LoadContext(model_name=config.name, version=version, call_model=call_model)
+    context = LoadContext(model_name=config.name, version=version, start_model=start_model)
+    if start_model is not None:
+        context.call_model = lambda name, version, inputs: start_model(name, version, inputs)()
     instances: list[ModelInstance] = []
     try:
         for device in devices(config):
