@@ -216,3 +216,7 @@ class ServerSettings:
     #: GIL back after every wait on its device or runtime; with Python's 5,000 us it can
     #: queue that long behind a busy front end. 0 leaves Python's setting.
     gil_switch_interval_us: int = 100
+    #: Freed memory, in MiB, that glibc keeps in the process for reuse instead of giving it
+    #: back (`--malloc-keep-mb`; see `bertserve.malloc`): batch-sized buffers are then not
+    #: faulted in afresh for every batch. 0 leaves glibc's adaptive default.
+    malloc_keep_mb: int = 1024

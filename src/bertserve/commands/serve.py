@@ -332,6 +332,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="longest a thread holds the GIL while another waits for it "
         "(sys.setswitchinterval; default %(default)s; 0 = Python's own 5000)",
     )
+    p.add_argument(
+        "--malloc-keep-mb",
+        type=int,
+        default=d.malloc_keep_mb,
+        metavar="MIB",
+        help="freed memory glibc keeps for reuse rather than returning it, so batch buffers "
+        "are not faulted in afresh (default %(default)s; 0 = glibc's adaptive default)",
+    )
 
 
 def _number(kind: type[int] | type[float], minimum: float, words: str) -> Any:
@@ -544,6 +552,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         grpc_tls=_tls(args, "grpc"),
         exit_timeout_secs=args.exit_timeout_secs,
         gil_switch_interval_us=args.gil_switch_interval_us,
+        malloc_keep_mb=args.malloc_keep_mb,
     )
 
 
@@ -569,6 +578,12 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--gil-switch-interval-us must be 0 (Python's default) or more")
     if settings.gil_switch_interval_us:
         sys.setswitchinterval(settings.gil_switch_interval_us / 1e6)
+    if settings.malloc_keep_mb < 0:
+        raise SystemExit("--malloc-keep-mb must be 0 (glibc's default) or more")
+    if settings.malloc_keep_mb:
+        from bertserve.malloc import keep_freed_memory
+
+        keep_freed_memory(settings.malloc_keep_mb << 20)
     configure_logging(settings)
     log = logging.getLogger("bertserve.serve")
     for warning in _deprecation_warnings(args):
