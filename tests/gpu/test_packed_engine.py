@@ -76,6 +76,18 @@ def test_default_token_buckets_step_by_at_most_half() -> None:
     assert default_token_buckets(100) == (128,)
 
 
+@pytest.mark.parametrize("budget", [2048, 5000, 32768, 65536])
+def test_the_budget_s_top_octave_is_bucketed_in_sixteenths(budget: int) -> None:
+    buckets = default_token_buckets(budget)
+    top = [b for b in buckets if b >= budget // 2]
+    assert top[-1] == budget
+    assert all(0 < b - a <= budget // 16 + 64 for a, b in zip(top, top[1:], strict=False))
+    assert all(b % 64 == 0 for b in top[:-1])
+    # a batch three 10k-token requests long computes under 3% more than its tokens
+    if budget == 32768:
+        assert pick_token_bucket(30_000, 192, buckets, 256) == 30720
+
+
 def test_pick_token_bucket_needs_room_for_tokens_and_rows() -> None:
     buckets = (128, 256, 512)
     assert pick_token_bucket(100, 1, buckets, max_rows=64) == 128

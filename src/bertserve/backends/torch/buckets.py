@@ -60,15 +60,19 @@ def plan_chunks(n: int, buckets: Sequence[int]) -> list[tuple[int, int, int]]:
 
 def default_token_buckets(max_tokens: int) -> tuple[int, ...]:
     """Token counts of packed-batch graphs: 128, 256, 384, then 2^k and 1.5 x 2^k up to
-    max_tokens, so a batch computes at most 1/3 slack tokens, and a full one (the batcher
-    fills up to max_tokens) almost none."""
+    max_tokens, so a batch computes at most 1/3 slack tokens; and the top octave (half the
+    budget up to all of it) in sixteenths of the budget, because the batcher fills batches
+    up to max_tokens with whole requests, and a batch a request short of the budget (three
+    10k-token requests in a 32k budget) should not compute the full budget's tokens."""
     top = max(128, max_tokens)
-    sizes = [128, 256, 384]
+    sizes = {128, 256, 384}
     b = 512
     while b < top:
-        sizes += [b, b * 3 // 2]
+        sizes |= {b, b * 3 // 2}
         b *= 2
-    return tuple(s for s in sizes if s < top) + (top,)
+    if top >= 2048:  # (multiples of 64: GEMM-friendly row counts)
+        sizes |= {(top // 2 + k * (top // 16)) // 64 * 64 for k in range(8)}
+    return tuple(s for s in sorted(sizes) if s < top) + (top,)
 
 
 def row_capacity(tokens: int, max_rows: int) -> int:
