@@ -48,6 +48,8 @@ class Run:
     train_seconds: float
     nginx: str
     py_spy: str
+    baseline_src: str = ""
+    budget_seconds: float = 1e9
 
     def checkpoint(self) -> Path:
         vdir = self.work / "ckpt" / "bert_base" / "1"
@@ -323,6 +325,119 @@ def stage_frontend(run: Run) -> None:
             s.stop()
 
 
+def _page_faults(run: Run) -> None:
+    """What a batch's fresh buffers cost on this machine: 50 batches of three stacked 786 KB
+    arrays with glibc's default thresholds and with `serve`'s (`--malloc-keep-mb`)."""
+    probe = (
+        "import resource, sys, time\n"
+        "import numpy as np\n"
+        "from bertserve.malloc import keep_freed_memory\n"
+        "if sys.argv[1] == 'keep': keep_freed_memory(1 << 30)\n"
+        "requests = [np.ones((4, 384), np.int64) for _ in range(64)]\n"
+        "f, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()\n"
+        "for _ in range(50):\n"
+        "    batch = [np.concatenate(requests) for _ in range(3)]\n"
+        "    del batch\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f) / 50,"
+        " (time.perf_counter() - t) / 50 * 1e6)\n"
+    )
+    for mode in ("default", "keep"):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, mode], capture_output=True, text=True, check=True
+        )
+        faults, us = map(float, done.stdout.split())
+        run.res.add("page_faults", {"malloc": mode, "faults_per_batch": faults, "us_per_batch": us})
+        run.res.line(
+            f"stacking 64 requests x3, malloc {mode:7s}: {faults:5.0f} page faults, {us:7.0f} us"
+        )
+
+
+def stage_builds(run: Run) -> None:
+    """This build against the baseline build (`--baseline-src`), two servers on GPU 0 loaded
+    together and measured in turn at each point; the accuracy fine-tune runs while they
+    load. Points: the QA text path and the model alone on its windows, small requests,
+    batch 1, the SQuAD mix with large requests (32k budget; this build also a 64k one)."""
+    import threading
+
+    import gpu_accuracy
+    from gpu_serving import ModelSpec, Point, measure, qa_windows_file, start_server, workload_files
+    from gpu_serving import write_repository as write_repo
+
+    target, res = run.target, run.res
+    started = time.perf_counter()
+    res.stage("page faults", lambda: _page_faults(run))
+    vdir = run.checkpoint()
+    data = workload_files(run.work, 512 if target.dry_run else 2048)
+    gpu = (0,) if not target.dry_run else ()
+    models = {
+        "pad16": ModelSpec("fp16", False, gpus=gpu),
+        "pk16": ModelSpec("fp16", True, gpus=gpu),
+        "pk8": ModelSpec("fp8", True, gpus=gpu),
+    }
+    wide = {"pk8w": ModelSpec("fp8", True, max_batch=512, gpus=gpu, max_tokens=65536)}
+    builds = {"base": [Path(run.baseline_src)] if run.baseline_src else [], "this": []}
+    servers = {}
+    for label, path in builds.items():
+        repo = write_repo(run.work / f"repo-{label}", vdir,
+                          {**models, **(wide if label == "this" else {})},
+                          target, qa={"qa16": "pk16"})  # fmt: skip
+        servers[label] = start_server(repo, res.out / f"server-{label}.log", pythonpath=path,
+                                      ready=False)  # fmt: skip
+    qa_data, pairs, windows = qa_windows_file(run.work / "repo-this", "pk16", run.work)
+    res.put("qa_sample", {"pairs": pairs, "windows": windows})
+    failed: dict[str, str] = {}
+
+    def load(label: str) -> None:
+        try:
+            servers[label].start()
+        except Exception as exc:  # noqa: BLE001 - the other build is still measured
+            failed[label] = f"{type(exc).__name__}: {exc}"[-1500:]
+
+    loading = [threading.Thread(target=load, args=(label,)) for label in servers]
+    for thread in loading:
+        thread.start()
+    try:
+        trained = run.work / "trained" / "1"
+        res.stage("fine-tune", lambda: gpu_accuracy.fine_tune(
+            res, vdir, trained, target, run.train_seconds))  # fmt: skip
+        count = 64 if target.dry_run else 1024
+        variants = tuple(v for v in gpu_accuracy.VARIANTS if v[1] in ("fp16", "fp8"))
+        res.stage("agreement", lambda: gpu_accuracy.evaluate(
+            res, trained, target, count, variants))  # fmt: skip
+        free_engines()
+        for thread in loading:
+            thread.join()
+        for label, error in failed.items():
+            res.note(f"server {label} did not start: {error}")
+            del servers[label]
+        b = _batch(target)
+        small = 1 if target.dry_run else 4
+        points = [
+            Point("qa16 text -b8 c64", "qa16", _qa_text(), 8, 64),
+            Point(f"pk16 mix -b{small} c256", "pk16", data["mix"], small, 256, 384),
+            Point(f"pad16 full384 -b{small} c256", "pad16", data["full"], small, 256, 384),
+            Point("pad16 full384 -b1 c1", "pad16", data["full"], 1, 1, 384),
+            Point("pk16 own -b1 c1", "pk16", data["own"], 1, 1),
+            Point("pk8 mix -b64 c16", "pk8", data["mix"], b(64), 16, 384),
+            Point("pk16 qa-windows -b32 c16", "pk16", qa_data, b(32), 16, 384),
+        ]
+        only_this = [Point("pk8w mix -b64 c32", "pk8w", data["mix"], b(64), 32, 384)]
+        for point in points + only_this:
+            for label, server in servers.items():
+                if point in only_this and label != "this":
+                    continue
+                if time.perf_counter() - started > run.budget_seconds:
+                    res.note(f"time budget spent: {label} {point.label} not measured")
+                    continue
+                measure(res, label, server.http_url, point, [server.pid], run.window_ms)
+    finally:
+        for thread in loading:
+            thread.join()
+        for server in servers.values():
+            server.stop()  # (a server that failed to start was stopped already: a no-op)
+        free_engines()
+
+
 STAGES: Mapping[str, Callable[[Run], None]] = MappingProxyType(
     {
         "engine": stage_engine,
@@ -330,6 +445,7 @@ STAGES: Mapping[str, Callable[[Run], None]] = MappingProxyType(
         "serve": stage_serve,
         "gpus": stage_gpus,
         "frontend": stage_frontend,
+        "builds": stage_builds,
     }
 )
 
@@ -345,6 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nginx", default="", help="nginx binary (gpus stage)")
     parser.add_argument("--py-spy", default="", help="py-spy binary (serve stage GIL profile)")
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny model, every path")
+    parser.add_argument("--baseline-src", default="", help="builds stage: the other src/")
+    parser.add_argument(
+        "--budget-seconds", type=float, default=1e9, help="builds stage: no point starts later"
+    )
     args = parser.parse_args(argv)
     unknown = set(args.stages.split(",")) - set(STAGES)
     if unknown:
@@ -353,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     res = Results(args.out)
     run = Run(
         target, res, args.work, args.seconds, args.window_ms, args.train_seconds,
-        args.nginx, args.py_spy,
+        args.nginx, args.py_spy, args.baseline_src, args.budget_seconds,
     )  # fmt: skip
     res.put("env", environment(target))
     print(res.data["env"], flush=True)
