@@ -84,14 +84,17 @@ def stage_accuracy(run: Run) -> None:
     run.res.stage("agreement", lambda: gpu_accuracy.evaluate(run.res, trained, run.target, count))
 
 
-def _gil_profile(run: Run, pid: int, seconds: float, name: str) -> Callable[[], None]:
-    """Start py-spy sampling the threads that hold the GIL in `pid`; the returned callable
-    waits for it and writes the top frames into the results."""
+def _gil_profile(
+    run: Run, pid: int, seconds: float, name: str, mode: str = "--gil"
+) -> Callable[[], None]:
+    """Start py-spy sampling `pid`'s threads that hold the GIL (mode "--gil"), or every
+    thread, waiting or not ("--idle"); the returned callable waits for it and writes the top
+    frames into the results (the raw stacks stay in the output folder)."""
     if not run.py_spy or run.target.dry_run:
         return lambda: None
-    raw = run.res.out / f"gil-{name}.txt"
+    raw = run.res.out / f"spy-{mode.strip('-')}-{name}.txt"
     proc = subprocess.Popen(
-        [run.py_spy, "record", "--gil", "--threads", "--format", "raw", "-r", "250",
+        [run.py_spy, "record", mode, "--threads", "--format", "raw", "-r", "250",
          "-d", str(int(seconds)), "-p", str(pid), "-o", str(raw)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -101,7 +104,7 @@ def _gil_profile(run: Run, pid: int, seconds: float, name: str) -> Callable[[], 
         if proc.returncode != 0 or not raw.is_file():
             run.res.note(f"py-spy {name}: exit {proc.returncode}: {err[-500:]}")
             return
-        run.res.put(f"gil_{name}", _top_frames(raw))
+        run.res.put(f"spy_{mode.strip('-')}_{name}", _top_frames(raw))
 
     return done
 
@@ -438,6 +441,78 @@ def stage_builds(run: Run) -> None:
         free_engines()
 
 
+def stage_textpath(run: Run) -> None:
+    """Where the QA text path's time goes: the pipeline over the fp16 packing model with
+    three instance/batch shapes, the tokenizer's own threads on and off (a second server
+    with TOKENIZERS_PARALLELISM=false), py-spy over every thread and over the GIL's holder,
+    and the model alone fed the pipeline's call shape (64 windows padded to 384)."""
+    import threading
+
+    from gpu_serving import (
+        ModelSpec,
+        Point,
+        measure,
+        qa_windows_file,
+        start_server,
+        workload_files,
+    )
+    from gpu_serving import write_repository as write_repo
+
+    target, res = run.target, run.res
+    started = time.perf_counter()
+    vdir = run.checkpoint()
+    gpu = (0,) if not target.dry_run else ()
+    shapes = {"qa8x64": (8, 64), "qa16x32": (16, 32), "qa32x16": (32, 16)}
+    repo = write_repo(
+        run.work / "repo-text", vdir, {"pk16": ModelSpec("fp16", True, gpus=gpu)}, target,
+        qa={name: "pk16" for name in shapes}, qa_shapes=shapes,
+    )  # fmt: skip
+    qa_data, pairs, windows = qa_windows_file(repo, "pk16", run.work)
+    res.put("qa_sample", {"pairs": pairs, "windows": windows})
+    data = workload_files(run.work, 512 if target.dry_run else 2048)
+    servers = {
+        "tok-threads": start_server(repo, res.out / "server-tok.log", ready=False),
+        "tok-serial": start_server(
+            repo, res.out / "server-serial.log", env={"TOKENIZERS_PARALLELISM": "false"},
+            ready=False,
+        ),
+    }  # fmt: skip
+    loading = [threading.Thread(target=s.start) for s in servers.values()]
+    for thread in loading:
+        thread.start()
+    for thread in loading:
+        thread.join()
+    b = _batch(target)
+    small = 1 if target.dry_run else 4
+    text = _qa_text()
+    points = [
+        ("tok-threads", Point("qa8x64 text -b8 c64", "qa8x64", text, 8, 64), "--idle"),
+        ("tok-threads", Point("qa8x64 text -b8 c64", "qa8x64", text, 8, 64), "--gil"),
+        ("tok-threads", Point("qa16x32 text -b8 c64", "qa16x32", text, 8, 64), ""),
+        ("tok-threads", Point("qa32x16 text -b8 c64", "qa32x16", text, 8, 64), ""),
+        ("tok-threads", Point("qa32x16 text -b8 c128", "qa32x16", text, 8, 128), ""),
+        ("tok-threads", Point("pk16 qa-windows -b64 c16", "pk16", qa_data, b(64), 16, 384), ""),
+        ("tok-threads", Point("pk16 mix -b4 c256", "pk16", data["mix"], small, 256, 384), "--idle"),
+        ("tok-threads", Point("pk16 qa-windows -b32 c16", "pk16", qa_data, b(32), 16, 384), ""),
+        ("tok-serial", Point("qa8x64 text -b8 c64", "qa8x64", text, 8, 64), ""),
+        ("tok-serial", Point("qa32x16 text -b8 c64", "qa32x16", text, 8, 64), ""),
+    ]
+    try:
+        for label, point, spy in points:
+            if time.perf_counter() - started > run.budget_seconds:
+                res.note(f"time budget spent: {label} {point.label} not measured")
+                continue
+            server = servers[label]
+            name = f"{point.model}{spy.strip('-')}"
+            wait = _gil_profile(run, server.pid, 8, name, spy) if spy else None
+            measure(res, label, server.http_url, point, [server.pid], run.window_ms)
+            if wait is not None:
+                wait()
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
 STAGES: Mapping[str, Callable[[Run], None]] = MappingProxyType(
     {
         "engine": stage_engine,
@@ -446,6 +521,7 @@ STAGES: Mapping[str, Callable[[Run], None]] = MappingProxyType(
         "gpus": stage_gpus,
         "frontend": stage_frontend,
         "builds": stage_builds,
+        "textpath": stage_textpath,
     }
 )
 

@@ -70,9 +70,12 @@ class ModelSpec:
 def write_repository(
     root: Path, ckpt: Path, models: Mapping[str, ModelSpec], target: Target,
     qa: Mapping[str, str] | None = None,
+    qa_shapes: Mapping[str, tuple[int, int]] | None = None,
 ) -> Path:  # fmt: skip
     """A repository of `models` over the checkpoint in `ckpt` (linked, not copied), and QA
-    pipelines (`qa`: pipeline name -> QA model name) with a generated tokenizer."""
+    pipelines (`qa`: pipeline name -> QA model name) with a generated tokenizer; each
+    pipeline has 8 instances of batches of 64 pairs unless `qa_shapes` gives it another
+    (instances, pairs a batch)."""
     from google.protobuf import text_format
 
     from bertserve.backends.qa_pipeline import pipeline_config
@@ -90,9 +93,10 @@ def write_repository(
         tokenizer = root / qa_model / "1" / "tokenizer"
         if not tokenizer.exists():
             write_generated_tokenizer(tokenizer, target.vocab, 384)
+        instances, pairs = (qa_shapes or {}).get(pipeline, (8, 64))
         config = pipeline_config(
             pipeline, qa_model, {"max_windows_per_call": "64"},
-            max_batch_size=64, instances=8, max_queue_delay_us=2000,
+            max_batch_size=pairs, instances=instances, max_queue_delay_us=2000,
         )  # fmt: skip
         (root / pipeline / "1").mkdir(parents=True)
         (root / pipeline / "config.pbtxt").write_text(text_format.MessageToString(config))
