@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bertserve.backends.base import ModelInstance
-from bertserve.backends.packing import PackedBatch, PackingSpec, pack, unpack
+from bertserve.backends.packing import PackedBatch, PackingSpec, pack, row_lengths, unpack
 from bertserve.batching import BatchingPolicy, Scheduler
 from bertserve.errors import InvalidInput
 from bertserve.stats import ModelStats, RequestTiming
@@ -65,6 +65,45 @@ def test_a_mask_with_holes_is_refused_by_name() -> None:
     bad = {"ids": np.ones((1, 4), np.int64), "mask": np.array([[1, 0, 1, 0]])}
     with pytest.raises(InvalidInput, match="'mask' must be right-padded"):
         pack([bad], SPEC)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [[0, 1, 1, 0], [1, 0, 1, 0], [1, 1, 0, 1], [0, 0, 0, 1]],
+)
+def test_every_kind_of_hole_is_found(row: list[int]) -> None:
+    mask = np.array([[1, 1, 1, 1], row, [1, 1, 0, 0]])
+    with pytest.raises(InvalidInput, match="right-padded"):
+        row_lengths({"ids": np.ones((3, 4), np.int64), "mask": mask}, SPEC)
+
+
+def test_row_lengths_of_right_padded_masks() -> None:
+    mask = np.array([[1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 0, 0], [2, 0, 0, 0]])
+    got = row_lengths({"mask": mask}, SPEC)
+    assert got is not None and got.tolist() == [4, 0, 2, 1]
+    assert row_lengths({"mask": np.ones((2, 3), np.int64)}, SPEC) is None
+    assert row_lengths({"mask": np.ones((2, 0), np.int64)}, SPEC) is None
+
+
+def test_a_batch_of_mixed_requests_round_trips() -> None:
+    rng = np.random.default_rng(3)
+    requests = [
+        _request(rng, int(rng.integers(1, 4)), int(rng.integers(2, 9)), pad=int(rng.integers(0, 3)))
+        for _ in range(12)
+    ]
+    batch = pack(requests, SPEC)
+    expected = np.concatenate([r["ids"][r["mask"] == 1] for r in requests])
+    np.testing.assert_array_equal(batch.tokens["ids"], expected)
+    outputs = {
+        "y": np.stack([batch.tokens["ids"], -batch.tokens["ids"]], axis=1).astype(np.float32)
+    }
+    parts = unpack(outputs, batch, fill=-7.0)
+    for request, part in zip(requests, parts, strict=True):
+        keep = request["mask"] == 1
+        assert part["y"].shape == (*request["ids"].shape, 2)
+        np.testing.assert_array_equal(part["y"][keep][:, 0], request["ids"][keep])
+        np.testing.assert_array_equal(part["y"][keep][:, 1], -request["ids"][keep])
+        assert np.all(part["y"][~keep] == -7.0)
 
 
 def test_inputs_of_different_shapes_are_refused() -> None:

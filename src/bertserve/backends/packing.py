@@ -52,6 +52,9 @@ class PackedBatch:
     tokens: dict[str, np.ndarray]
     lengths: np.ndarray  # (rows,) int64, tokens of each row in order
     spans: tuple[_Span, ...]
+    #: Which cells of the requests' [rows, width] blocks, laid back to back, hold real
+    #: tokens; None when every row is full.
+    keep: np.ndarray | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -87,12 +90,17 @@ def row_lengths(inputs: Mapping[str, np.ndarray], spec: PackingSpec) -> np.ndarr
     row cannot be trimmed to a prefix."""
     if spec.length_input is None or spec.length_input not in inputs:
         return None
-    given = np.asarray(inputs[spec.length_input])
-    if given.all():  # the common case, in one pass: no padding
+    # Three passes over the mask (this runs on the event loop for every request): a row is
+    # right-padded exactly when its count of ones is where its first zero is.
+    real = np.asarray(inputs[spec.length_input]) != 0
+    if real.ndim != 2:
+        return None  # not [rows, width]: pack refuses it by name
+    lengths: np.ndarray = real.sum(axis=1)
+    width = real.shape[1]
+    if not len(lengths) or int(lengths.min()) == width:
         return None
-    mask = given != 0
-    lengths: np.ndarray = mask.sum(axis=1)
-    if not np.array_equal(mask, np.arange(mask.shape[1]) < lengths[:, None]):
+    first_zero = real.argmin(axis=1)
+    if not np.all((first_zero == lengths) | (lengths == width)):
         raise InvalidInput(
             f"input '{spec.length_input}' must be right-padded (ones, then zeros) on a model "
             "that packs sequences: move each row's padding to its end"
@@ -106,46 +114,57 @@ def pack(
     known: Sequence[np.ndarray | None] | None = None,
 ) -> PackedBatch:
     """Pack requests (each input [rows, width], widths differing between requests).
-    `known`: each request's `row_lengths`, where the caller computed them already."""
+    `known`: each request's `row_lengths`, where the caller computed them already.
+
+    The whole batch is one concatenation per input and one selection, not a selection per
+    request: numpy gives the GIL up inside every call over a few hundred elements, and an
+    instance thread that does so once per request waits behind the event loop to take it
+    back each time (10 ms a batch of 64 four-row requests on an H200 host, against 0.35 ms
+    of work)."""
     names = [n for n in requests[0] if n != spec.length_input]
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    lengths: list[np.ndarray] = []
     spans: list[_Span] = []
+    lengths: list[np.ndarray] = []
     for i, inputs in enumerate(requests):
         rows, width = _width(inputs)
         trimmed = row_lengths(inputs, spec) if known is None else known[i]
-        if trimmed is None:
-            keep = None
-            lengths.append(np.full(rows, width, dtype=np.int64))
-        else:
-            keep = np.arange(width) < trimmed[:, None]
-            lengths.append(trimmed)
-        for name in names:
-            array = np.asarray(inputs[name])
-            parts[name].append(array.reshape(-1) if keep is None else array[keep])
         spans.append(_Span(rows, width, trimmed))
-    tokens = {n: p[0] if len(p) == 1 else np.concatenate(p) for n, p in parts.items()}
-    return PackedBatch(tokens, np.concatenate(lengths), tuple(spans))
+        lengths.append(np.full(rows, width, dtype=np.int64) if trimmed is None else trimmed)
+    flat = {n: _joined([np.asarray(r[n]).reshape(-1) for r in requests]) for n in names}
+    row_tokens = _joined(lengths)
+    if all(span.lengths is None for span in spans):
+        return PackedBatch(flat, row_tokens, tuple(spans))
+    keep = _real_cells(spans, row_tokens)
+    return PackedBatch({n: a[keep] for n, a in flat.items()}, row_tokens, tuple(spans), keep)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _real_cells(spans: Sequence[_Span], row_tokens: np.ndarray) -> np.ndarray:
+    """Mask over every request's [rows, width] cells, back to back: the real tokens."""
+    widths = np.repeat([s.width for s in spans], [s.rows for s in spans])  # per row
+    first = np.cumsum(widths) - widths  # each row's first cell
+    position = np.arange(int(widths.sum())) - np.repeat(first, widths)
+    return position < np.repeat(row_tokens, widths)
 
 
 def unpack(
     outputs: Mapping[str, np.ndarray], batch: PackedBatch, fill: float
 ) -> list[dict[str, np.ndarray]]:
-    """Per-token outputs (tokens, ...) -> each request's outputs [rows, width, ...]. Views
-    of `outputs` where no row was trimmed."""
-    results: list[dict[str, np.ndarray]] = []
-    start = 0
-    for span in batch.spans:
-        count = span.rows * span.width if span.lengths is None else int(span.lengths.sum())
-        part: dict[str, np.ndarray] = {}
-        for name, flat in outputs.items():
-            piece = flat[start : start + count]
-            if span.lengths is None:
-                part[name] = piece.reshape((span.rows, span.width) + flat.shape[1:])
-            else:
-                full = np.full((span.rows, span.width) + flat.shape[1:], fill, dtype=flat.dtype)
-                full[np.arange(span.width) < span.lengths[:, None]] = piece
-                part[name] = full
-        results.append(part)
-        start += count
+    """Per-token outputs (tokens, ...) -> each request's outputs [rows, width, ...]: views
+    of `outputs` where no row was trimmed, else of one block per output filled at once."""
+    results: list[dict[str, np.ndarray]] = [{} for _ in batch.spans]
+    for name, flat in outputs.items():
+        cells = flat
+        if batch.keep is not None:
+            cells = np.full((len(batch.keep), *flat.shape[1:]), fill, dtype=flat.dtype)
+            cells[batch.keep] = flat
+        start = 0
+        for part, span in zip(results, batch.spans, strict=True):
+            count = span.rows * span.width
+            part[name] = cells[start : start + count].reshape(
+                (span.rows, span.width, *flat.shape[1:])
+            )
+            start += count
     return results
