@@ -2,6 +2,7 @@
 
     PYTHONUNBUFFERED=1 PYTHONPATH=src python3 benchmarks/gpu.py --out "$OUT" \
         [--stages engine,accuracy,serve,gpus] [--nginx PATH] [--py-spy PATH] [--dry-run]
+        [--baseline-src OTHER/src --budget-seconds S]
 
 Stages (each writes into gpu.json under --out as it goes; a failing stage is noted, the run
 goes on):
@@ -15,6 +16,13 @@ goes on):
   the same windows; CPU per request of every server thread; a py-spy GIL profile.
 - gpus: both GPUs, one server (instance_group gpus [0, 1]) vs one server per GPU behind a
   local nginx, large and small requests.
+- frontend: small requests, batch 1 and the text path with GIL profiles; two processes
+  sharing one GPU behind nginx.
+- builds: this build against `--baseline-src` (another checkout's src/), two servers on one
+  GPU measured in turn at each point, with the accuracy fine-tune while they load and a probe
+  of what a batch's page faults cost.
+- textpath: the QA pipeline in three instance/batch shapes, the tokenizer's threads on and
+  off, py-spy over every thread and over the GIL's holder.
 
 `--dry-run` runs every stage on the CPU with a tiny model, to check the code paths here.
 """

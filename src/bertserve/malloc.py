@@ -4,9 +4,10 @@ By default glibc serves a block above 128 KiB (raised as such blocks are freed) 
 mmap, and gives free memory at the top of a heap back to the system once more than twice that
 is free. A batch of requests (stacked inputs, logits, response bodies: a few MB) is then
 allocated, touched, freed and returned over and over, and every page of every batch is faulted
-in afresh: 500+ page faults for three 786 KB arrays, each tens of microseconds inside a
-virtual machine, which measured as milliseconds of "compute input" per batch. Fixed thresholds
-keep such blocks in the heap and the freed memory in the process for the next batch.
+in afresh: 360 page faults to stack 64 four-row requests' three inputs. Measured per stack:
+755 -> 250 us on an H200 host, 3.3 -> 0.11 ms on a small virtual machine whose faults cost
+60 us each. Fixed thresholds keep such blocks in the heap and the freed memory in the process
+for the next batch.
 """
 
 from __future__ import annotations
