@@ -363,13 +363,42 @@ def _page_faults(run: Run) -> None:
         )
 
 
+def _start_together(servers: Mapping[str, Any]) -> Callable[[], dict[str, str]]:
+    """Start servers on threads at once, so their loads overlap; the callable waits for
+    them and says why any failed (label -> error)."""
+    import threading
+
+    failed: dict[str, str] = {}
+
+    def start(label: str) -> None:
+        try:
+            servers[label].start()
+        except Exception as exc:  # noqa: BLE001 - the others are still measured
+            failed[label] = f"{type(exc).__name__}: {exc}"[-1500:]
+
+    threads = [threading.Thread(target=start, args=(label,)) for label in servers]
+    for thread in threads:
+        thread.start()
+
+    def wait() -> dict[str, str]:
+        for thread in threads:
+            thread.join()
+        return failed
+
+    return wait
+
+
+def _drop_failed(res: Results, servers: dict[str, Any], failed: Mapping[str, str]) -> None:
+    for label, error in failed.items():
+        res.note(f"server {label} did not start: {error}")
+        del servers[label]
+
+
 def stage_builds(run: Run) -> None:
     """This build against the baseline build (`--baseline-src`), two servers on GPU 0 loaded
     together and measured in turn at each point; the accuracy fine-tune runs while they
     load. Points: the QA text path and the model alone on its windows, small requests,
     batch 1, the SQuAD mix with large requests (32k budget; this build also a 64k one)."""
-    import threading
-
     import gpu_accuracy
     from gpu_serving import ModelSpec, Point, measure, qa_windows_file, start_server, workload_files
     from gpu_serving import write_repository as write_repo
@@ -396,17 +425,7 @@ def stage_builds(run: Run) -> None:
                                       ready=False)  # fmt: skip
     qa_data, pairs, windows = qa_windows_file(run.work / "repo-this", "pk16", run.work)
     res.put("qa_sample", {"pairs": pairs, "windows": windows})
-    failed: dict[str, str] = {}
-
-    def load(label: str) -> None:
-        try:
-            servers[label].start()
-        except Exception as exc:  # noqa: BLE001 - the other build is still measured
-            failed[label] = f"{type(exc).__name__}: {exc}"[-1500:]
-
-    loading = [threading.Thread(target=load, args=(label,)) for label in servers]
-    for thread in loading:
-        thread.start()
+    loaded = _start_together(servers)
     try:
         trained = run.work / "trained" / "1"
         res.stage("fine-tune", lambda: gpu_accuracy.fine_tune(
@@ -416,11 +435,7 @@ def stage_builds(run: Run) -> None:
         res.stage("agreement", lambda: gpu_accuracy.evaluate(
             res, trained, target, count, variants))  # fmt: skip
         free_engines()
-        for thread in loading:
-            thread.join()
-        for label, error in failed.items():
-            res.note(f"server {label} did not start: {error}")
-            del servers[label]
+        _drop_failed(res, servers, loaded())
         b = _batch(target)
         small = 1 if target.dry_run else 4
         points = [
@@ -442,8 +457,7 @@ def stage_builds(run: Run) -> None:
                     continue
                 measure(res, label, server.http_url, point, [server.pid], run.window_ms)
     finally:
-        for thread in loading:
-            thread.join()
+        loaded()
         for server in servers.values():
             server.stop()  # (a server that failed to start was stopped already: a no-op)
         free_engines()
@@ -454,8 +468,6 @@ def stage_textpath(run: Run) -> None:
     three instance/batch shapes, the tokenizer's own threads on and off (a second server
     with TOKENIZERS_PARALLELISM=false), py-spy over every thread and over the GIL's holder,
     and the model alone fed the pipeline's call shape (64 windows padded to 384)."""
-    import threading
-
     from gpu_serving import (
         ModelSpec,
         Point,
@@ -485,11 +497,7 @@ def stage_textpath(run: Run) -> None:
             ready=False,
         ),
     }  # fmt: skip
-    loading = [threading.Thread(target=s.start) for s in servers.values()]
-    for thread in loading:
-        thread.start()
-    for thread in loading:
-        thread.join()
+    _drop_failed(res, servers, _start_together(servers)())
     b = _batch(target)
     small = 1 if target.dry_run else 4
     text = _qa_text()

@@ -146,7 +146,8 @@ def _real_cells(spans: Sequence[_Span], row_tokens: np.ndarray) -> np.ndarray:
     widths = np.repeat([s.width for s in spans], [s.rows for s in spans])  # per row
     first = np.cumsum(widths) - widths  # each row's first cell
     position = np.arange(int(widths.sum())) - np.repeat(first, widths)
-    return position < np.repeat(row_tokens, widths)
+    keep: np.ndarray = position < np.repeat(row_tokens, widths)
+    return keep
 
 
 def unpack(

@@ -300,7 +300,9 @@ def _starter(call_model: CallModel | None) -> StartModel:
     """A start_model over a synchronous call_model: the call runs when started."""
     assert call_model is not None
 
-    def start(name: str, version: str, inputs: dict[str, np.ndarray]) -> Callable[[], dict]:
+    def start(
+        name: str, version: str, inputs: dict[str, np.ndarray]
+    ) -> Callable[[], dict[str, np.ndarray]]:
         result = call_model(name, version, inputs)
         return lambda: result
 

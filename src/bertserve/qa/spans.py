@@ -91,7 +91,8 @@ def _log_normalizers(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """log(sum(exp(logits))) of each row over its allowed positions."""
     masked = np.where(allowed, logits, -np.inf)
     top = masked.max(axis=1, keepdims=True)
-    return (np.log(np.exp(masked - top).sum(axis=1)) + top[:, 0]).astype(np.float64)
+    normalizers: np.ndarray = np.log(np.exp(masked - top).sum(axis=1)) + top[:, 0]
+    return normalizers.astype(np.float64)
 
 
 def extract_answers(
