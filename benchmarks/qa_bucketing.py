@@ -27,6 +27,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,12 +114,15 @@ def pipeline(
     names = [o.name for o in sess.get_outputs()]
     inputs = {i.name for i in sess.get_inputs()}
 
-    def call_model(name: str, version: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def start_model(
+        name: str, version: str, feed: dict[str, np.ndarray]
+    ) -> Callable[[], dict[str, np.ndarray]]:
         tally.calls += 1
         tally.shapes.append(feed["input_ids"].shape)
         tally.padded_tokens += int(feed["input_ids"].size)
         tally.real_tokens += int(feed["attention_mask"].sum())
-        return dict(zip(names, sess.run(names, feed), strict=True))
+        result = dict(zip(names, sess.run(names, feed), strict=True))
+        return lambda: result
 
     settings = PipelineSettings(
         qa_model=model_dir.name,
@@ -138,7 +142,7 @@ def pipeline(
         windower = Windower.from_file(find_tokenizer(settings, model_dir / "1"), settings.windows)
     else:
         windower = Windower(tokenizer, settings.windows)
-    return QAPipelineInstance(settings, windower, call_model)
+    return QAPipelineInstance(settings, windower, start_model)
 
 
 def run_once(instance: QAPipelineInstance, groups: list[list[Example]], tally: Tally) -> None:
