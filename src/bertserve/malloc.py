@@ -15,17 +15,22 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-__all__ = ["MMAP_THRESHOLD", "keep_freed_memory"]
+__all__ = ["MAX_KEEP_MB", "MMAP_THRESHOLD", "keep_freed_memory"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 #: Blocks up to this size come from the heap (glibc's upper limit for the dynamic threshold).
 MMAP_THRESHOLD = 32 << 20
+#: mallopt takes its value as a C int: more than this many MiB would wrap around (4096 MiB to
+#: 0, which would give every freed byte back: the opposite of the request).
+MAX_KEEP_MB = (2**31 - 1) >> 20
 
 
 def keep_freed_memory(trim_threshold: int) -> bool:
     """Keep up to `trim_threshold` bytes of freed heap memory in the process, and serve
     blocks up to MMAP_THRESHOLD from the heap. False where the C library is not glibc."""
+    if not 0 <= trim_threshold < 2**31:
+        raise ValueError(f"trim threshold {trim_threshold} is not a C int of bytes")
     name = ctypes.util.find_library("c")
     if name is None:
         return False

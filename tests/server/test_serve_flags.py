@@ -10,6 +10,7 @@ import pytest
 
 from bertserve.cli import build_parser
 from bertserve.commands.serve import settings_from_args
+from bertserve.malloc import keep_freed_memory
 from bertserve.settings import ServerSettings
 
 
@@ -39,14 +40,21 @@ def test_malloc_keep_defaults_to_1024_mb_and_0_keeps_glibc_s() -> None:
     assert _settings("--malloc-keep-mb", "0").malloc_keep_mb == 0
 
 
-def test_negative_malloc_keep_is_a_clear_exit(tmp_path: Path) -> None:
+# 4096 MiB in bytes would reach mallopt's C int as 0: keep nothing, the opposite of the ask.
+@pytest.mark.parametrize("value", ["-1", "2048", "4096"])
+def test_malloc_keep_outside_a_c_int_is_a_clear_exit(tmp_path: Path, value: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bertserve", "serve", "--model-repository", str(tmp_path),
-         "--malloc-keep-mb", "-1"],
+         "--malloc-keep-mb", value],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode != 0
-    assert "--malloc-keep-mb must be 0" in done.stderr
+    assert "--malloc-keep-mb must be 0 (glibc's default) to 2047" in done.stderr
+
+
+def test_keep_freed_memory_refuses_what_a_c_int_cannot_hold() -> None:
+    with pytest.raises(ValueError, match="not a C int"):
+        keep_freed_memory(4096 << 20)
 
 
 # Stacks a batch of 64 requests (three 786 KB arrays) 50 times and prints the page faults.

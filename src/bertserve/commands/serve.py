@@ -338,7 +338,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=d.malloc_keep_mb,
         metavar="MIB",
         help="freed memory glibc keeps for reuse rather than returning it, so batch buffers "
-        "are not faulted in afresh (default %(default)s; 0 = glibc's adaptive default)",
+        "are not faulted in afresh (default %(default)s, at most 2047; 0 = glibc's adaptive "
+        "default)",
     )
 
 
@@ -578,11 +579,14 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--gil-switch-interval-us must be 0 (Python's default) or more")
     if settings.gil_switch_interval_us:
         sys.setswitchinterval(settings.gil_switch_interval_us / 1e6)
-    if settings.malloc_keep_mb < 0:
-        raise SystemExit("--malloc-keep-mb must be 0 (glibc's default) or more")
-    if settings.malloc_keep_mb:
-        from bertserve.malloc import keep_freed_memory
+    from bertserve.malloc import MAX_KEEP_MB, keep_freed_memory
 
+    if not 0 <= settings.malloc_keep_mb <= MAX_KEEP_MB:
+        raise SystemExit(
+            f"--malloc-keep-mb must be 0 (glibc's default) to {MAX_KEEP_MB} "
+            "(glibc takes the size in bytes as a C int)"
+        )
+    if settings.malloc_keep_mb:
         keep_freed_memory(settings.malloc_keep_mb << 20)
     configure_logging(settings)
     log = logging.getLogger("bertserve.serve")
