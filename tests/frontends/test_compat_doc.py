@@ -16,6 +16,7 @@ from bertserve.endpoints.grpc import GrpcService
 from bertserve.server import Server
 from tests.frontends.conftest import url
 from tests.frontends.protocols import Client
+from tests.server.test_triton_flags import _serve_flags
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "triton-compat.md"
 STATUSES = ("works", "differs", "not planned")
@@ -62,6 +63,14 @@ def test_flags_have_the_status_the_command_line_gives_them() -> None:
             assert status == "differs", flag
         else:
             assert status in ("works", "differs"), flag
+
+
+def test_serve_flags_beyond_tritonservers_are_listed_as_bertserve_s_own() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    start = text.index("bertserve's own flags:")
+    own = set(_codes(text[start : text.index("\n\n", start)]))
+    extra = {f for f in _serve_flags() if f.startswith("--")} - set(triton_flags.TRITONSERVER_FLAGS)
+    assert own == extra - {"--help"}
 
 
 def test_grpc_methods_are_listed_as_the_server_implements_them(served: Server) -> None:
