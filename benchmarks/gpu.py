@@ -555,7 +555,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny model, every path")
     parser.add_argument("--baseline-src", default="", help="builds stage: the other src/")
     parser.add_argument(
-        "--budget-seconds", type=float, default=1e9, help="builds stage: no point starts later"
+        "--budget-seconds",
+        type=float,
+        default=1e9,
+        help="builds and textpath stages: no point starts later",
     )
     args = parser.parse_args(argv)
     unknown = set(args.stages.split(",")) - set(STAGES)
