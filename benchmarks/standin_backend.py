@@ -27,8 +27,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bertserve.backends.base import Backend, Device, LoadContext, ModelInstance
-from bertserve.backends.io_spec import TensorSpec, complete_io
+from bertserve.backends.io_spec import (
+    TensorSpec,
+    autocomplete_io,
+    check_io,
+    default_max_batch_size,
+)
 from bertserve.backends.packing import PackedBatch, PackingSpec, pack, unpack
+from bertserve.backends.parameters import ModelParameters
 from bertserve.booleans import parse_bool
 
 if TYPE_CHECKING:
@@ -124,17 +130,19 @@ class StandInBackend(Backend):
     def __init__(self) -> None:
         self.clocks: dict[str, _Clock] = {}
 
-    def autocomplete(self, config: model_config_pb2.ModelConfig, model_path: Path) -> None:
-        lead = (-1, -1)
-        complete_io(
-            config,
-            [TensorSpec(n, "INT64", lead) for n in INPUTS],
-            [TensorSpec(n, "FP32", lead) for n in OUTPUTS],
-            source="the stand-in",
-        )
-        if parse_bool(config.parameters["packing"].string_value or "false"):
+    def autocomplete(
+        self,
+        config: model_config_pb2.ModelConfig,
+        model_path: Path,
+        options: Mapping[str, str] | None = None,
+    ) -> None:
+        autocomplete_io(config, *_specs(), default_max_batch_size(options))
+        if ModelParameters(config).boolean("packing", False):
             for tensor in config.input:
                 tensor.allow_ragged_batch = True
+
+    def validate(self, config: model_config_pb2.ModelConfig, model_path: Path) -> None:
+        check_io(config, *_specs())
 
     def load(
         self,
@@ -146,3 +154,12 @@ class StandInBackend(Backend):
         clock = self.clocks.setdefault(config.name, _Clock())
         params = {k: v.string_value for k, v in config.parameters.items()}
         return StandInInstance(clock, params, config.max_batch_size)
+
+
+def _specs() -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """What the stand-in takes and gives: the GPU engine's tensors, [batch, tokens]."""
+    lead = (-1, -1)
+    return (
+        [TensorSpec(n, "INT64", lead) for n in INPUTS],
+        [TensorSpec(n, "FP32", lead) for n in OUTPUTS],
+    )
