@@ -252,18 +252,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> PerfSettings:
     """The PerfSettings the flags describe; ValueError names a bad flag."""
-    from bertserve.perf.settings import PerfSettings, parse_range
+    from bertserve.perf.settings import PerfSettings, parse_range, parse_shapes
 
-    shapes: dict[str, tuple[int, ...]] = {}
-    for text in args.shape:
-        name, sep, dims = text.rpartition(":")
-        try:
-            parsed = tuple(int(d) for d in dims.split(","))
-        except ValueError:
-            parsed = ()
-        if not sep or not name or not parsed or any(d < 1 for d in parsed):
-            raise ValueError(f"--shape {text!r}: write NAME:DIMS, e.g. input_ids:128 or x:3,224")
-        shapes[name] = parsed
+    shapes = parse_shapes(args.shape)
     headers = []
     for text in args.http_headers:
         name, sep, value = text.partition(":")

@@ -15,6 +15,7 @@ from bertserve.cost.host import MachineGuess
 from bertserve.perf.results import Run
 from bertserve.report.analysis import Analysis, analyze
 from bertserve.report.console import print_summary
+from bertserve.report.document import Block
 from bertserve.report.inputs import InputError
 from bertserve.report.reference import (
     HeadlineRow,
@@ -62,12 +63,15 @@ def produce_report(
     budget_ms: float | None = None,
     guess: MachineGuess | None = None,
     kind_of: KindOf = unknown_kind,
+    sections: Sequence[Block] = (),
 ) -> WrittenReport:
     """Analyze `sources` (each run with where it came from), with the packaged reference
     benchmark's deployments added when `reference`, and write the report into `output`.
     `guess` is how the machine was priced when the user did not say; the verdict names it.
     `kind_of` says what a model is (architecture, device), so the verdict can set it beside
-    the reference's deployment of the same model."""
+    the reference's deployment of the same model. `sections` are the caller's own blocks
+    (`bertserve plan`'s), placed ahead of the deployments; their figures are written beside
+    the others."""
     runs = list(sources)
     bench = load_reference()
     headline = headline_rows(bench, catalog)
@@ -95,6 +99,7 @@ def produce_report(
         generated=generated,
         reference=included,
         verdict=verdict,
+        sections=sections,
     )
     return WrittenReport(analysis, files, included, verdict)
 
