@@ -5,9 +5,9 @@ Per instance, a batch of b inferences takes (a + k b) / t^0.8 ms with t threads 
 help sub-linearly; threads x instances beyond the vCPUs slow everything down). With c
 requests in flight over n instances, each instance holds q = c / n of them: batches of
 min(q, max_batch_size), ceil(q / max_batch_size) batches per round, and a lone batch that
-cannot fill waits the queue delay. Latency L = rounds x batch time (+ delay); throughput
-c / L (Little's law); the 99th percentile is 1.25 L. Preferred sizes (halves) trim 3 % off
-L when batches do not fill; each variant scales a and k. A deterministic +-0.5 % wobble per
+cannot fill waits the queue delay (3 % less with preferred sizes, the halves). Latency
+L = rounds x batch time + that wait, reported as queue time; throughput c / L (Little's
+law); the 99th percentile is 1.25 times the time past the queue, plus the wait; each variant scales a and k. A deterministic +-0.5 % wobble per
 measurement stands in for noise.
 """
 
@@ -48,27 +48,33 @@ class Landscape:
         batch = min(max(per_instance, 1.0), batch_cap)
         rounds = math.ceil(per_instance / batch_cap) if per_instance > batch_cap else 1
         batch_ms = factor * (self.a_ms + self.k_ms * batch) / threads**0.8 * slowdown
-        latency = rounds * batch_ms
-        if per_instance < batch_cap and knobs.max_batch_size > 1:
-            latency += knobs.queue_delay_us / 1000
+        return rounds * batch_ms + self.wait_ms(knobs, concurrency)
+
+    def wait_ms(self, knobs: Knobs, concurrency: int) -> float:
+        """Time in the queue: batches ahead, and the delay a batch that cannot fill waits."""
+        factor_wait = 0.0
+        per_instance = concurrency / knobs.instances
+        if per_instance < max(knobs.max_batch_size, 1) and knobs.max_batch_size > 1:
+            factor_wait = knobs.queue_delay_us / 1000
             if knobs.preferred:
-                latency *= 0.97
-        return latency
+                factor_wait *= 0.97
+        return factor_wait
 
     def point(self, candidate: Candidate, concurrency: int, wobble: float = 0.0) -> Measurement:
         latency = self.latency_ms(candidate.variant, candidate.knobs, concurrency)
+        wait = self.wait_ms(candidate.knobs, concurrency)
         latency *= 1 + wobble
+        compute = latency - wait
         throughput = concurrency / latency * 1000
-        p99_us = 1.25 * latency * 1000
         return Measurement(
             concurrency=concurrency,
             throughput=throughput,
             latency_avg_us=latency * 1000,
             latency_p50_us=latency * 1000,
-            latency_p90_us=1.1 * latency * 1000,
-            latency_p95_us=1.15 * latency * 1000,
-            latency_p99_us=p99_us,
-            server_queue_us=0.0,
+            latency_p90_us=(1.1 * compute + wait) * 1000,
+            latency_p95_us=(1.15 * compute + wait) * 1000,
+            latency_p99_us=(1.25 * compute + wait) * 1000,
+            server_queue_us=wait * 1000,
         )
 
     # the Bench protocol

@@ -23,6 +23,7 @@ __all__ = [
     "CandidateFailed",
     "Outcome",
     "Point",
+    "Screen",
     "best_within",
     "find_capacity",
     "pick",
@@ -117,6 +118,20 @@ def pick(items: list[T], stat: str, noise: float, key: Callable[[T], Measurement
     return min(tied, key=lambda item: (key(item).latency_us(stat), -key(item).throughput))
 
 
+@dataclass(frozen=True)
+class Screen:
+    """The incumbent a challenger is screened against: its point at its highest load within
+    budget, and the lowest load at which it broke the budget (None when saturation, not the
+    budget, stopped it)."""
+
+    reference: Measurement
+    over: int | None = None
+
+    @property
+    def level(self) -> int:
+        return int(self.reference.load)
+
+
 def find_capacity(
     bench: Bench,
     candidate: Candidate,
@@ -126,15 +141,15 @@ def find_capacity(
     budget_us: float,
     noise: float,
     max_concurrency: int,
-    reference: Measurement | None = None,
+    screen: Screen | None = None,
     on_point: Callable[[Candidate, Point], None] | None = None,
 ) -> Outcome:
     """Measure `candidate` (already loaded) from concurrency `start` until its capacity
     within the budget is known; see the module docstring.
 
-    With a `reference` (the incumbent's point at concurrency `start`), the candidate is
-    dropped after its first point when it is no better there: throughput not higher and
-    latency not lower, by more than `noise`."""
+    With a `screen`, the candidate is first measured at the incumbent's highest load within
+    budget, and dropped there unless it is better (more throughput or less latency, by more
+    than `noise`) or tied; a tie must then stay within budget where the incumbent broke it."""
     points: dict[int, Point] = {}
 
     def measure(concurrency: int) -> Point:
@@ -148,19 +163,32 @@ def find_capacity(
         m = point.measurement
         return m.errors == 0 and m.latency_us(stat) <= budget_us
 
-    level = max(1, min(start, max_concurrency))
+    level = max(1, min(screen.level if screen else start, max_concurrency))
     point = measure(level)
-    if reference is not None and not _beats(point.measurement, reference, stat, noise):
-        ours = point.measurement
-        return Outcome(
-            candidate,
-            "screened",
+    if screen is not None and not _beats(point.measurement, screen.reference, stat, noise):
+        ours, theirs = point.measurement, screen.reference
+        tied = within(point) and ours.throughput >= theirs.throughput * (1 - noise)
+        reason = (
             f"no better than the incumbent at concurrency {level}: {ours.throughput:.1f} vs "
-            f"{reference.throughput:.1f} inferences/s, {stat} "
-            f"{ours.latency_us(stat) / 1000:.1f} vs {reference.latency_us(stat) / 1000:.1f} ms",
-            points=[point],
-            best=best_within([point], stat, budget_us, noise),
+            f"{theirs.throughput:.1f} inferences/s, {stat} {ours.latency_us(stat) / 1000:.1f} "
+            f"vs {theirs.latency_us(stat) / 1000:.1f} ms"
         )
+        if tied and screen.over is not None and screen.over <= max_concurrency:
+            pushed = measure(screen.over)
+            if not within(pushed):
+                reason += f", and over budget at {screen.over} as the incumbent was"
+                tied = False
+            else:
+                level, point = screen.over, pushed
+        if not tied or screen.over is None:
+            found = list(points.values())
+            return Outcome(
+                candidate,
+                "screened",
+                reason,
+                points=found,
+                best=best_within(found, stat, budget_us, noise),
+            )
     over: int | None = None
     if not within(point):
         over = level
@@ -181,7 +209,7 @@ def find_capacity(
     else:
         while level < max_concurrency:
             higher = min(level * 2, max_concurrency)
-            up = measure(higher)
+            up = points.get(higher) or measure(higher)
             if not within(up):
                 over = higher
                 break
@@ -195,7 +223,7 @@ def find_capacity(
             if over - low <= 1 or over / low <= BISECT_RATIO:
                 break
             middle = (low + over) // 2
-            if within(measure(middle)):
+            if within(points.get(middle) or measure(middle)):
                 low = middle
             else:
                 over = middle

@@ -41,10 +41,11 @@ from bertserve.plan.capacity_search import (
     CandidateFailed,
     Outcome,
     Point,
+    Screen,
     find_capacity,
     pick,
 )
-from bertserve.plan.knobs import Candidate, Variant
+from bertserve.plan.knobs import Candidate, Knobs, Variant
 from bertserve.plan.space import Move, Space
 
 __all__ = ["Noise", "SearchEvents", "SearchResult", "SearchSettings", "search"]
@@ -176,7 +177,9 @@ class _Search:
             if m.errors:
                 continue
             if m.concurrency == 1:
-                lone = max(0.0, m.latency_us(stat) - m.server_queue_us)
+                # The median, not the judged tail: a floor must not overstate what a lone
+                # request costs, or a candidate that could win would be pruned.
+                lone = max(0.0, m.latency_p50_us - m.server_queue_us)
                 facts.floor_us[threads] = min(facts.floor_us.get(threads, math.inf), lone)
             if m.latency_us(stat) <= budget and m.concurrency:
                 facts.reach = max(facts.reach, m.concurrency * self.settings.client_batch)
@@ -237,19 +240,17 @@ class _Search:
                 known = facts.failed_instances or candidate.knobs.instances
                 facts.failed_instances = min(known, candidate.knobs.instances)
             return self._record(Outcome(candidate, "failed", str(exc), via=via))
-        start, reference = 1, None
-        if against is not None:
-            start, reference = self._reference(against)
+        screen = self._screen(against) if against is not None else None
         try:
             outcome = find_capacity(
                 self.bench,
                 candidate,
-                start=start,
+                start=1,
                 stat=self.settings.stat,
                 budget_us=self.settings.budget_us,
                 noise=self.noise,
                 max_concurrency=self.settings.max_concurrency,
-                reference=reference,
+                screen=screen,
                 on_point=self.events.on_point,
             )
         except CandidateFailed as exc:
@@ -258,22 +259,18 @@ class _Search:
         self._learn(outcome)
         return self._record(outcome)
 
-    def _reference(self, incumbent: Outcome) -> tuple[int, Measurement | None]:
-        """Where to measure a challenger first: the incumbent's highest load within budget
+    def _screen(self, incumbent: Outcome) -> Screen | None:
+        """What a challenger is screened against: the incumbent's highest load within budget
         (at its best load the incumbent may not have been pushed hard enough to show what
-        more capacity would give), and the incumbent's point there to screen against."""
+        more capacity would give), and the lowest load above it where it broke the budget."""
         stat, budget = self.settings.stat, self.settings.budget_us
-        within = [
-            p.measurement
-            for p in incumbent.points
-            if p.measurement.errors == 0
-            and p.measurement.concurrency
-            and p.measurement.latency_us(stat) <= budget
-        ]
+        loaded = [p.measurement for p in incumbent.points if p.measurement.concurrency]
+        within = [m for m in loaded if m.errors == 0 and m.latency_us(stat) <= budget]
         if not within:
-            return 1, None
+            return None
         highest = max(within, key=lambda m: m.load)
-        return int(highest.load), highest
+        above = [int(m.load) for m in loaded if m.load > highest.load and m not in within]
+        return Screen(highest, min(above, default=None))
 
     def better(self, a: Outcome, b: Outcome) -> bool:
         """Whether `a` beats `b` by more than the noise: more throughput within budget; when
@@ -289,13 +286,25 @@ class _Search:
 
     # -- the climb
 
+    def _step(self, incumbent: Outcome, move: Move, knobs: Knobs) -> Outcome:
+        """The first candidate along `move` that is not pruned (a queue delay too long for
+        the budget gives way to the next shorter one); the last pruned one when all are."""
+        variant = incumbent.candidate.variant
+        while True:
+            outcome = self.evaluate(Candidate(variant, knobs), move.text(), against=incumbent)
+            if outcome.status != "pruned":
+                return outcome
+            further = self.space.step(knobs, move)
+            if further is None or self.space.canonical(further) == knobs:
+                return outcome
+            knobs = self.space.canonical(further)
+
     def climb(self, start: Outcome) -> Outcome:
         incumbent = start
         momentum: list[Move] = []
         while True:
             for move, knobs in self.space.moves(incumbent.candidate.knobs, first=momentum):
-                candidate = Candidate(incumbent.candidate.variant, knobs)
-                outcome = self.evaluate(candidate, move.text(), against=incumbent)
+                outcome = self._step(incumbent, move, knobs)
                 if outcome.points and self.better(outcome, incumbent):
                     incumbent, momentum = outcome, [move]
                     break
