@@ -4,11 +4,11 @@ model says, so that the search can be checked against the exhaustive answer.
 Per instance, a batch of b inferences takes (a + k b) / t^0.8 ms with t threads (threads
 help sub-linearly; threads x instances beyond the vCPUs slow everything down). With c
 requests in flight over n instances, each instance holds q = c / n of them: batches of
-min(q, max_batch_size), ceil(q / max_batch_size) batches per round, and a lone batch that
-cannot fill waits the queue delay (3 % less with preferred sizes, the halves). Latency
-L = rounds x batch time + that wait, reported as queue time; throughput c / L (Little's
-law); the 99th percentile is 1.25 times the time past the queue, plus the wait; each variant scales a and k. A deterministic +-0.5 % wobble per
-measurement stands in for noise.
+min(q, max_batch_size), ceil(q / max_batch_size) batches per round, and a batch that cannot
+fill waits the queue delay (3 % less with preferred sizes, the halves). Latency L = rounds
+x batch time + that wait, reported as queue time; throughput c / L (Little's law); the
+99th percentile is 1.25 times the time past the queue, plus the wait. Each variant scales
+a and k. A deterministic +-0.5 % wobble per measurement stands in for noise.
 """
 
 from __future__ import annotations

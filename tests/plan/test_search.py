@@ -39,7 +39,9 @@ def grid(space: Space, variants: list[Variant]) -> list[Candidate]:
                 for d in space.delays:
                     for n in space.instances:
                         for t in space.threads:
-                            knobs = space.canonical(Knobs(b, halves(b) if preferred else (), d, n, t))
+                            knobs = space.canonical(
+                                Knobs(b, halves(b) if preferred else (), d, n, t)
+                            )
                             if not space.oversubscribes(knobs):
                                 found.append(Candidate(variant, knobs))
     return list(dict.fromkeys(found))

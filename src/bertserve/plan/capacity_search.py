@@ -173,14 +173,15 @@ def find_capacity(
             f"{theirs.throughput:.1f} inferences/s, {stat} {ours.latency_us(stat) / 1000:.1f} "
             f"vs {theirs.latency_us(stat) / 1000:.1f} ms"
         )
+        held = False
         if tied and screen.over is not None and screen.over <= max_concurrency:
             pushed = measure(screen.over)
-            if not within(pushed):
-                reason += f", and over budget at {screen.over} as the incumbent was"
-                tied = False
-            else:
+            held = within(pushed)
+            if held:
                 level, point = screen.over, pushed
-        if not tied or screen.over is None:
+            else:
+                reason += f", and over budget at {screen.over} as the incumbent was"
+        if not held:
             found = list(points.values())
             return Outcome(
                 candidate,
