@@ -85,13 +85,16 @@ class Restoration:
 
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
-    """SIGTERM ends the plan as Ctrl-C does (KeyboardInterrupt), so the restore still runs."""
+    """SIGTERM ends the plan as Ctrl-C does, so the restore still runs."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+        # Through SIGINT's own handler, not by raising here: inside a measurement that is
+        # the event loop's, which cancels the sweep cleanly; raising from an arbitrary
+        # point could land inside a transport callback and break a connection instead.
+        signal.raise_signal(signal.SIGINT)
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
