@@ -97,7 +97,7 @@ def config_pbtxt(config: model_config_pb2.ModelConfig) -> str:
 
 
 def uses_onnxruntime(config: model_config_pb2.ModelConfig) -> bool:
-    return config.backend == "onnxruntime" or config.platform == "onnxruntime_onnx"
+    return bool(config.backend == "onnxruntime" or config.platform == "onnxruntime_onnx")
 
 
 def knobs_of(config: model_config_pb2.ModelConfig) -> Knobs:

@@ -163,7 +163,8 @@ def helm_values(result: PlanResult) -> str:
         f"# pods to {fleet.machine.id} nodes with nodeSelector. Use with: helm install NAME "
         "deploy/helm/bertserve -f values.yaml",
     ]
-    return "\n".join(header) + "\n" + yaml.safe_dump(values, sort_keys=False)
+    body: str = yaml.safe_dump(values, sort_keys=False)
+    return "\n".join(header) + "\n" + body
 
 
 def _without(args: list[str], flags: tuple[str, ...]) -> list[str]:

@@ -28,7 +28,7 @@ def family(model: str) -> str:
 
 def precision_of(model: str, config: model_config_pb2.ModelConfig | None) -> str:
     if config is not None and "precision" in config.parameters:
-        return config.parameters["precision"].string_value
+        return str(config.parameters["precision"].string_value)
     for suffix in PRECISION_SUFFIXES:
         if model.endswith(suffix):
             return suffix[1:]
