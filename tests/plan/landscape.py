@@ -34,6 +34,8 @@ class Landscape:
     #: Candidates whose load fails (by instances at or above this count).
     fail_instances: int | None = None
     wobble: float = 0.005
+    #: False: a batch that cannot fill leaves at once (a backend with native batch sizes).
+    waits: bool = True
     loaded: Candidate | None = None
     prepared: list[Candidate] = field(default_factory=list)
     measured: list[tuple[Candidate, int]] = field(default_factory=list)
@@ -54,7 +56,7 @@ class Landscape:
         """Time in the queue: batches ahead, and the delay a batch that cannot fill waits."""
         factor_wait = 0.0
         per_instance = concurrency / knobs.instances
-        if per_instance < max(knobs.max_batch_size, 1) and knobs.max_batch_size > 1:
+        if self.waits and per_instance < max(knobs.max_batch_size, 1) and knobs.max_batch_size > 1:
             factor_wait = knobs.queue_delay_us / 1000
             if knobs.preferred:
                 factor_wait *= 0.97

@@ -206,3 +206,26 @@ def test_events_see_every_candidate_point_and_outcome() -> None:
     assert seen["candidate"] == sum(1 for o in result.outcomes if o.status != "pruned")
     # The noise repeat and the closing confirmation are measured outside any candidate.
     assert seen["point"] == result.measurements - 2
+
+
+def test_the_time_limit_still_measures_the_seed() -> None:
+    land = Landscape()
+    space = make_space()
+    result = run(land, space, [FP32, INT8], max_seconds=0.0)
+    assert "time limit of 0 s" in result.stopped
+    assert [o.candidate for o in result.outcomes] == [result.seed.candidate]
+    assert result.winner is result.seed
+
+
+def test_a_delay_is_pruned_only_once_lone_requests_were_seen_to_wait_it() -> None:
+    seed = Knobs(8, (4, 8), 50_000, 1, 0)
+    space = make_space(seed, budget_ms=20.0)
+    # This batcher sends a batch that cannot fill at once: the 50 ms delay costs nothing.
+    result = run(Landscape(waits=False), space, [FP32], budget_ms=20.0)
+    assert result.seed.status == "measured" and result.seed.best is not None
+    assert not [o for o in result.outcomes if "queue delay of" in o.reason]
+    # This one holds it: the seed is over budget, and longer delays are never measured.
+    result = run(Landscape(), space, [FP32], budget_ms=20.0)
+    assert result.seed.status == "infeasible"
+    pruned = [o for o in result.outcomes if "queue delay of" in o.reason]
+    assert pruned and all(not o.points for o in pruned)

@@ -89,6 +89,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="start no new candidate after N measured points (default 100)",
     )
     search.add_argument(
+        "--max-minutes",
+        type=positive_float,
+        default=None,
+        metavar="M",
+        help="start no new candidate after M minutes (default: no limit)",
+    )
+    search.add_argument(
         "--max-batch-size",
         type=positive_int,
         default=128,
@@ -217,6 +224,7 @@ def settings_from_args(args: argparse.Namespace) -> PlanSettings:
         utilization=args.utilization,
         output=args.output,
         max_measurements=args.max_measurements,
+        max_minutes=args.max_minutes,
         max_concurrency=args.max_concurrency,
         max_batch_size=args.max_batch_size,
         max_instances=args.max_instances,

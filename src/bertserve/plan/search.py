@@ -18,9 +18,10 @@ one knob step at a time, measuring only what can still win.
    in its turn.
 
 Candidates that cannot win are never measured (each pruned one is recorded with why):
-- a queue delay at least the budget less the variant's latency floor (a lone request waits
-  the whole delay; when the load is high enough for batches to fill first, the delay does
-  not matter and a shorter one is the same configuration);
+- a queue delay at least the budget less the variant's latency floor, once a lone request
+  was seen to wait the delay (it then waits it all; when the load is high enough for
+  batches to fill first, the delay does not matter and a shorter one is the same
+  configuration);
 - a variant (and thread count, or fewer) whose lone request is already over budget;
 - a max_batch_size above twice the most requests ever in flight within budget for that
   variant (a batch never holds more requests than are in flight);
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -59,8 +61,10 @@ class SearchSettings:
     budget_us: float = math.inf
     #: Smallest relative difference counted as a gain, whatever the repeat says.
     noise_floor: float = 0.01
-    #: No new candidate starts after this many measured points.
+    #: No new candidate starts after this many measured points...
     max_measurements: int = 100
+    #: ... or after this many seconds.
+    max_seconds: float = math.inf
     #: Highest concurrency tried.
     max_concurrency: int = 256
     #: Inferences per request (`-b`).
@@ -126,6 +130,9 @@ class _Facts:
 
     #: Lowest latency of a lone request less its queue wait, by threads per instance.
     floor_us: dict[int, float] = field(default_factory=dict)
+    #: Whether a lone request was seen to wait the queue delay (the batcher holds a batch
+    #: that cannot fill); None until a candidate with a delay was measured at concurrency 1.
+    waits_delay: bool | None = None
     #: Most inferences in flight within budget, any candidate.
     reach: int = 0
     #: Fewest instances that failed to load.
@@ -158,6 +165,7 @@ class _Search:
         self.outcomes: dict[Candidate, Outcome] = {}
         self.facts: dict[Variant, _Facts] = {}
         self.noise = settings.noise_floor
+        self.deadline = time.monotonic() + settings.max_seconds
 
     # -- bookkeeping
 
@@ -181,6 +189,10 @@ class _Search:
                 # request costs, or a candidate that could win would be pruned.
                 lone = max(0.0, m.latency_p50_us - m.server_queue_us)
                 facts.floor_us[threads] = min(facts.floor_us.get(threads, math.inf), lone)
+                delay = outcome.candidate.knobs.queue_delay_us
+                if delay and outcome.candidate.knobs.max_batch_size > 1:
+                    # A backend with native batch sizes may send a lone request at once.
+                    facts.waits_delay = m.server_queue_us >= delay / 2
             if m.latency_us(stat) <= budget and m.concurrency:
                 facts.reach = max(facts.reach, m.concurrency * self.settings.client_batch)
 
@@ -205,7 +217,8 @@ class _Search:
                 f"{budget / 1000:g} ms budget"
             )
         known = facts.floor_us.get(knobs.threads)
-        if known is not None and knobs.queue_delay_us and knobs.queue_delay_us >= budget - known:
+        waits = facts.waits_delay and knobs.queue_delay_us
+        if known is not None and waits and knobs.queue_delay_us >= budget - known:
             return (
                 f"a queue delay of {knobs.queue_delay_us} us plus the {known / 1000:.1f} ms a "
                 f"lone request takes exceeds the {budget / 1000:g} ms budget"
@@ -220,16 +233,26 @@ class _Search:
 
     # -- one candidate
 
-    def evaluate(self, candidate: Candidate, via: str, against: Outcome | None = None) -> Outcome:
-        """Decide `candidate`: pruned, failed to load, or measured (from the load where
-        `against`, the incumbent, is best; screened against it there)."""
+    def evaluate(
+        self,
+        candidate: Candidate,
+        via: str,
+        against: Outcome | None = None,
+        *,
+        limited: bool = True,
+    ) -> Outcome:
+        """Decide `candidate`: pruned, failed to load, or measured (screened against
+        `against`, the incumbent). `limited`: subject to the measurement and time limits
+        (the seed is measured whatever they say)."""
         if candidate in self.outcomes:
             return self.outcomes[candidate]
         reason = self._pruned(candidate, against.candidate if against else None)
         if reason is not None:
             return self._record(Outcome(candidate, "pruned", reason, via=via))
-        if self.bench.count >= self.settings.max_measurements:
-            raise _Exhausted
+        if limited and self.bench.count >= self.settings.max_measurements:
+            raise _Exhausted(f"the limit of {self.settings.max_measurements} measured points")
+        if limited and time.monotonic() >= self.deadline:
+            raise _Exhausted(f"the time limit of {self.settings.max_seconds:g} s")
         if self.events.on_candidate:
             self.events.on_candidate(candidate, via)
         try:
@@ -324,7 +347,9 @@ def search(
     loaded now; `variants` the other variants of the model worth trying."""
     run = _Search(bench, space, settings, events or SearchEvents())
     stopped = "no neighbour of the winner beats it by more than the noise"
-    seed_outcome = run.evaluate(seed, "seed: the config loaded when the plan started")
+    seed_outcome = run.evaluate(
+        seed, "seed: the config loaded when the plan started", limited=False
+    )
     noise = _repeat(run, seed_outcome)
     run.noise = noise.value
     knobs = space.canonical(seed.knobs)
@@ -354,8 +379,8 @@ def search(
             if challenger is None:
                 break
             leader = challenger
-    except _Exhausted:
-        stopped = f"the limit of {settings.max_measurements} measured points was reached"
+    except _Exhausted as exc:
+        stopped = f"{exc} was reached"
     outcomes = list(run.outcomes.values())
     winner = _winner(outcomes, settings.stat, run.noise)
     confirmation = None

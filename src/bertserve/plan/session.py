@@ -4,6 +4,7 @@ back, size the fleet. Writing the files is `outputs.py`'s; printing, `display.py
 from __future__ import annotations
 
 import datetime
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -121,6 +122,7 @@ def run_plan(
             budget_us=settings.budget_us,
             noise_floor=settings.noise_floor,
             max_measurements=settings.max_measurements,
+            max_seconds=math.inf if settings.max_minutes is None else settings.max_minutes * 60,
             max_concurrency=settings.max_concurrency,
             client_batch=settings.perf.batch_size,
         )

@@ -31,8 +31,9 @@ class PlanSettings:
     #: Share of a replica's capacity planned to be used (the rest is headroom).
     utilization: float = 0.7
     output: Path = Path("bertserve-plan")
-    #: No new candidate starts after this many measured points.
+    #: No new candidate starts after this many measured points, or minutes.
     max_measurements: int = 100
+    max_minutes: float | None = None
     max_concurrency: int = 256
     #: Largest max_batch_size and instance count tried.
     max_batch_size: int = 128
