@@ -209,7 +209,9 @@ def settings_from_args(args: argparse.Namespace) -> PlanSettings:
         window_requests=args.measurement_request_count,
         max_trials=args.max_trials,
         stability_percent=args.stability_percentage,
-        percentile=args.percentile,
+        # Windows agree on their average, as perf_analyzer judges by default; the budget
+        # judges the percentile of the merged windows.
+        percentile=None,
         input_data=args.input_data,
         shapes=parse_shapes(args.shape),
         machine=args.machine[0] if args.machine else None,

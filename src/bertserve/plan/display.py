@@ -94,8 +94,9 @@ def print_summary(result: PlanResult, files: PlanFiles, console: Console) -> Non
         seed = search.seed.best
         if seed is not None and winner is not search.seed:
             say(
-                f"The config loaded before gave {seed.throughput:.1f} inferences/s: "
-                f"{best.throughput / seed.throughput:.2f}x less per inference now."
+                f"The config loaded before gave {seed.throughput:.1f} inferences/s within the "
+                f"budget: the winner costs 1/{best.throughput / seed.throughput:.2f} as much "
+                "per inference."
             )
     fleet = result.fleet
     if fleet is not None:
