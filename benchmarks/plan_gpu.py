@@ -103,7 +103,7 @@ def main() -> int:
     model = build_model(repo, args.dry_run)
     built_s = time.monotonic() - started
     seq = 128 if args.dry_run else 384
-    machines = args.machine or (["gcp-n1-standard-4"] if args.dry_run else list(H200))
+    machines = args.machine or (["gcp-n1-standard-2"] if args.dry_run else list(H200))
     minutes = min(args.minutes, 1.5) if args.dry_run else args.minutes
     serve = ["--model-control-mode", "explicit", "--load-model", model]
     log = args.out / "server.log"

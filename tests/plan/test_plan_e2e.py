@@ -256,11 +256,30 @@ def test_bad_arguments_get_clear_errors(
     assert state(explicit) == before
 
 
-def test_an_unreachable_server_and_a_missing_machine_are_named(
+def test_an_unreachable_server_is_named(
     catalog: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     closed = ["plan", "-m", TINY, "-u", "127.0.0.1:9", "--machine", "test-2vcpu"]
     assert main([*closed, "--catalog", str(catalog), "-o", str(tmp_path)]) == 1
     assert "cannot reach the server at 127.0.0.1:9" in capsys.readouterr().err
-    assert main(["plan", "-m", TINY, "-u", "127.0.0.1:9", "-o", str(tmp_path)]) == 1
-    assert "give --machine ID" in capsys.readouterr().err
+
+
+def test_without_a_machine_this_machines_entry_is_assumed_and_said(
+    explicit: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bertserve.cost.catalog import load_catalog
+    from bertserve.cost.host import guess_machine, this_host
+
+    guess = guess_machine(load_catalog(), this_host())
+    assert guess.machine is not None
+    before = state(explicit)
+    args = ["plan", "-m", TINY, "-u", explicit.http_url, "-o", str(tmp_path), *QUICK]
+    main([*args, "--max-measurements", "1"])  # the seed only
+    printed = capsys.readouterr().out
+    assert f"Assumed: this machine ({guess.host.describe()}) costs what {guess.machine.id}" in (
+        printed.replace("\n", " ")
+    )
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert [m["id"] for m in plan["machines"]] == [guess.machine.id]
+    assert "the limit of 1 measured points" in plan["stopped"]
+    assert state(explicit) == before

@@ -52,8 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="ID",
         help="price-catalog id of the machine the server runs on (repeat for each offer of "
-        "the same hardware; the cheapest prices the plan). Ids: bertserve report "
-        "--list-machines",
+        "the same hardware; the cheapest prices the plan). Default: this machine's entry, "
+        "guessed from its vCPUs and GPUs. Ids: bertserve report --list-machines",
     )
     what.add_argument(
         "--catalog",
@@ -240,14 +240,13 @@ def settings_from_args(args: argparse.Namespace) -> PlanSettings:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from rich.console import Console
-
     from bertserve.errors import BertserveError
     from bertserve.plan.display import PlanDisplay, print_summary
     from bertserve.plan.outputs import write_plan
     from bertserve.plan.session import PlanInterrupted, run_plan
+    from bertserve.tables import make_console
 
-    console = Console()
+    console = make_console()
     try:
         settings = settings_from_args(args)
     except ValueError as exc:

@@ -74,6 +74,11 @@ def print_summary(result: PlanResult, files: PlanFiles, console: Console) -> Non
         console.print(text, highlight=False, markup=False, soft_wrap=True)
 
     say("")
+    if result.guess is not None:
+        say(
+            f"{result.guess.sentence()} (The planner's machine is taken for the server's; "
+            "give --machine when the server runs elsewhere.)"
+        )
     say(
         f"{search.measurements} points measured, {len(search.measured)} candidates; stopped "
         f"because {search.stopped}. Noise: {search.noise.text()}."

@@ -15,6 +15,7 @@ import yaml
 from tritonclient.grpc import model_config_pb2
 
 from bertserve import __version__
+from bertserve.cost.model import cost_per_million
 from bertserve.perf.profiler import command_line
 from bertserve.perf.results import Run
 from bertserve.plan.capacity_search import Outcome
@@ -23,7 +24,7 @@ from bertserve.plan.sections import plan_sections
 from bertserve.plan.session import PlanResult
 from bertserve.report.pipeline import WrittenReport, produce_report
 
-__all__ = ["PlanFiles", "candidate_runs", "helm_values", "write_plan"]
+__all__ = ["PlanFiles", "candidate_runs", "helm_values", "pick_line", "write_plan"]
 
 _KIND_GPU = model_config_pb2.ModelInstanceGroup.KIND_GPU
 
@@ -78,9 +79,30 @@ def write_plan(result: PlanResult) -> PlanFiles:
             title=f"bertserve plan: {s.model}",
             stat=s.stat,
             budget_ms=s.budget_ms,
+            guess=result.guess,
             sections=plan_sections(result),
+            pick=(pick_line(result),),
         )
     return files
+
+
+def pick_line(result: PlanResult) -> str:
+    """The report's verdict: the plan's winner (the pipeline would pick by cost alone; the
+    plan breaks ties within its measured noise by latency)."""
+    s = result.settings
+    budget = "no latency budget" if s.budget_ms is None else f"{s.stat} <= {s.budget_ms:g} ms"
+    winner = result.search.winner
+    if winner is None or winner.best is None:
+        return f"Verdict: no configuration of {s.model} met {budget}."
+    best, machine = winner.best, result.machine
+    cost = cost_per_million(machine.price_per_hour, best.throughput)
+    return (
+        f"Verdict at {budget}: pick #{winner.order} {winner.candidate.label} on {machine.id}, "
+        f"${cost:.4g} per million inferences at concurrency {best.load:g}, {s.stat} "
+        f"{best.latency_us(s.stat) / 1000:.1f} ms: the highest throughput within the budget "
+        f"(candidates within the {result.search.noise.value:.1%} noise of it tie, and the "
+        "quickest of them wins); its config.pbtxt is beside this report."
+    )
 
 
 def candidate_runs(result: PlanResult) -> list[tuple[Outcome, Run]]:

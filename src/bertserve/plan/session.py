@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from tritonclient.grpc import model_config_pb2
 
 from bertserve.cost.catalog import Catalog, Machine, load_catalog
+from bertserve.cost.host import MachineGuess, guess_machine, this_host
 from bertserve.errors import BertserveError
 from bertserve.plan.bench import ServerBench
 from bertserve.plan.capacity import FleetPlan, Prediction, operating_point, plan_fleet, predict
@@ -52,6 +53,9 @@ class PlanResult:
     catalog: Catalog
     #: The machines offered, cheapest first; the first prices the plan.
     machines: list[Machine]
+    #: How the machine was priced when --machine was not given (the planner's own machine,
+    #: taken to be the server's).
+    guess: MachineGuess | None
     original: model_config_pb2.ModelConfig
     seed: Candidate
     variants: list[Variant]
@@ -85,7 +89,8 @@ def run_plan(
     settings.check()
     started = _now()
     catalog = load_catalog(*settings.catalogs)
-    machines, notes = _machines(settings, catalog)
+    machines, guess = _machines(settings, catalog)
+    notes: list[str] = []
     control = ModelControl(settings.perf.url, settings.perf.protocol)
     try:
         if not control.live():
@@ -159,6 +164,7 @@ def run_plan(
         settings=settings,
         catalog=catalog,
         machines=machines,
+        guess=guess,
         original=original,
         seed=seed,
         variants=[seed_variant, *others],
@@ -187,14 +193,17 @@ def _restored(problems: list[str]) -> str:
     return "NOT every model could be put back: " + "; ".join(problems)
 
 
-def _machines(settings: PlanSettings, catalog: Catalog) -> tuple[list[Machine], list[str]]:
-    if not settings.machines:
-        raise PlanError(
-            "give --machine ID: the catalog entry this server's machine is rented as "
-            "(ids: bertserve report --list-machines)"
-        )
-    machines = [catalog[m] for m in dict.fromkeys(settings.machines)]
-    return sorted(machines, key=lambda m: m.price_per_hour), []
+def _machines(
+    settings: PlanSettings, catalog: Catalog
+) -> tuple[list[Machine], MachineGuess | None]:
+    """The machines given (cheapest first), or this machine's catalog entry guessed."""
+    if settings.machines:
+        machines = [catalog[m] for m in dict.fromkeys(settings.machines)]
+        return sorted(machines, key=lambda m: m.price_per_hour), None
+    guess = guess_machine(catalog, this_host())
+    if guess.machine is None:
+        raise PlanError(guess.sentence())
+    return [guess.machine], guess
 
 
 def _vcpus(machines: list[Machine]) -> tuple[int, str | None]:

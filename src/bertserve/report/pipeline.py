@@ -64,6 +64,7 @@ def produce_report(
     guess: MachineGuess | None = None,
     kind_of: KindOf = unknown_kind,
     sections: Sequence[Block] = (),
+    pick: Sequence[str] | None = None,
 ) -> WrittenReport:
     """Analyze `sources` (each run with where it came from), with the packaged reference
     benchmark's deployments added when `reference`, and write the report into `output`.
@@ -71,7 +72,8 @@ def produce_report(
     `kind_of` says what a model is (architecture, device), so the verdict can set it beside
     the reference's deployment of the same model. `sections` are the caller's own blocks
     (`bertserve plan`'s), placed ahead of the deployments; their figures are written beside
-    the others."""
+    the others. `pick` replaces the verdict's pick lines with the caller's (the plan's winner,
+    chosen with its measured noise)."""
     runs = list(sources)
     bench = load_reference()
     headline = headline_rows(bench, catalog)
@@ -88,7 +90,7 @@ def produce_report(
     verdict = Verdict(
         assumption=guess.sentence() if guess is not None else None,
         reference=reference_sentences(analysis, bench, headline, guess, kind_of),
-        pick=pick_sentences(analysis, kind_of),
+        pick=tuple(pick) if pick is not None else pick_sentences(analysis, kind_of),
     )
     generated = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     files = write_report(
