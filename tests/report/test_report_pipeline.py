@@ -86,3 +86,15 @@ def _png() -> bytes:
     out = io.BytesIO()
     MplFigure(figsize=(1, 1)).savefig(out, format="png")
     return out.getvalue()
+
+
+def test_a_callers_verdict_lines_replace_the_comparisons(tmp_path: Path) -> None:
+    report = produce_report(
+        [(run("a"), "a.json"), (run("b"), "b.json")],
+        load_catalog(),
+        tmp_path,
+        title="T",
+        verdict_lines=("Verdict: pick a, the caller says.",),
+    )
+    assert report.verdict.lines() == ("Verdict: pick a, the caller says.",)
+    assert "Verdict: pick a, the caller says." in report.files.markdown.read_text()

@@ -81,7 +81,7 @@ def write_plan(result: PlanResult) -> PlanFiles:
             budget_ms=s.budget_ms,
             guess=result.guess,
             sections=plan_sections(result),
-            pick=(pick_line(result),),
+            verdict_lines=(pick_line(result),),
         )
     return files
 
