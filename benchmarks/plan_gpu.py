@@ -48,6 +48,7 @@ def build_model(repo: Path, dry_run: bool) -> str:
     from bertserve.builder.gpu_variant import write_gpu_variant
     from bertserve.builder.model_config import TOKENIZER_DIR, model_config, write_model_config
     from bertserve.builder.presets import ARCHITECTURES, PRESETS
+    from bertserve.builder.workflow import config_parameters
 
     (variant,) = [v for v in PRESETS["bert-base"] if v.name == MODEL]
     name = MODEL
@@ -57,16 +58,7 @@ def build_model(repo: Path, dry_run: bool) -> str:
     checkpoint = load_checkpoint(variant.architecture, "random", seed=0)
     version = repo / name / "1"
     checkpoint.write_tokenizer(version / TOKENIZER_DIR)
-    parameters = {
-        "weights": checkpoint.weights,
-        "weights_source": checkpoint.source,
-        "architecture": variant.architecture.hub_id or variant.architecture.key,
-        "precision": variant.precision,
-        "sequence_length": str(variant.seq_len),
-        "tokenizer": TOKENIZER_DIR,
-        "tokenizer_generated": "true",
-    }
-    config = model_config(variant, parameters)
+    config = model_config(variant, config_parameters(variant, checkpoint))
     device = Device("cpu") if dry_run else Device("gpu", 0)
     report = write_gpu_variant(variant, checkpoint.model, config, version, device=device)
     if dry_run:

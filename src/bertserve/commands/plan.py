@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bertserve.commands.argtypes import positive_float, positive_int
+from bertserve.commands.perf import add_data_arguments, add_window_arguments
 
 if TYPE_CHECKING:
     from bertserve.plan.settings import PlanSettings
@@ -135,53 +136,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     how.add_argument(
         "-b", "--batch-size", type=positive_int, default=1, help="inferences per request"
     )
-    how.add_argument(
-        "-p",
-        "--measurement-interval",
-        type=positive_float,
-        default=5000.0,
-        metavar="MS",
-        help="measurement window in ms (default 5000)",
-    )
-    how.add_argument(
-        "--measurement-mode", choices=("time_windows", "count_windows"), default="time_windows"
-    )
-    how.add_argument(
-        "--measurement-request-count",
-        type=positive_int,
-        default=50,
-        metavar="N",
-        help="count_windows: requests per window (default 50)",
-    )
-    how.add_argument(
-        "-r",
-        "--max-trials",
-        type=positive_int,
-        default=10,
-        metavar="N",
-        help="windows per load before giving up on stability (default 10)",
-    )
-    how.add_argument(
-        "-s",
-        "--stability-percentage",
-        type=positive_float,
-        default=10.0,
-        metavar="PCT",
-        help="allowed spread of 3 consecutive windows (default 10)",
-    )
-    how.add_argument(
-        "--input-data",
-        default="random",
-        metavar="zero|random|FILE.json",
-        help="tensor values, or perf_analyzer's input-data JSON (default random)",
-    )
-    how.add_argument(
-        "--shape",
-        action="append",
-        default=[],
-        metavar="NAME:DIMS",
-        help="dimensions, without batch, of a variable-shape input, e.g. input_ids:128",
-    )
+    add_window_arguments(how)
+    add_data_arguments(how)
     p.add_argument(
         "--output",
         "-o",
