@@ -11,9 +11,11 @@ one knob step at a time, measuring only what can still win.
 3. Climb: the neighbours of the incumbent (one step along one knob's ladder, the last
    successful move first) are tried in turn. Each is first measured at the incumbent's
    highest load within budget; one no better there than the incumbent (throughput not
-   higher, latency not lower, by more than the noise) is dropped after that one point.
-   The first neighbour that beats the incumbent by more than the noise becomes the
-   incumbent, and the climb goes on from it. It stops when no neighbour does.
+   higher, latency not lower, by more than the noise) is dropped after that one point,
+   unless it ties and also holds the budget at the load where the incumbent broke it.
+   A pruned neighbour gives way to the next step of the same move. The first neighbour
+   that beats the incumbent by more than the noise becomes the incumbent, and the climb
+   goes on from it. It stops when no neighbour does.
 4. The other variants are measured at the winner's knobs; one that beats the winner climbs
    in its turn.
 
