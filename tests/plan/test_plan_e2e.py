@@ -124,7 +124,7 @@ def test_plan_meets_a_budget_the_loaded_config_breaks(
     assert winner["best"]["latency_p50_us"] <= 40_000
     assert winner["knobs"]["queue_delay_us"] < 40_000
     assert plan["machines"][0]["id"] == "test-2vcpu"  # the cheaper offer prices the plan
-    assert plan["measurements"] <= 16 + 16  # the candidate running at the limit finishes
+    assert plan["measurements"] <= 16  # the limit is hard
     assert {c["model"] for c in plan["candidates"] if c["points"]} >= {TINY}
     assert any(c["model"] == SIBLING for c in plan["candidates"])  # the variant was tried
 

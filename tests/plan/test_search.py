@@ -165,8 +165,8 @@ def test_the_measurement_limit_ends_the_search_with_its_best_so_far() -> None:
     result = run(land, space, [FP32, INT8], max_measurements=8)
     assert "limit of 8" in result.stopped
     assert result.winner is not None
-    # No candidate starts past the limit; the one running when it was reached finishes.
-    assert result.measurements <= 8 + 8
+    # A hard limit: the candidate running when the points ran out ends with what it has.
+    assert result.measurements <= 8
 
 
 def test_noise_is_the_repeat_of_the_seeds_best_point() -> None:
@@ -229,3 +229,12 @@ def test_a_delay_is_pruned_only_once_lone_requests_were_seen_to_wait_it() -> Non
     assert result.seed.status == "infeasible"
     pruned = [o for o in result.outcomes if "queue delay of" in o.reason]
     assert pruned and all(not o.points for o in pruned)
+
+
+def test_the_measurement_limit_is_hard_even_inside_a_candidate() -> None:
+    land = Landscape()
+    result = run(land, make_space(), [FP32, INT8], max_measurements=3)
+    assert result.measurements == len(land.measured) == 3
+    assert result.seed.reason == "cut short by the measurement limit"
+    assert result.seed.best is not None  # what it measured still counts
+    assert result.confirmation is None and result.noise.first is None

@@ -87,7 +87,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=100,
         metavar="N",
-        help="start no new candidate after N measured points (default 100)",
+        help="measure at most N points in all (a candidate running when they run out ends "
+        "with what it has; default 100)",
     )
     search.add_argument(
         "--max-minutes",

@@ -21,6 +21,7 @@ from bertserve.plan.knobs import Candidate
 __all__ = [
     "Bench",
     "CandidateFailed",
+    "OutOfPoints",
     "Outcome",
     "Point",
     "Screen",
@@ -40,6 +41,11 @@ BISECT_STEPS = 2
 
 class CandidateFailed(Exception):
     """The server would not load a candidate (the message says why); the search goes on."""
+
+
+class OutOfPoints(Exception):
+    """The bench may measure no more points (the plan's measurement limit): a candidate's
+    search ends with what it has."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +164,33 @@ def find_capacity(
         if on_point is not None:
             on_point(candidate, point)
         return point
+
+    try:
+        return _search_loads(
+            measure, points, candidate, start, stat, budget_us, noise, max_concurrency, screen
+        )
+    except OutOfPoints:
+        found = list(points.values())
+        return Outcome(
+            candidate,
+            "measured",
+            "cut short by the measurement limit" if found else "not measured: no points left",
+            points=found,
+            best=best_within(found, stat, budget_us, noise),
+        )
+
+
+def _search_loads(
+    measure: Callable[[int], Point],
+    points: dict[int, Point],
+    candidate: Candidate,
+    start: int,
+    stat: str,
+    budget_us: float,
+    noise: float,
+    max_concurrency: int,
+    screen: Screen | None,
+) -> Outcome:
 
     def within(point: Point) -> bool:
         m = point.measurement

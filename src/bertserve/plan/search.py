@@ -44,6 +44,7 @@ from bertserve.plan.capacity_search import (
     Bench,
     CandidateFailed,
     Outcome,
+    OutOfPoints,
     Point,
     Screen,
     find_capacity,
@@ -63,9 +64,10 @@ class SearchSettings:
     budget_us: float = math.inf
     #: Smallest relative difference counted as a gain, whatever the repeat says.
     noise_floor: float = 0.01
-    #: No new candidate starts after this many measured points...
+    #: At most this many points are measured (a candidate running when they run out ends
+    #: with what it has); the noise repeat and the closing confirmation count too...
     max_measurements: int = 100
-    #: ... or after this many seconds.
+    #: ... and no new candidate starts after this many seconds.
     max_seconds: float = math.inf
     #: Highest concurrency tried.
     max_concurrency: int = 256
@@ -142,16 +144,23 @@ class _Facts:
 
 
 class _Counted:
-    """The bench, counting measured points."""
+    """The bench, counting measured points, and refusing more than `limit`."""
 
-    def __init__(self, bench: Bench) -> None:
+    def __init__(self, bench: Bench, limit: int) -> None:
         self.bench = bench
+        self.limit = limit
         self.count = 0
+
+    @property
+    def spent(self) -> bool:
+        return self.count >= self.limit
 
     def prepare(self, candidate: Candidate) -> None:
         self.bench.prepare(candidate)
 
     def measure(self, candidate: Candidate, concurrency: int) -> Point:
+        if self.spent:
+            raise OutOfPoints
         self.count += 1
         return self.bench.measure(candidate, concurrency)
 
@@ -160,7 +169,7 @@ class _Search:
     def __init__(
         self, bench: Bench, space: Space, settings: SearchSettings, events: SearchEvents
     ) -> None:
-        self.bench = _Counted(bench)
+        self.bench = _Counted(bench, settings.max_measurements)
         self.space = space
         self.settings = settings
         self.events = events
@@ -251,7 +260,7 @@ class _Search:
         reason = self._pruned(candidate, against.candidate if against else None)
         if reason is not None:
             return self._record(Outcome(candidate, "pruned", reason, via=via))
-        if limited and self.bench.count >= self.settings.max_measurements:
+        if limited and self.bench.spent:
             raise _Exhausted(f"the limit of {self.settings.max_measurements} measured points")
         if limited and time.monotonic() >= self.deadline:
             raise _Exhausted(f"the time limit of {self.settings.max_seconds:g} s")
@@ -386,7 +395,12 @@ def search(
     outcomes = list(run.outcomes.values())
     winner = _winner(outcomes, settings.stat, run.noise)
     confirmation = None
-    if winner is not None and winner.best is not None and winner.best.concurrency:
+    if (
+        winner is not None
+        and winner.best is not None
+        and winner.best.concurrency
+        and not run.bench.spent
+    ):
         with contextlib.suppress(CandidateFailed):  # the search's own answer stands
             run.bench.prepare(winner.candidate)
             confirmation = run.bench.measure(winner.candidate, winner.best.concurrency)
@@ -407,7 +421,10 @@ def _repeat(run: _Search, seed: Outcome) -> Noise:
     if seed.best is None or not seed.best.concurrency:
         return Noise(floor)
     first = seed.best.throughput
-    again = run.bench.measure(seed.candidate, seed.best.concurrency).measurement.throughput
+    try:
+        again = run.bench.measure(seed.candidate, seed.best.concurrency).measurement.throughput
+    except OutOfPoints:
+        return Noise(floor)
     mean = (first + again) / 2
     value = abs(first - again) / mean if mean > 0 else floor
     return Noise(max(value, floor), first, again, seed.best.concurrency)
