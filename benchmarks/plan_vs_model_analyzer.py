@@ -12,7 +12,8 @@ Model Analyzer (PyPI `triton-model-analyzer`) runs from its own git-ignored venv
 through a wrapper here that logs every call, so its measurements are counted exactly: each
 perf_analyzer run (a config at a concurrency, retries included) and each distinct point.
 `bertserve plan` counts the points it measured to stability (its noise repeat and closing
-confirmation included). Each tool starts from a fresh server holding the same config: the
+confirmation included) and may measure no more than Model Analyzer did (`--max-measurements`,
+a hard limit). Each tool starts from a fresh server holding the same config: the
 model's own with its preferred batch sizes removed, because Model Analyzer keeps a config's
 preferred sizes in every variant it makes, finds max_batch_size 1 below them "illegal" and
 ends its quick search at its first step (seen with 1.58.0). Both measure with 1 s windows
@@ -175,13 +176,15 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def run_plan(
-    server: ServerProcess, model: str, args: argparse.Namespace, work: Path
+    server: ServerProcess, model: str, args: argparse.Namespace, work: Path, limit: int
 ) -> dict[str, Any]:
+    """`bertserve plan` allowed at most `limit` points (Model Analyzer's count)."""
     out = work / "plan"
     command = [
         sys.executable, "-m", "bertserve", "plan", "-m", model, "-u", server.http_url,
         "--latency-budget-ms", f"{args.budget_ms:g}", "-p", str(args.window_ms),
         "--input-data", "zero", "--machine", args.machine, "-o", str(out),
+        "--max-measurements", str(limit),
         *(["--catalog", str(args.catalog)] if args.catalog else []),
         *[arg for name in INPUTS for arg in ("--shape", f"{name}:{args.seq}")],
     ]  # fmt: skip
@@ -268,7 +271,7 @@ def main() -> int:
     print(f"  {ma['perf_analyzer_runs']} perf_analyzer runs, {ma['seconds']} s", flush=True)
     with explicit(repo, args.model, work / "server-plan.log") as server:
         print("bertserve plan ...", flush=True)
-        plan = run_plan(server, args.model, args, work)
+        plan = run_plan(server, args.model, args, work, max(1, ma["points"]))
     print(f"  {plan['points']} points, {plan['seconds']} s", flush=True)
     picks = {}
     if ma.get("config"):
