@@ -132,8 +132,9 @@ def test_plan_meets_a_budget_the_loaded_config_breaks(
     assert config.name == winner["model"]
     assert knobs_of(config).queue_delay_us == winner["knobs"]["queue_delay_us"]
     assert config.max_batch_size == winner["knobs"]["max_batch_size"]
-    original = (out / "original-config.pbtxt").read_text()
+    original = (out / f"original-{TINY}.pbtxt").read_text()
     assert "max_queue_delay_microseconds: 100000" in original
+    assert not (out / f"original-{SIBLING}.pbtxt").exists()  # it was not loaded
 
     values = yaml.safe_load((out / "values.yaml").read_text())
     fleet = plan["fleet"]

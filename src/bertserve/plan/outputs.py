@@ -1,8 +1,8 @@
-"""The plan's files: the winning config.pbtxt (ready to drop into the repository), the
-original config (to put back by hand if the server could not be), plan.json (everything,
-for scripts and the fleet check), each candidate's run as bertserve JSON (for `bertserve
-report --input`), the report through the shared pipeline, and with a target load the Helm
-values for deploy/helm/bertserve."""
+"""The plan's files: the winning config.pbtxt (ready to drop into the repository),
+plan.json (everything, for scripts and the fleet check), each candidate's run as bertserve
+JSON (for `bertserve report --input`), the report through the shared pipeline, and with a
+target load the Helm values for deploy/helm/bertserve. (The original configs were written
+before anything changed, by `restore.Restoration`.)"""
 
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ class PlanFiles:
     def __init__(self, output: Path) -> None:
         self.output = output
         self.config = output / "config.pbtxt"
-        self.original = output / "original-config.pbtxt"
         self.plan = output / "plan.json"
         self.values = output / "values.yaml"
         self.runs = output / "runs"
@@ -44,11 +43,6 @@ def write_plan(result: PlanResult) -> PlanFiles:
     s = result.settings
     files = PlanFiles(s.output)
     s.output.mkdir(parents=True, exist_ok=True)
-    files.original.write_text(
-        f"# '{s.model}' as the server had it loaded when bertserve plan started "
-        f"({result.started}).\n" + config_pbtxt(result.original),
-        encoding="utf-8",
-    )
     winner = result.search.winner
     if result.winner_config is not None and winner is not None and winner.best is not None:
         best = winner.best

@@ -12,13 +12,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 from tritonclient.grpc import model_config_pb2
 
 from bertserve.plan.control import ControlError, ModelControl
+from bertserve.plan.knobs import config_pbtxt
 
-__all__ = ["Restoration", "Snapshot", "interruptible"]
+__all__ = ["Restoration", "Snapshot", "interruptible", "original_path"]
 
 #: Attempts per model before the restore gives up on it (and says what to do by hand).
 ATTEMPTS = 3
@@ -33,12 +35,25 @@ class Snapshot:
     config: model_config_pb2.ModelConfig | None
 
 
-class Restoration:
-    """Remembers models before the plan changes them; `restore()` puts them back."""
+def original_path(folder: Path, model: str) -> Path:
+    """Where a model's config is kept before the plan changes it."""
+    return folder / f"original-{model}.pbtxt"
 
-    def __init__(self, control: ModelControl, say: Callable[[str], None] = print) -> None:
+
+class Restoration:
+    """Remembers models before the plan changes them; `restore()` puts them back. With a
+    `folder`, each loaded model's config is also written there first (what to load by hand
+    should the server not be put back)."""
+
+    def __init__(
+        self,
+        control: ModelControl,
+        say: Callable[[str], None] = print,
+        folder: Path | None = None,
+    ) -> None:
         self.control = control
         self.say = say
+        self.folder = folder
         self.snapshots: dict[str, Snapshot] = {}
 
     def remember(self, model: str) -> Snapshot:
@@ -47,6 +62,13 @@ class Restoration:
             loaded = self.control.ready(model)
             config = self.control.config(model) if loaded else None
             self.snapshots[model] = Snapshot(model, loaded, config)
+            if config is not None and self.folder is not None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                original_path(self.folder, model).write_text(
+                    f"# '{model}' as the server had it loaded before bertserve plan changed "
+                    "it.\n" + config_pbtxt(config),
+                    encoding="utf-8",
+                )
         return self.snapshots[model]
 
     def restore(self) -> list[str]:
@@ -73,9 +95,11 @@ class Restoration:
                 error = exc
                 time.sleep(min(1.0 * 2**attempt, 4.0))
         if snapshot.loaded:
+            kept = f" ({original_path(self.folder, snapshot.model)})" if self.folder else ""
             return (
                 f"'{snapshot.model}' could not be loaded again with its original config "
-                f"({error}); load it by hand (POST /v2/repository/models/{snapshot.model}/load)"
+                f"({error}); load it by hand with that config{kept}: POST "
+                f"/v2/repository/models/{snapshot.model}/load"
             )
         return (
             f"'{snapshot.model}' was not loaded before the plan and could not be unloaded "

@@ -118,7 +118,7 @@ def run_plan(
             notes.append(vcpu_note)
         space = Space(knobs_of(original), _limits(settings, original, vcpus))
         seed = Candidate(seed_variant, space.canonical(knobs_of(original)))
-        restoration = Restoration(control, say=say)
+        restoration = Restoration(control, say=say, folder=settings.output)
         restoration.remember(model)
         warnings: list[str] = []
         bench = ServerBench(control, restoration, settings.perf, seed, original, warnings.append)
