@@ -82,7 +82,7 @@ def main() -> int:
     parser.add_argument("--machine", action="append", default=[], metavar="ID")
     parser.add_argument("--budget-ms", type=float, default=100.0, help="p99 budget (100)")
     parser.add_argument("--qps", type=float, default=20000.0, help="fleet target (20,000/s)")
-    parser.add_argument("--minutes", type=float, default=5.5, help="search time limit (5.5)")
+    parser.add_argument("--minutes", type=float, default=5.0, help="search time limit (5)")
     parser.add_argument("--window-ms", type=int, default=1000, help="perf window (1000)")
     parser.add_argument("--batch", type=int, default=4, help="inferences per request (4)")
     parser.add_argument("--dry-run", action="store_true", help="a tiny BERT on the CPU")
