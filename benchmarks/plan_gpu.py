@@ -4,7 +4,7 @@ model (architecture-exact random weights) as `bertserve build` writes the refere
 file under --out.
 
     python3 benchmarks/plan_gpu.py --out DIR [--machine ID ...] [--budget-ms 100] [--qps N]
-        [--minutes 7] [--dry-run]
+        [--minutes 5] [--dry-run]
 
 The model: BERT-base (vocab 28,996) for question answering, random weights (seed 0), the
 GPU engine (`bertserve_torch`) in fp16 at sequence 384 with the row's scheduling (max batch
