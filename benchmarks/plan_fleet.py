@@ -3,7 +3,7 @@ measured curve (the curve read at a target utilization, times the replicas); her
 replicas behind nginx measure what that predicts.
 
     python benchmarks/plan_fleet.py --repo REPO --model NAME [--seq 64] [--budget-ms 500]
-        [--utilization 0.7] [--window-ms 3000] [--rounds 3] [--json OUT.json]
+        [--utilization 0.7] [--window-ms 3000] [--rounds 3] [--max-minutes 8] [--json OUT.json]
 
 A replica is one `bertserve serve` pinned to one CPU (every thread, by sched_setaffinity),
 as a pod with its own cores: replica A alone on CPU 0 is planned (`bertserve plan`,
@@ -64,6 +64,9 @@ def main() -> int:
     parser.add_argument("--window-ms", type=int, default=3000, help="perf window (3000)")
     parser.add_argument("--machine", default="gcp-n1-standard-1", help="a 1-vCPU machine id")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the check (3)")
+    parser.add_argument(
+        "--max-minutes", type=float, default=8.0, help="plan's search bound in minutes (8)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
@@ -79,7 +82,8 @@ def main() -> int:
             sys.executable, "-m", "bertserve", "plan", "-m", args.model, "-u", one.http_url,
             "--latency-budget-ms", f"{args.budget_ms:g}", "--utilization", f"{args.utilization}",
             "--machine", args.machine, "--qps", "1", "-p", str(args.window_ms),
-            "--input-data", "zero", "--no-variants", "-o", str(work / "plan"),
+            "--input-data", "zero", "--no-variants", "--max-minutes", f"{args.max_minutes:g}",
+            "-o", str(work / "plan"),
             *[arg for name in INPUTS for arg in ("--shape", f"{name}:{args.seq}")],
         ]  # fmt: skip
         print("bertserve plan on one replica (CPU 0) ...", flush=True)
@@ -94,9 +98,11 @@ def main() -> int:
     shutil.copy(work / "plan" / "config.pbtxt", repo / args.model / "config.pbtxt")
 
     samples: dict[str, list[dict]] = {"one replica, direct": [], "two replicas, nginx": []}
-    replicas = [replica(repo, args.model, cpu, work / f"replica-{cpu}.log") for cpu in (0, 1)]
+    replicas: list[ServerProcess] = []
     proxy = None
     try:
+        for cpu in (0, 1):
+            replicas.append(replica(repo, args.model, cpu, work / f"replica-{cpu}.log"))
         proxy, http, _ = start_nginx(replicas, work / "nginx", args.model)
         for r in range(args.rounds):
             out = work / f"r{r}"

@@ -5,19 +5,19 @@ measurements.
     python benchmarks/plan_vs_model_analyzer.py --repo REPO [--model NAME] [--budget-ms 50]
         [--window-ms 1000] [--seq 128] [--machine ID] [--rounds 3] [--json OUT.json]
 
-Model Analyzer (PyPI `triton-model-analyzer`) runs from its own git-ignored venv,
-`.venv-bench-ma` (its pins are not ours): `python3 -m venv .venv-bench-ma &&
-.venv-bench-ma/bin/pip install triton-model-analyzer`. It runs in remote mode against
+Model Analyzer (PyPI `triton-model-analyzer`) runs from its own git-ignored venv, `.venv-ma`
+(its pins are not ours; the one benchmarks/model_analyzer_check.py uses): `python3 -m venv
+.venv-ma && .venv-ma/bin/pip install triton-model-analyzer`. It runs in remote mode against
 `bertserve serve --model-control-mode explicit` and drives the real perf_analyzer (.venv-pa),
 through a wrapper here that logs every call, so its measurements are counted exactly: each
 perf_analyzer run (a config at a concurrency, retries included) and each distinct point.
 `bertserve plan` counts the points it measured to stability (its noise repeat and closing
-confirmation included) and may measure no more than Model Analyzer did (`--max-measurements`,
-a hard limit). Each tool starts from a fresh server holding the same config: the
-model's own with its preferred batch sizes removed, because Model Analyzer keeps a config's
-preferred sizes in every variant it makes, finds max_batch_size 1 below them "illegal" and
-ends its quick search at its first step (seen with 1.58.0). Both measure with 1 s windows
-and the same stability rule.
+confirmation included) and may measure no more than Model Analyzer did (`--max-measurements`, a
+hard limit). Each tool starts from a fresh server holding the same config: the model's own with
+its preferred batch sizes removed, because Model Analyzer keeps a config's preferred sizes in
+every variant it makes, finds max_batch_size 1 below them "illegal" and ends its quick search
+at its first step (seen with 1.58.0). Both measure with 1 s windows and the same stability
+rule.
 
 Then the two winners are loaded in turn into one server and measured by perf_analyzer at
 each one's own best concurrency, alternating, `--rounds` times: the medians decide.
@@ -58,7 +58,7 @@ from harness import (
 
 __all__ = ["main"]
 
-MA_VENV = ROOT / ".venv-bench-ma"
+MA_VENV = ROOT / ".venv-ma"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -100,8 +100,8 @@ def run_model_analyzer(
     binary = MA_VENV / "bin" / "model-analyzer"
     if not binary.exists():
         raise SystemExit(
-            f"{binary} not found: python3 -m venv .venv-bench-ma && "
-            ".venv-bench-ma/bin/pip install triton-model-analyzer"
+            f"{binary} not found: python3 -m venv .venv-ma && "
+            ".venv-ma/bin/pip install triton-model-analyzer"
         )
     wrapper, calls = counting_perf_analyzer(work)
     out = work / "model_analyzer"
