@@ -66,6 +66,15 @@ def test_apply_sets_the_knobs_and_keeps_everything_else() -> None:
     assert THREADS_PARAMETER not in again.parameters
 
 
+def test_a_variant_does_not_keep_group_names_derived_from_the_other_model() -> None:
+    base = tiny()
+    base.instance_group[0].name = "bert_tiny_onnx_cpu_0"
+    same = apply(base, Variant(base.name), Knobs(8, (), 0, 1, 0))
+    assert [g.name for g in same.instance_group] == ["bert_tiny_onnx_cpu_0"]
+    other = apply(base, Variant("bert_tiny_onnx_cpu_int8"), Knobs(8, (), 0, 1, 0))
+    assert [g.name for g in other.instance_group] == [""]  # the server names it
+
+
 def test_batching_is_turned_on_for_a_config_without_it() -> None:
     config = tiny()
     config.ClearField("dynamic_batching")

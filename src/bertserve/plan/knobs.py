@@ -124,6 +124,13 @@ def apply(
     config = model_config_pb2.ModelConfig()
     config.CopyFrom(base)
     config.name = variant.model
+    if variant.model != base.name:
+        # Group names the server derived from the other model's name: the server names the
+        # variant's own.
+        derived = {base.name, *(f"{base.name}_{i}" for i in range(len(base.instance_group)))}
+        for group in config.instance_group:
+            if group.name in derived:
+                group.ClearField("name")
     for key, value in variant.parameters:
         config.parameters[key].string_value = value
     config.max_batch_size = knobs.max_batch_size
