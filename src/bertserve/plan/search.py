@@ -4,7 +4,9 @@ one knob step at a time, measuring only what can still win.
 
 1. The seed (the config loaded now) is measured, and its best point measured again: the
    relative difference of the two throughputs, floored at `noise_floor`, is the noise. A
-   gain smaller than the noise is no gain.
+   gain smaller than the noise is no gain. When the seed meets no budget (or is pruned:
+   say it oversubscribes the machine), the first candidate of the climb that does is
+   repeated instead, and until then the floor stands.
 2. Each other variant of the model (a sibling in the repository such as the INT8 twin, or a
    precision of the GPU engine) is measured at the seed's knobs; the climb starts from the
    best of them.
@@ -80,16 +82,19 @@ class Noise:
     """How big a difference must be to count: from one measurement repeated."""
 
     value: float
-    #: The first and repeated throughput of the seed's best point (None: not repeated).
+    #: The first and repeated throughput of the best point repeated (None: not repeated).
     first: float | None = None
     repeat: float | None = None
     concurrency: int | None = None
+    #: Whose point was repeated: "the seed's", or when the seed met no budget (or was
+    #: pruned) the first candidate of the climb that did.
+    of: str = "the seed's"
 
     def text(self) -> str:
         if self.first is None or self.repeat is None:
-            return f"{self.value:.1%} (the floor; no repeat was possible)"
+            return f"{self.value:.1%} (the floor; no candidate within budget to repeat)"
         return (
-            f"{self.value:.1%}: the seed's best point (concurrency {self.concurrency}) measured "
+            f"{self.value:.1%}: {self.of} best point (concurrency {self.concurrency}) measured "
             f"twice gave {self.first:.1f} and {self.repeat:.1f} inferences/s"
         )
 
@@ -176,6 +181,10 @@ class _Search:
         self.outcomes: dict[Candidate, Outcome] = {}
         self.facts: dict[Variant, _Facts] = {}
         self.noise = settings.noise_floor
+        #: How the noise was measured (None until a candidate met the budget: the first
+        #: that does is repeated).
+        self.noise_source: Noise | None = None
+        self.seed: Outcome | None = None
         self.deadline = time.monotonic() + settings.max_seconds
 
     # -- bookkeeping
@@ -309,6 +318,10 @@ class _Search:
     def better(self, a: Outcome, b: Outcome) -> bool:
         """Whether `a` beats `b` by more than the noise: more throughput within budget; when
         neither meets the budget, a lower latency (nearer to meeting it)."""
+        if a.points and not b.points:
+            # An incumbent never measured (the seed pruned, or failed to load): anything
+            # measured is a place to climb from.
+            return True
         if a.best is not None and b.best is None:
             return True
         if a.best is not None and b.best is not None:
@@ -317,6 +330,24 @@ class _Search:
             stat = self.settings.stat
             return _lowest(a, stat) < _lowest(b, stat) * (1 - self.noise)
         return False
+
+    def repeat(self, outcome: Outcome) -> None:
+        """Measure the noise on `outcome` (its best point again, no reload in between) unless
+        it was measured already; nothing without a point within budget to repeat."""
+        if self.noise_source is not None or outcome.best is None or not outcome.best.concurrency:
+            return
+        first = outcome.best.throughput
+        try:
+            again = self.bench.measure(outcome.candidate, outcome.best.concurrency)
+        except OutOfPoints:
+            return
+        mean = (first + again.measurement.throughput) / 2
+        value = abs(first - again.measurement.throughput) / mean if mean > 0 else 0.0
+        self.noise = max(value, self.settings.noise_floor)
+        whose = "the seed's" if outcome is self.seed else f"{outcome.candidate.label}'s"
+        self.noise_source = Noise(
+            self.noise, first, again.measurement.throughput, outcome.best.concurrency, whose
+        )
 
     # -- the climb
 
@@ -341,6 +372,7 @@ class _Search:
                 outcome = self._step(incumbent, move, knobs)
                 if outcome.points and self.better(outcome, incumbent):
                     incumbent, momentum = outcome, [move]
+                    self.repeat(incumbent)
                     break
             else:
                 return incumbent
@@ -361,8 +393,8 @@ def search(
     seed_outcome = run.evaluate(
         seed, "seed: the config loaded when the plan started", limited=False
     )
-    noise = _repeat(run, seed_outcome)
-    run.noise = noise.value
+    run.seed = seed_outcome
+    run.repeat(seed_outcome)
     knobs = space.canonical(seed.knobs)
     others = [v for v in dict.fromkeys(variants) if v != seed.variant]
     try:
@@ -371,6 +403,7 @@ def search(
             other = run.evaluate(Candidate(variant, knobs), "another variant", against=leader)
             if run.better(other, leader):
                 leader = other
+                run.repeat(leader)
         climbed: set[Variant] = set()
         while True:
             climbed.add(leader.candidate.variant)
@@ -392,6 +425,7 @@ def search(
             leader = challenger
     except _Exhausted as exc:
         stopped = f"{exc} was reached"
+    noise = run.noise_source or Noise(settings.noise_floor)
     outcomes = list(run.outcomes.values())
     winner = _winner(outcomes, settings.stat, run.noise)
     confirmation = None
@@ -413,21 +447,6 @@ def search(
         stopped=stopped,
         confirmation=confirmation,
     )
-
-
-def _repeat(run: _Search, seed: Outcome) -> Noise:
-    """The noise: the seed's best point measured again (no reload in between)."""
-    floor = run.settings.noise_floor
-    if seed.best is None or not seed.best.concurrency:
-        return Noise(floor)
-    first = seed.best.throughput
-    try:
-        again = run.bench.measure(seed.candidate, seed.best.concurrency).measurement.throughput
-    except OutOfPoints:
-        return Noise(floor)
-    mean = (first + again) / 2
-    value = abs(first - again) / mean if mean > 0 else floor
-    return Noise(max(value, floor), first, again, seed.best.concurrency)
 
 
 def _winner(outcomes: list[Outcome], stat: str, noise: float) -> Outcome | None:
