@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,12 @@ def pin(server: ServerProcess, cpu: int) -> None:
     """Every thread of the server on one CPU; threads it starts later inherit it."""
     for task in Path(f"/proc/{server.pid}/task").iterdir():
         os.sched_setaffinity(int(task.name), {cpu})
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (every thread, user and system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def replica(repo: Path, model: str, cpu: int, log: Path, *extra: str) -> ServerProcess:
@@ -111,7 +118,16 @@ def main() -> int:
                 ("two replicas, nginx", http, predicted["concurrency"]),
             ):
                 file = out.with_suffix(f".{len(samples[label])}-{load}")
+                # How much of its CPU each replica got: on a machine shared with other work,
+                # a replica short of a whole core serves less than the plan's curve says.
+                before = [cpu_seconds(r.pid) for r in replicas], time.monotonic()
                 point = perf(url, "http", args.model, load, args.window_ms, file, seq=args.seq)
+                wall = time.monotonic() - before[1]
+                point["cpu_share"] = [
+                    round((cpu_seconds(r.pid) - used) / wall, 3)
+                    for r, used in zip(replicas, before[0], strict=True)
+                ]
+                point["loadavg"] = Path("/proc/loadavg").read_text().split()[0]
                 samples[label].append(point)
             print(f"  round {r + 1}: {samples}", flush=True)
     finally:
@@ -147,6 +163,9 @@ def main() -> int:
           for label, points in samples.items()],
     ]  # fmt: skip
     headers = ("", "concurrency", "inferences/s", "p99 ms")
+    for label, points in samples.items():
+        shares = ", ".join(f"{p['cpu_share']}" for p in points)
+        print(f"{label}: CPU of replicas A, B per round (cores) {shares}")
     print(markdown_table(headers, rows, (False, True, True, True)))
     verdict = "within" if abs(error) <= TOLERANCE else "NOT within"
     print(f"measured / predicted - 1 = {error:+.1%}: {verdict} {TOLERANCE:.0%}")
