@@ -103,13 +103,21 @@ def check_through(http: str, grpc: str, model: str, replicas: list[ServerProcess
     return served
 
 
-def perf(url: str, protocol: str, model: str, concurrency: int, window_ms: int, out: Path) -> dict:
+def perf(
+    url: str,
+    protocol: str,
+    model: str,
+    concurrency: int,
+    window_ms: int,
+    out: Path,
+    seq: int = 128,
+) -> dict:
     """One `bertserve perf` point, as a user runs it; client-side numbers only (through a
     balancer, the server statistics it reads come from whichever replica answers)."""
     command = [sys.executable, "-m", "bertserve", "perf", "-m", model, "-u", url]
     command += ["-i", protocol, "--concurrency-range", str(concurrency), "-p", str(window_ms)]
-    command += ["--input-data", "zero", "--shape", "input_ids:128"]
-    command += ["--shape", "attention_mask:128", "--shape", "token_type_ids:128"]
+    command += ["--input-data", "zero", "--shape", f"input_ids:{seq}"]
+    command += ["--shape", f"attention_mask:{seq}", "--shape", f"token_type_ids:{seq}"]
     command += ["--json", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if done.returncode not in (0, 2):  # 2: not stable, still measured

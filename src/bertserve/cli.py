@@ -10,7 +10,7 @@ import sys
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS: tuple[str, ...] = ("serve", "build", "perf", "report", "demo", "ask", "eval")
+COMMANDS: tuple[str, ...] = ("serve", "build", "perf", "report", "plan", "demo", "ask", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,3 +52,49 @@ def test_the_reference_joins_the_deployments(tmp_path: Path) -> None:
     assert len(report.analysis.deployments) > 1
     sentence = report.reference_sentence()
     assert sentence is not None and sentence.startswith("Reference benchmark, README's headline")
+
+
+def test_a_callers_sections_come_before_the_deployments_with_their_figures(
+    tmp_path: Path,
+) -> None:
+    from bertserve.report.document import Figure, Heading, Paragraph
+
+    png = _png()
+    sections = [
+        Heading(2, "Plan"),
+        Paragraph("the caller's words"),
+        Figure("own.png", png, "the caller's figure"),
+    ]
+    report = produce_report(
+        [(run("a"), "a.json")], load_catalog(), tmp_path, title="T", sections=sections
+    )
+    text = report.files.markdown.read_text(encoding="utf-8")
+    assert text.index("## Plan") < text.index("the caller's words") < text.index("## Deployments")
+    assert (tmp_path / "own.png").read_bytes() == png
+    assert tmp_path / "own.png" in report.files.figures
+    assert "the caller&#x27;s figure" in report.files.html.read_text(encoding="utf-8")
+
+
+def _png() -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure as MplFigure
+
+    out = io.BytesIO()
+    MplFigure(figsize=(1, 1)).savefig(out, format="png")
+    return out.getvalue()
+
+
+def test_a_callers_verdict_lines_replace_the_comparisons(tmp_path: Path) -> None:
+    report = produce_report(
+        [(run("a"), "a.json"), (run("b"), "b.json")],
+        load_catalog(),
+        tmp_path,
+        title="T",
+        verdict_lines=("Verdict: pick a, the caller says.",),
+    )
+    assert report.verdict.lines() == ("Verdict: pick a, the caller says.",)
+    assert "Verdict: pick a, the caller says." in report.files.markdown.read_text()

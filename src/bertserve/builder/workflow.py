@@ -50,7 +50,7 @@ from bertserve.builder.progress import SILENT, BuildProgress
 from bertserve.builder.qa import pipeline_name, write_pipeline
 from bertserve.builder.staging import Staging, check_free_space
 
-__all__ = ["BuildOptions", "build", "build_preset", "default_weights"]
+__all__ = ["BuildOptions", "build", "build_preset", "config_parameters", "default_weights"]
 
 GpuWriter = Callable[..., Mapping[str, Any]]
 
@@ -223,7 +223,7 @@ class _ArchitectureBuild:
         version_dir = model_dir / "1"
         tokenizer_dir = version_dir / TOKENIZER_DIR
         cp.write_tokenizer(tokenizer_dir)
-        config = model_config(v, _parameters(v, cp))
+        config = model_config(v, config_parameters(v, cp))
         report: dict[str, Any] = _report_header(v, cp, self.preset)
         if v.device == "cpu":
             model_path = version_dir / "model.onnx"
@@ -313,7 +313,9 @@ def _outcome(
     )
 
 
-def _parameters(v: Variant, cp: Checkpoint) -> dict[str, str]:
+def config_parameters(v: Variant, cp: Checkpoint) -> dict[str, str]:
+    """The facts about a build a model's config.pbtxt carries as parameters (weights,
+    architecture, precision, sequence length, tokenizer; the reference model it replaces)."""
     params = {
         "weights": cp.weights,
         "weights_source": cp.source,

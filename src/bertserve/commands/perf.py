@@ -11,7 +11,14 @@ from bertserve.commands.argtypes import positive_float, positive_int
 if TYPE_CHECKING:
     from bertserve.perf.settings import PerfSettings
 
-__all__ = ["HELP", "add_arguments", "run", "settings_from_args"]
+__all__ = [
+    "HELP",
+    "add_arguments",
+    "add_data_arguments",
+    "add_window_arguments",
+    "run",
+    "settings_from_args",
+]
 
 HELP = (
     "measure a served model as perf_analyzer does (same flags, windows, stability rule and "
@@ -91,40 +98,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
     how = p.add_argument_group("measurement")
-    how.add_argument(
-        "-p",
-        "--measurement-interval",
-        type=positive_float,
-        default=5000.0,
-        metavar="MS",
-        help="measurement window in ms (default 5000)",
-    )
-    how.add_argument(
-        "--measurement-mode", choices=("time_windows", "count_windows"), default="time_windows"
-    )
-    how.add_argument(
-        "--measurement-request-count",
-        type=positive_int,
-        default=50,
-        metavar="N",
-        help="count_windows: requests per window (default 50)",
-    )
-    how.add_argument(
-        "-r",
-        "--max-trials",
-        type=positive_int,
-        default=10,
-        metavar="N",
-        help="windows per load before giving up on stability (default 10)",
-    )
-    how.add_argument(
-        "-s",
-        "--stability-percentage",
-        type=positive_float,
-        default=10.0,
-        metavar="PCT",
-        help="allowed spread of 3 consecutive windows (default 10)",
-    )
+    add_window_arguments(how)
     how.add_argument(
         "--percentile",
         type=_percentile,
@@ -186,25 +160,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
     data = p.add_argument_group("request data")
-    data.add_argument(
-        "--input-data",
-        default="random",
-        metavar="zero|random|FILE.json",
-        help="tensor values, or perf_analyzer's input-data JSON (default random)",
-    )
+    add_data_arguments(data)
     data.add_argument(
         "-z",
         "--zero-input",
         action="store_true",
         help="zero-filled input data (same as --input-data zero)",
-    )
-    data.add_argument(
-        "--shape",
-        action="append",
-        default=[],
-        metavar="NAME:DIMS",
-        help="dimensions, without batch, of a variable-shape input, e.g. "
-        "input_ids:128 (repeatable)",
     )
     data.add_argument(
         "--string-length",
@@ -250,20 +211,68 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_window_arguments(group: argparse._ArgumentGroup) -> None:
+    """How a load level is measured: windows, their mode, trials and the stability rule
+    (`bertserve plan` measures with the same flags)."""
+    group.add_argument(
+        "-p",
+        "--measurement-interval",
+        type=positive_float,
+        default=5000.0,
+        metavar="MS",
+        help="measurement window in ms (default 5000)",
+    )
+    group.add_argument(
+        "--measurement-mode", choices=("time_windows", "count_windows"), default="time_windows"
+    )
+    group.add_argument(
+        "--measurement-request-count",
+        type=positive_int,
+        default=50,
+        metavar="N",
+        help="count_windows: requests per window (default 50)",
+    )
+    group.add_argument(
+        "-r",
+        "--max-trials",
+        type=positive_int,
+        default=10,
+        metavar="N",
+        help="windows per load before giving up on stability (default 10)",
+    )
+    group.add_argument(
+        "-s",
+        "--stability-percentage",
+        type=positive_float,
+        default=10.0,
+        metavar="PCT",
+        help="allowed spread of 3 consecutive windows (default 10)",
+    )
+
+
+def add_data_arguments(group: argparse._ArgumentGroup) -> None:
+    """What the requests carry: tensor values and variable input shapes."""
+    group.add_argument(
+        "--input-data",
+        default="random",
+        metavar="zero|random|FILE.json",
+        help="tensor values, or perf_analyzer's input-data JSON (default random)",
+    )
+    group.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        metavar="NAME:DIMS",
+        help="dimensions, without batch, of a variable-shape input, e.g. "
+        "input_ids:128 (repeatable)",
+    )
+
+
 def settings_from_args(args: argparse.Namespace) -> PerfSettings:
     """The PerfSettings the flags describe; ValueError names a bad flag."""
-    from bertserve.perf.settings import PerfSettings, parse_range
+    from bertserve.perf.settings import PerfSettings, parse_range, parse_shapes
 
-    shapes: dict[str, tuple[int, ...]] = {}
-    for text in args.shape:
-        name, sep, dims = text.rpartition(":")
-        try:
-            parsed = tuple(int(d) for d in dims.split(","))
-        except ValueError:
-            parsed = ()
-        if not sep or not name or not parsed or any(d < 1 for d in parsed):
-            raise ValueError(f"--shape {text!r}: write NAME:DIMS, e.g. input_ids:128 or x:3,224")
-        shapes[name] = parsed
+    shapes = parse_shapes(args.shape)
     headers = []
     for text in args.http_headers:
         name, sep, value = text.partition(":")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["LoadRange", "PerfSettings", "parse_range"]
+__all__ = ["LoadRange", "PerfSettings", "parse_range", "parse_shapes"]
 
 Protocol = Literal["http", "grpc"]
 Distribution = Literal["constant", "poisson"]
@@ -49,6 +49,21 @@ def parse_range(text: str, *, integer: bool, flag: str) -> LoadRange:
     if end < start:
         raise ValueError(f"{flag} {text!r}: end {end} is below start {start}")
     return LoadRange(float(start), float(end), float(step))
+
+
+def parse_shapes(texts: list[str]) -> dict[str, tuple[int, ...]]:
+    """`--shape NAME:DIMS` flags by input name; ValueError names a malformed one."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for text in texts:
+        name, sep, dims = text.rpartition(":")
+        try:
+            parsed = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            parsed = ()
+        if not sep or not name or not parsed or any(d < 1 for d in parsed):
+            raise ValueError(f"--shape {text!r}: write NAME:DIMS, e.g. input_ids:128 or x:3,224")
+        shapes[name] = parsed
+    return shapes
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ def compose_report(
     generated: str,
     reference: tuple[ReferenceBenchmark, list[HeadlineRow]] | None = None,
     verdict: Verdict | None = None,
+    sections: Sequence[Block] = (),
 ) -> list[Block]:
     blocks: list[Block] = [
         Heading(1, title),
@@ -58,6 +59,7 @@ def compose_report(
         blocks += [Heading(2, "Verdict"), Bullets(verdict.lines())]
     if reference is not None:
         blocks += reference_section(*reference, analysis)
+    blocks += list(sections)
     blocks.append(Heading(2, f"Deployments compared at {analysis.budget_text}"))
     if analysis.comparisons:
         blocks.append(Bullets(tuple(c.sentence() for c in analysis.comparisons)))

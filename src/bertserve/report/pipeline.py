@@ -15,6 +15,7 @@ from bertserve.cost.host import MachineGuess
 from bertserve.perf.results import Run
 from bertserve.report.analysis import Analysis, analyze
 from bertserve.report.console import print_summary
+from bertserve.report.document import Block
 from bertserve.report.inputs import InputError
 from bertserve.report.reference import (
     HeadlineRow,
@@ -62,12 +63,18 @@ def produce_report(
     budget_ms: float | None = None,
     guess: MachineGuess | None = None,
     kind_of: KindOf = unknown_kind,
+    sections: Sequence[Block] = (),
+    verdict_lines: Sequence[str] | None = None,
 ) -> WrittenReport:
     """Analyze `sources` (each run with where it came from), with the packaged reference
     benchmark's deployments added when `reference`, and write the report into `output`.
     `guess` is how the machine was priced when the user did not say; the verdict names it.
     `kind_of` says what a model is (architecture, device), so the verdict can set it beside
-    the reference's deployment of the same model."""
+    the reference's deployment of the same model. `sections` are the caller's own blocks
+    (`bertserve plan`'s), placed ahead of the deployments; their figures are written beside
+    the others. `verdict_lines` replace the verdict's comparisons with the caller's (the
+    plan's winner, chosen with its measured noise; its candidates are not deployments to
+    set one by one beside the reference)."""
     runs = list(sources)
     bench = load_reference()
     headline = headline_rows(bench, catalog)
@@ -81,11 +88,15 @@ def produce_report(
             f"label(s) used twice: {', '.join(duplicates)}; give each --input its own label=NAME"
         )
     analysis = analyze(runs, catalog, stat=stat, budget_ms=budget_ms)
-    verdict = Verdict(
-        assumption=guess.sentence() if guess is not None else None,
-        reference=reference_sentences(analysis, bench, headline, guess, kind_of),
-        pick=pick_sentences(analysis, kind_of),
-    )
+    assumption = guess.sentence() if guess is not None else None
+    if verdict_lines is not None:
+        verdict = Verdict(assumption=assumption, reference=(), pick=tuple(verdict_lines))
+    else:
+        verdict = Verdict(
+            assumption=assumption,
+            reference=reference_sentences(analysis, bench, headline, guess, kind_of),
+            pick=pick_sentences(analysis, kind_of),
+        )
     generated = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     files = write_report(
         analysis,
@@ -95,6 +106,7 @@ def produce_report(
         generated=generated,
         reference=included,
         verdict=verdict,
+        sections=sections,
     )
     return WrittenReport(analysis, files, included, verdict)
 

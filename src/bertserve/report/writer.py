@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bertserve.cost.catalog import Catalog
 from bertserve.report.analysis import Analysis
 from bertserve.report.compose import compose_report
-from bertserve.report.document import Figure, render_html, render_markdown
+from bertserve.report.document import Block, Figure, render_html, render_markdown
 from bertserve.report.plots import breakdown_png, cost_png, latency_throughput_png
 from bertserve.report.reference import HeadlineRow, ReferenceBenchmark
 from bertserve.report.verdict import Verdict
@@ -60,6 +61,7 @@ def write_report(
     generated: str,
     reference: tuple[ReferenceBenchmark, list[HeadlineRow]] | None = None,
     verdict: Verdict | None = None,
+    sections: Sequence[Block] = (),
 ) -> ReportFiles:
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = draw_figures(analysis)
@@ -71,9 +73,10 @@ def write_report(
         generated=generated,
         reference=reference,
         verdict=verdict,
+        sections=sections,
     )
     paths = []
-    for figure in figures:
+    for figure in [*(b for b in sections if isinstance(b, Figure)), *figures]:
         path = out_dir / figure.filename
         path.write_bytes(figure.png)
         paths.append(path)
