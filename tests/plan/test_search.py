@@ -178,10 +178,13 @@ def test_the_measurement_limit_ends_the_search_with_its_best_so_far() -> None:
     land = Landscape()
     space = make_space()
     result = run(land, space, [FP32, INT8], max_measurements=8)
-    assert "limit of 8" in result.stopped
-    assert result.winner is not None
-    # A hard limit: the candidate running when the points ran out ends with what it has.
-    assert result.measurements <= 8
+    assert "limit of 8 measured points (the last kept to confirm the winner)" in result.stopped
+    assert result.winner is not None and result.winner.best is not None
+    # A hard limit: the candidate running when the points ran out ends with what it has...
+    assert result.measurements == 8
+    # ... and the winner is measured once more with the point kept for it.
+    assert result.confirmation is not None
+    assert result.confirmation.measurement.load == result.winner.best.concurrency
 
 
 def test_noise_is_the_repeat_of_the_seeds_best_point() -> None:
@@ -252,4 +255,5 @@ def test_the_measurement_limit_is_hard_even_inside_a_candidate() -> None:
     assert result.measurements == len(land.measured) == 3
     assert result.seed.reason == "cut short by the measurement limit"
     assert result.seed.best is not None  # what it measured still counts
-    assert result.confirmation is None and result.noise.first is None
+    assert result.noise.first is None
+    assert result.confirmation is not None  # the third point, kept for it

@@ -67,7 +67,8 @@ class SearchSettings:
     #: Smallest relative difference counted as a gain, whatever the repeat says.
     noise_floor: float = 0.01
     #: At most this many points are measured (a candidate running when they run out ends
-    #: with what it has); the noise repeat and the closing confirmation count too...
+    #: with what it has); the noise repeat and the closing confirmation count too, and the
+    #: last point is kept for that confirmation...
     max_measurements: int = 100
     #: ... and no new candidate starts after this many seconds.
     max_seconds: float = math.inf
@@ -149,22 +150,25 @@ class _Facts:
 
 
 class _Counted:
-    """The bench, counting measured points, and refusing more than `limit`."""
+    """The bench, counting measured points, and refusing more than `limit`. The last
+    `reserve` points are kept for the closing confirmation of the winner (`reserved=True`), so
+    that a search cut short by the limit still checks its answer once."""
 
-    def __init__(self, bench: Bench, limit: int) -> None:
+    def __init__(self, bench: Bench, limit: int, reserve: int = 0) -> None:
         self.bench = bench
         self.limit = limit
+        self.reserve = reserve
         self.count = 0
 
     @property
     def spent(self) -> bool:
-        return self.count >= self.limit
+        return self.count >= self.limit - self.reserve
 
     def prepare(self, candidate: Candidate) -> None:
         self.bench.prepare(candidate)
 
-    def measure(self, candidate: Candidate, concurrency: int) -> Point:
-        if self.spent:
+    def measure(self, candidate: Candidate, concurrency: int, reserved: bool = False) -> Point:
+        if self.count >= (self.limit if reserved else self.limit - self.reserve):
             raise OutOfPoints
         self.count += 1
         return self.bench.measure(candidate, concurrency)
@@ -174,7 +178,8 @@ class _Search:
     def __init__(
         self, bench: Bench, space: Space, settings: SearchSettings, events: SearchEvents
     ) -> None:
-        self.bench = _Counted(bench, settings.max_measurements)
+        reserve = 1 if settings.max_measurements > 1 else 0  # the winner's confirmation
+        self.bench = _Counted(bench, settings.max_measurements, reserve)
         self.space = space
         self.settings = settings
         self.events = events
@@ -270,7 +275,8 @@ class _Search:
         if reason is not None:
             return self._record(Outcome(candidate, "pruned", reason, via=via))
         if limited and self.bench.spent:
-            raise _Exhausted(f"the limit of {self.settings.max_measurements} measured points")
+            kept = " (the last kept to confirm the winner)" if self.bench.reserve else ""
+            raise _Exhausted(f"the limit of {self.settings.max_measurements} measured points{kept}")
         if limited and time.monotonic() >= self.deadline:
             raise _Exhausted(f"the time limit of {self.settings.max_seconds:g} s")
         if self.events.on_candidate:
@@ -433,11 +439,13 @@ def search(
         winner is not None
         and winner.best is not None
         and winner.best.concurrency
-        and not run.bench.spent
+        and run.bench.count < run.bench.limit
     ):
         with contextlib.suppress(CandidateFailed):  # the search's own answer stands
             run.bench.prepare(winner.candidate)
-            confirmation = run.bench.measure(winner.candidate, winner.best.concurrency)
+            confirmation = run.bench.measure(
+                winner.candidate, winner.best.concurrency, reserved=True
+            )
     return SearchResult(
         outcomes=outcomes,
         seed=seed_outcome,

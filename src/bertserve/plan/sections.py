@@ -109,6 +109,14 @@ def _search_facts(result: PlanResult) -> list[str]:
             f"The winner's point measured once more at the end: {fmt.rate(again)} "
             f"inferences/s ({(again - first) / first:+.1%} against the search's)."
         )
+        stat = result.settings.stat
+        latency = search.confirmation.measurement.latency_us(stat)
+        if latency > result.settings.budget_us:
+            facts.append(
+                f"NOT CONFIRMED: measured again, the winner's {stat} was {fmt.ms(latency)} ms, "
+                f"over the budget: it sits at the budget's edge on this machine. Serve it at "
+                "a lower concurrency than the plan's, or plan again when the machine is quiet."
+            )
     if result.restore_problems:
         facts += [f"NOT RESTORED: {p}" for p in result.restore_problems]
     else:
