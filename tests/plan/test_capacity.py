@@ -8,7 +8,7 @@ from bertserve.cost.catalog import Machine
 from bertserve.perf.results import Measurement
 from bertserve.plan.capacity import (
     HOURS_PER_MONTH,
-    at_concurrency,
+    Prediction,
     operating_point,
     plan_fleet,
     predict,
@@ -41,16 +41,23 @@ CURVE = [
 ]
 
 
-def test_operating_point_reads_the_curve_between_measured_points() -> None:
-    op = operating_point(CURVE, 300, 0.8, "p99")  # 240/s: between concurrency 2 and 4
-    assert op.throughput == pytest.approx(240)
-    assert op.concurrency == pytest.approx(3.0)
-    assert op.latency_us == pytest.approx(14_000)
-    assert op.queue_us == pytest.approx(2500)
-    low = operating_point(CURVE, 300, 0.2, "p99")  # 60/s: below the first point
-    assert low.concurrency == pytest.approx(0.6) and low.latency_us == 10_000
+def test_operating_point_is_a_measured_level() -> None:
+    op = operating_point(CURVE, 300, 0.8, "p99")  # 240/s: at most that, concurrency 2's 180
+    assert (op.throughput, op.concurrency) == (180, 2)
+    assert (op.latency_us, op.queue_us) == (12_000, 1000)
+    low = operating_point(CURVE, 300, 0.2, "p99")  # 60/s: below the first level, the first
+    assert (low.throughput, low.concurrency, low.latency_us) == (100, 1, 10_000)
     with pytest.raises(ValueError, match="utilization"):
         operating_point(CURVE, 300, 1.5, "p99")
+
+
+def test_no_level_is_read_between_two_measured_ones() -> None:
+    """A batcher's cliff: concurrency 3 is slower than 2 under preferred sizes 2 and 4 with a
+    long queue delay; the line from 2 to 4 would have promised 32/s there."""
+    curve = [point(2, 18, 120), point(4, 45, 180)]
+    op = operating_point(curve, 45, 0.7, "p99")  # 31.5/s
+    assert (op.concurrency, op.throughput) == (2, 18)
+    assert predict(op, 2) == Prediction(2, 4, 36, 120_000)
 
 
 def test_fleet_replicas_cost_and_autoscaler() -> None:
@@ -60,7 +67,7 @@ def test_fleet_replicas_cost_and_autoscaler() -> None:
     assert fleet.dollars_per_hour == pytest.approx(10.0)
     assert fleet.dollars_per_month == pytest.approx(10.0 * HOURS_PER_MONTH)
     assert fleet.dollars_per_million == pytest.approx(10.0 / (1000 * 3600) * 1e6)
-    assert fleet.autoscaler_target_us == 2500
+    assert fleet.autoscaler_target_us == 1000
     assert fleet.max_replicas == 10
     # Exactly the planned load of 2 replicas needs 2, not 3.
     assert plan_fleet(480, MACHINE, CURVE, 300, 0.8, "p99").replicas == 2
@@ -68,13 +75,10 @@ def test_fleet_replicas_cost_and_autoscaler() -> None:
         plan_fleet(0, MACHINE, CURVE, 300, 0.8, "p99")
 
 
-def test_prediction_is_the_curve_times_replicas_at_whole_requests() -> None:
-    op = operating_point(CURVE, 300, 0.8, "p99")  # concurrency 3.0 per replica
-    p = predict(CURVE, op, 2, "p99")
-    assert p.concurrency == 6
-    assert p.throughput == pytest.approx(2 * 240)
-    assert p.latency_us == pytest.approx(14_000)
-    assert at_concurrency(CURVE, 16, "p99") == (320, 30_000)  # past the curve: its last point
+def test_prediction_is_the_operating_point_times_replicas() -> None:
+    op = operating_point(CURVE, 300, 0.8, "p99")  # concurrency 2 per replica
+    p = predict(op, 2)
+    assert p == Prediction(2, 4, 2 * 180, 12_000)
 
 
 def outcome_for(land: Landscape, knobs: Knobs, **kw: object) -> Outcome:

@@ -65,7 +65,7 @@ def planned(config_text: str, machine: str, qps: float, tmp_path: Path) -> PlanR
         search=result,
         winner_config=apply(original, variant, winner.candidate.knobs),
         fleet=fleet,
-        predictions={2: predict(points, point, 2, "p99")},
+        predictions={2: predict(point, 2)},
         restore_problems=[],
         started="2026-11-30T00:00:00+00:00",
         finished="2026-11-30T00:10:00+00:00",

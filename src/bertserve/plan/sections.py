@@ -131,7 +131,8 @@ def _fleet_blocks(result: PlanResult) -> list[Block]:
     rows = (
         ("target load", f"{fmt.rate(fleet.qps)} inferences/s"),
         ("one replica's capacity within budget", f"{fmt.rate(fleet.capacity)} inferences/s"),
-        ("planned utilization", f"{fleet.utilization:.0%} ({fmt.rate(point.throughput)}/s each)"),
+        ("planned utilization", f"{fleet.utilization:.0%} "
+         f"({fmt.rate(fleet.utilization * fleet.capacity)}/s each)"),
         ("replicas", str(fleet.replicas)),
         ("headroom at the target load", f"{fleet.headroom:.0%}"),
         ("machine", f"{fleet.machine.id} ({fmt.dollars(fleet.machine.price_per_hour)}/hour)"),
@@ -140,10 +141,11 @@ def _fleet_blocks(result: PlanResult) -> list[Block]:
         ("$ per million inferences at the target load", fmt.dollars(fleet.dollars_per_million)),
         (
             "autoscaler target (mean queue time per request)",
-            f"{fleet.autoscaler_target_us} us (at {fleet.utilization:.0%} of capacity)",
+            f"{fleet.autoscaler_target_us} us (at the operating point)",
         ),
-        ("each replica at the operating point", f"concurrency {point.concurrency:.1f}, "
-         f"{result.settings.stat} {fmt.ms(point.latency_us)} ms"),
+        ("each replica at the operating point (the measured level nearest under the "
+         "planned utilization)", f"concurrency {point.concurrency:g}, "
+         f"{fmt.rate(point.throughput)}/s, {result.settings.stat} {fmt.ms(point.latency_us)} ms"),
     )  # fmt: skip
     blocks: list[Block] = [
         Heading(3, "Capacity plan"),

@@ -159,7 +159,7 @@ def run_plan(
                 settings.qps, machines[0], points, capacity, settings.utilization, settings.stat
             )
         for replicas in sorted({2, fleet.replicas if fleet else 2}):
-            predictions[replicas] = predict(points, point, replicas, settings.stat)
+            predictions[replicas] = predict(point, replicas)
     return PlanResult(
         settings=settings,
         catalog=catalog,
