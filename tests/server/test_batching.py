@@ -78,6 +78,27 @@ async def test_preferred_batch_size_cuts_the_batch():
     await s.stop()
 
 
+async def test_a_preferred_size_goes_without_waiting_for_the_delay():
+    """As tritonserver: a batch of a preferred size that can be formed runs at once, even
+    when a larger preferred size would be reached by waiting out the delay."""
+    inst = Doubler()
+    inst.gate.clear()
+    s = _scheduler(inst, max_batch_size=4, preferred_batch_sizes=(2, 4),
+                   max_queue_delay_us=10_000_000)  # fmt: skip
+    s.start()
+    started = time.monotonic()
+    held = [_submit(s, 1) for _ in range(2)]  # a batch of 2 starts, held at the gate
+    await asyncio.sleep(0.05)
+    three = [_submit(s, 1) for _ in range(3)]  # 3 queue: a batch of 2 is due, 1 waits
+    inst.gate.set()
+    await asyncio.gather(*held, *three[:2])
+    assert time.monotonic() - started < 5  # nothing waited out the 10 s delay
+    assert inst.batches == [2, 2]
+    await s.stop()  # stopping sends the last one at once
+    await three[2]
+    assert inst.batches == [2, 2, 1]
+
+
 async def test_full_batch_goes_without_waiting_for_the_delay():
     inst = Doubler()
     s = _scheduler(inst, max_batch_size=4, max_queue_delay_us=10_000_000)

@@ -104,13 +104,17 @@ class Scheduler:
                 b for b in instances[0].batch_buckets if b <= max(policy.max_batch_size, 1)
             )
         self._preferred = frozenset(preferred)
+        #: The sizes the config names: as in tritonserver, a batch of one of them is sent as
+        #: soon as it can be formed, without waiting out the queue delay for a larger one (a
+        #: backend's native sizes only steer the cut).
+        self._send_at = frozenset(policy.preferred_batch_sizes)
         self._target = max(preferred) if preferred else max(policy.max_batch_size, 1)
         self._max_rows = self._max_cost = max(policy.max_batch_size, 1)
         # A model that packs variable-length rows: batches by a token budget, requests of
         # any width together, no preferred sizes (every token count is native).
         self._packing = instances[0].packing if instances else None
         if self._packing is not None:
-            self._preferred = frozenset()
+            self._preferred = self._send_at = frozenset()
             self._max_rows = min(self._max_rows, self._packing.max_rows)
             self._max_cost = self._target = self._packing.max_tokens
         self._delay_ns = policy.max_queue_delay_us * 1000
@@ -270,6 +274,10 @@ class Scheduler:
                 picked, total, full = self._fit()
                 if full or total >= self._target or self._stopping:
                     return self._take(self._cut(picked))
+                if self._send_at:
+                    cut = self._cut(picked)
+                    if sum(p.batch_size for p in cut) in self._send_at:
+                        return self._take(cut)
                 wait_ns = self._queue[0].timing.arrival + self._delay_ns - now
                 if wait_ns <= 0:
                     return self._take(picked)
