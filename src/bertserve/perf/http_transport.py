@@ -158,15 +158,21 @@ class HttpTransport(Transport):
         )
         return head.encode("latin-1") + body
 
-    async def _get_json(self, path: str) -> dict[str, Any]:
+    async def _control_call(self, method: str, path: str, body: bytes = b"") -> bytes:
+        """One control request on the kept connection (reopened when the server closed it):
+        the reply's body, or TransportError with the server's message."""
         if self._control is None or self._control.lost:
             self._control = await self._open()
-        status, _, body = await self._control.fetch(self._request("GET", path))
-        doc = orjson.loads(body) if body else {}
+        extra = "Content-Type: application/json\r\n" if body else ""
+        status, _, reply = await self._control.fetch(self._request(method, path, body, extra))
         if status != 200:
-            message = doc.get("error", body.decode(errors="replace")) if doc else f"HTTP {status}"
-            raise TransportError(f"GET {path}: HTTP {status}: {message}")
-        return dict(doc)
+            message = _error_of(reply) or f"HTTP {status}"
+            raise TransportError(f"{method} {path}: HTTP {status}: {message}")
+        return reply
+
+    async def _get_json(self, path: str) -> dict[str, Any]:
+        body = await self._control_call("GET", path)
+        return dict(orjson.loads(body)) if body else {}
 
     async def model_metadata(self) -> dict[str, Any]:
         return await self._get_json(self._model_path)
@@ -191,19 +197,10 @@ class HttpTransport(Transport):
 
     async def register_system_shared_memory(self, name: str, key: str, byte_size: int) -> None:
         body = orjson.dumps({"key": key, "offset": 0, "byte_size": byte_size})
-        await self._post(f"/v2/systemsharedmemory/region/{name}/register", body)
+        await self._control_call("POST", f"/v2/systemsharedmemory/region/{name}/register", body)
 
     async def unregister_system_shared_memory(self, name: str) -> None:
-        await self._post(f"/v2/systemsharedmemory/region/{name}/unregister", b"")
-
-    async def _post(self, path: str, body: bytes) -> None:
-        if self._control is None or self._control.lost:
-            self._control = await self._open()
-        extra = "Content-Type: application/json\r\n"
-        status, _, reply = await self._control.fetch(self._request("POST", path, body, extra))
-        if status != 200:
-            message = _error_of(reply) or f"HTTP {status}"
-            raise TransportError(f"POST {path}: HTTP {status}: {message}")
+        await self._control_call("POST", f"/v2/systemsharedmemory/region/{name}/unregister")
 
     async def check(
         self, inputs: dict[str, np.ndarray], placed: Mapping[str, Placed] | None = None
