@@ -58,6 +58,8 @@ class Run:
     py_spy: str
     baseline_src: str = ""
     budget_seconds: float = 1e9
+    inprocess_seconds: float = 0.0  # builds stage: the packed engine in process after
+    only: tuple[str, ...] = ()  # builds stage: the points whose labels start so (empty: all)
 
     def checkpoint(self) -> Path:
         vdir = self.work / "ckpt" / "bert_base" / "1"
@@ -447,8 +449,13 @@ def stage_builds(run: Run) -> None:
             Point("pk8 mix -b64 c16", "pk8", data["mix"], b(64), 16, 384),
             Point("pk16 qa-windows -b32 c16", "pk16", qa_data, b(32), 16, 384),
         ]
-        only_this = [Point("pk8w mix -b64 c32", "pk8w", data["mix"], b(64), 32, 384)]
-        for point in points + only_this:
+        only_this = [
+            Point("pk8w mix -b64 c32", "pk8w", data["mix"], b(64), 32, 384),
+            Point("pk8w mix -b32 c64", "pk8w", data["mix"], b(32), 64, 384),
+            Point("pk8w mix -b64 c48", "pk8w", data["mix"], b(64), 48, 384),
+        ]
+        chosen = [p for p in points + only_this if _chosen(p.label, run.only)]
+        for point in chosen:
             for label, server in servers.items():
                 if point in only_this and label != "this":
                     continue
@@ -456,11 +463,33 @@ def stage_builds(run: Run) -> None:
                     res.note(f"time budget spent: {label} {point.label} not measured")
                     continue
                 measure(res, label, server.http_url, point, [server.pid], run.window_ms)
+        # The text path again with the other server gone: one server on the GPU, as in a
+        # deployment (and as round 2's call E, which disagreed with D and F).
+        servers["base"].stop()
+        alone = [points[0], points[-1], points[0]]
+        for point in [p for p in alone if _chosen(p.label, run.only)]:
+            server = servers["this"]
+            measure(res, "this-alone", server.http_url, point, [server.pid], run.window_ms)
     finally:
         loaded()
         for server in servers.values():
             server.stop()  # (a server that failed to start was stopped already: a no-op)
         free_engines()
+    if run.inprocess_seconds:
+        # What the server's numbers are a share of, on this machine: the packed engine in
+        # process (two instances, batches filled to the budget), fp16 as pk16, FP8 as pk8/pk8w.
+        import gpu_engine
+
+        seconds = run.inprocess_seconds
+        res.stage("in process", lambda: (
+            gpu_engine.throughput(res, vdir, target, seconds, ("fp16",), (32768,), padded=False),
+            gpu_engine.throughput(res, vdir, target, seconds, ("fp8",), (32768, 65536),
+                                  padded=False),
+        ))  # fmt: skip
+
+
+def _chosen(label: str, only: tuple[str, ...]) -> bool:
+    return not only or label.startswith(only)
 
 
 def stage_textpath(run: Run) -> None:
@@ -560,6 +589,18 @@ def main(argv: list[str] | None = None) -> int:
         default=1e9,
         help="builds and textpath stages: no point starts later",
     )
+    parser.add_argument(
+        "--inprocess-seconds",
+        type=float,
+        default=0.0,
+        help="builds stage: then time the packed engine in process, this long a point",
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="builds stage: measure only the points whose labels start with one of these "
+        "(comma-separated, e.g. 'pk16 mix,pad16 full384 -b1')",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.stages.split(",")) - set(STAGES)
     if unknown:
@@ -569,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(
         target, res, args.work, args.seconds, args.window_ms, args.train_seconds,
         args.nginx, args.py_spy, args.baseline_src, args.budget_seconds,
+        args.inprocess_seconds, tuple(filter(None, args.only.split(","))),
     )  # fmt: skip
     res.put("env", environment(target))
     print(res.data["env"], flush=True)

@@ -150,12 +150,14 @@ def _two_instances(a: Any, b: Any, work: Any, seconds: float, rows: int) -> floa
     return sum(counts) / (time.perf_counter() - t0)
 
 
-def _fill(rows: list[dict[str, np.ndarray]], budget: int) -> list[dict[str, np.ndarray]]:
+def _fill(
+    rows: list[dict[str, np.ndarray]], budget: int, max_rows: int = 1 << 30
+) -> list[dict[str, np.ndarray]]:
     """The first rows whose real tokens fit the budget (what the token batcher forms)."""
     out, tokens = [], 0
     for r in rows:
         n = int(r["attention_mask"].sum())
-        if tokens + n > budget:
+        if tokens + n > budget or len(out) == max_rows:
             break
         out.append(r)
         tokens += n
@@ -169,11 +171,11 @@ def throughput(
     seconds: float,
     precisions: tuple[str, ...] = ("fp16", "fp8"),
     budgets: tuple[int, ...] = (16384, 32768),
+    padded: bool = True,
 ) -> None:
     """Sequences per second, in process, padded engine vs packed engine, on the SQuAD-like
-    mix (and the padded engine on full 384-token rows, the issue's baseline)."""
-    from bertserve.backends.packing import pack
-
+    mix (and the padded engine on full 384-token rows, the issue's baseline; `padded`
+    False: the packed engine only)."""
     pool = realistic_rows(4096, seed=3)
     mix_tokens = np.mean([int(r["attention_mask"].sum()) for r in pool])
     res.put("mix_mean_tokens", float(mix_tokens))
@@ -181,6 +183,9 @@ def throughput(
     if target.dry_run:
         budgets = (2048,)
     for precision in precisions:
+        if not padded:
+            budgets_only(res, vdir, target, seconds, precision, pool, budgets)
+            continue
         params = _engine_params(precision, False)
         a, b = (load_engine(vdir, params, 256, target) for _ in range(2))
         full = stack_rows(pool[:batch_rows], 384)
@@ -193,33 +198,49 @@ def throughput(
             _record(res, f"padded {precision}", label, batch_rows, rate)
         del a, b
         free_engines()
-        for budget in budgets:
-            params = _engine_params(precision, True, max_tokens=str(budget))
-            try:
-                a, b = (load_engine(vdir, params, 256, target) for _ in range(2))
-            except Exception as exc:  # noqa: BLE001 - then measure it without graphs
-                res.note(f"packed {precision} with graphs: {type(exc).__name__}: {exc}"[:800])
-                params["cuda_graphs"] = "false"
-                a, b = (load_engine(vdir, params, 256, target) for _ in range(2))
-            chosen = _fill(pool, budget)
-            batch = pack([stack_rows(chosen, 384)], a.packing)
-            rate = _two_instances(
-                a, b, lambda i, x=batch: i.launch_packed(x, list(OUTPUTS))(), seconds, len(chosen)
-            )
-            _record(res, f"packed {precision}", f"SQuAD mix, {budget} tokens", len(chosen), rate)
-            if not target.dry_run and params.get("cuda_graphs") != "false":
-                import torch
+        budgets_only(res, vdir, target, seconds, precision, pool, budgets)
 
-                prof = a.packed[max(a.packed)]
-                with torch.inference_mode():
-                    prof.launch(batch.tokens, batch.lengths)()
-                ms = median_ms(prof.graph.replay, 20, target)
-                _record(
-                    res, f"packed {precision}", f"graph replay, {budget} tokens",
-                    len(chosen), len(chosen) / ms * 1e3,
-                )  # fmt: skip
-            del a, b
-            free_engines()
+
+def budgets_only(
+    res: Results,
+    vdir: Path,
+    target: Target,
+    seconds: float,
+    precision: str,
+    pool: list[dict[str, np.ndarray]],
+    budgets: tuple[int, ...],
+) -> None:
+    """The packed engine at each token budget: two instances, batches filled from `pool`."""
+    from bertserve.backends.packing import pack
+
+    for budget in budgets:
+        params = _engine_params(precision, True, max_tokens=str(budget))
+        rows = 512 if budget > 32768 else 256  # as the server's pk8w / pk8 are configured
+        try:
+            a, b = (load_engine(vdir, params, rows, target) for _ in range(2))
+        except Exception as exc:  # noqa: BLE001 - then measure it without graphs
+            res.note(f"packed {precision} with graphs: {type(exc).__name__}: {exc}"[:800])
+            params["cuda_graphs"] = "false"
+            a, b = (load_engine(vdir, params, rows, target) for _ in range(2))
+        chosen = _fill(pool, budget, a.packing.max_rows)
+        batch = pack([stack_rows(chosen, 384)], a.packing)
+        rate = _two_instances(
+            a, b, lambda i, x=batch: i.launch_packed(x, list(OUTPUTS))(), seconds, len(chosen)
+        )
+        _record(res, f"packed {precision}", f"SQuAD mix, {budget} tokens", len(chosen), rate)
+        if not target.dry_run and params.get("cuda_graphs") != "false":
+            import torch
+
+            prof = a.packed[max(a.packed)]
+            with torch.inference_mode():
+                prof.launch(batch.tokens, batch.positions, batch.lengths)()
+            ms = median_ms(prof.graph.replay, 20, target)
+            _record(
+                res, f"packed {precision}", f"graph replay, {budget} tokens",
+                len(chosen), len(chosen) / ms * 1e3,
+            )  # fmt: skip
+        del a, b
+        free_engines()
 
 
 def _record(res: Results, engine: str, load: str, rows: int, rate: float) -> None:

@@ -172,6 +172,25 @@ def test_a_packed_batch_over_the_largest_bucket_runs_in_pieces(checkpoint: tuple
     np.testing.assert_allclose(got["end_logits"], np.concatenate(want), atol=2e-4, rtol=1e-4)
 
 
+def test_a_short_batch_after_a_long_one_ignores_what_the_long_one_left(
+    checkpoint: tuple,
+) -> None:
+    """Token slots past a batch's last row keep an earlier batch's tokens (no fill): they
+    must not reach any row of the next batch on the same profile and staging slot."""
+    kind, version_dir, model = checkpoint
+    _, inst = _load(version_dir, {"seq_buckets": "16", "token_buckets": "64"})
+    rng = np.random.default_rng(6)
+    long = _rows(rng, [16, 16, 15, 14], 16, kind)
+    short = _rows(rng, [5, 3], 5, kind)
+    for _ in range(2):  # both staging slots of the one 64-token profile hold the long batch
+        inst.run(long, OUTPUTS)
+    out = inst.run(short, OUTPUTS)
+    for r, (start, end) in enumerate(_reference_rows(model, short)):
+        n = len(start)
+        np.testing.assert_allclose(out["start_logits"][r, :n], start, atol=2e-4, rtol=1e-4)
+        np.testing.assert_allclose(out["end_logits"][r, :n], end, atol=2e-4, rtol=1e-4)
+
+
 def test_packing_instance_checks_each_request(checkpoint: tuple) -> None:
     kind, version_dir, _ = checkpoint
     _, inst = _load(version_dir, {"seq_buckets": "16"})

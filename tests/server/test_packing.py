@@ -46,6 +46,25 @@ def test_pack_keeps_real_tokens_in_order_and_unpack_restores_shapes() -> None:
         assert np.all(part["y"][~keep] == -7.0)
 
 
+def test_positions_count_from_zero_in_every_row_trimmed_or_full() -> None:
+    rng = np.random.default_rng(7)
+    requests = [_request(rng, 3, 6, pad=2), _request(rng, 2, 4), _request(rng, 2, 5, pad=1)]
+    batch = pack(requests, SPEC)
+    expected = np.concatenate([np.arange(n) for n in batch.lengths])
+    np.testing.assert_array_equal(batch.positions, expected)
+    assert batch.positions.dtype == np.int64 and len(batch.positions) == batch.total_tokens
+
+
+def test_unpack_gives_each_trimmed_request_its_own_block() -> None:
+    rng = np.random.default_rng(8)
+    requests = [_request(rng, 2, 4, pad=1), _request(rng, 3, 5, pad=2)]
+    batch = pack(requests, SPEC)
+    first, second = unpack({"y": np.ones(batch.total_tokens, np.float32)}, batch, fill=0.0)
+    first["y"][:] = 42.0  # a caller may write its own outputs: the other's must not change
+    assert not np.any(second["y"] == 42.0)
+    np.testing.assert_array_equal(second["y"], requests[1]["mask"].astype(np.float32))
+
+
 def test_unpack_of_untrimmed_requests_gives_views() -> None:
     rng = np.random.default_rng(1)
     requests = [_request(rng, 2, 3), _request(rng, 1, 6)]

@@ -208,7 +208,7 @@ class TorchInstance(ModelInstance):
             part = lengths[rows.start : rows.stop]
             bucket = pick_token_bucket(hi - lo, len(part), tuple(self.packed), spec.max_rows)
             tokens = {name: array[lo:hi] for name, array in batch.tokens.items()}
-            return self.packed[bucket].launch(tokens, part)
+            return self.packed[bucket].launch(tokens, batch.positions[lo:hi], part)
 
         with self._lock, self._device(), torch.inference_mode():
             if len(chunks) > 1:

@@ -3,8 +3,10 @@ packed tokens in up to `rows` rows, one CUDA graph, two pinned staging slots.
 
 The whole input of a pass travels in one int64 block, so one host-to-device copy feeds it:
 token ids, token types, positions (each token's index in its row), then the row offsets
-(rows + 1). Unused row slots repeat the last offset (empty rows) and unused token slots are
-zeros past the last offset: the graph captured once serves every mix of lengths that fits.
+(rows + 1). Unused row slots repeat the last offset (empty rows): the graph captured once
+serves every mix of lengths that fits. Token slots past the last offset belong to no row and
+keep what an earlier pass staged there (zeros at first): every value ever staged passed the
+id checks, so they index the embeddings safely, and what they compute is never read.
 """
 
 from __future__ import annotations
@@ -74,27 +76,28 @@ class PackedProfile:
         self.stream.synchronize()
 
     def launch(
-        self, tokens: Mapping[str, np.ndarray], lengths: np.ndarray
+        self, tokens: Mapping[str, np.ndarray], positions: np.ndarray, lengths: np.ndarray
     ) -> Callable[[], np.ndarray]:
-        """Stage packed rows (1-D token arrays, row lengths) into the next slot and start the
-        pass; the callable waits and gives the (2, n) float32 logits, a view of the slot that
-        stays valid until the launch after next on this profile."""
+        """Stage packed rows (1-D token arrays, each token's index in its row, row lengths)
+        into the next slot and start the pass; the callable waits and gives the (2, n) float32
+        logits, a view of the slot that stays valid until the launch after next on this
+        profile. Three copies and no fills: a copy this size gives the GIL up, and taking it
+        back costs a thread up to a switch interval behind a busy event loop."""
         slot = self.slot
         self.slot ^= 1
-        t, n, rows = self.tokens, int(lengths.sum()), len(lengths)
+        t, n, rows = self.tokens, len(positions), len(lengths)
         h = self.host_in_np[slot]
         h[:n] = tokens[INPUT_IDS]
-        h[n:t] = 0
         types = tokens.get(TOKEN_TYPE_IDS)
-        h[t : t + n] = 0 if types is None else types
-        h[t + n : 2 * t] = 0
-        ends = np.cumsum(lengths)
-        # Each token's position in its row: its index minus its row's first index.
-        h[2 * t : 2 * t + n] = np.arange(n) - np.repeat(ends - lengths, lengths)
-        h[2 * t + n : 3 * t] = 0
-        h[3 * t] = 0
-        h[3 * t + 1 : 3 * t + 1 + rows] = ends
-        h[3 * t + 1 + rows :] = n
+        if types is not None:
+            h[t : t + n] = types
+        elif self.has_types:
+            h[t : t + n] = 0
+        h[2 * t : 2 * t + n] = positions
+        offsets = h[3 * t :]
+        offsets[0] = 0
+        np.cumsum(lengths, out=offsets[1 : rows + 1])
+        offsets[rows + 1 :] = n
         out = self.host_out_np[slot, :, :n]
         return run_staged(
             self.stream, self.done[slot] if self.done else None,
