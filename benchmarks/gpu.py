@@ -2,7 +2,7 @@
 
     PYTHONUNBUFFERED=1 PYTHONPATH=src python3 benchmarks/gpu.py --out "$OUT" \
         [--stages engine,accuracy,serve,gpus] [--nginx PATH] [--py-spy PATH] [--dry-run]
-        [--baseline-src OTHER/src --budget-seconds S]
+        [--baseline-src OTHER/src --budget-seconds S] [--only LABELS --repeat N]
 
 Stages (each writes into gpu.json under --out as it goes; a failing stage is noted, the run
 goes on):
@@ -21,8 +21,14 @@ goes on):
 - builds: this build against `--baseline-src` (another checkout's src/), two servers on one
   GPU measured in turn at each point, with the accuracy fine-tune while they load and a probe
   of what a batch's page faults cost.
-- textpath: the QA pipeline in three instance/batch shapes, the tokenizer's threads on and
-  off, py-spy over every thread and over the GIL's holder.
+- textpath: the QA pipeline in several instance/batch shapes, the tokenizer's threads on
+  and off, a QA model with a queue delay, py-spy over every thread and over the GIL's holder
+  (`--only` picks points by label, `--repeat` rounds, `--profile` keeps py-spy with them).
+- buildqa: the pipeline `bertserve build` writes for a GPU model of max batch 256, against
+  the narrow shape it wrote before, and the model alone on the same windows.
+
+Same-machine ratios: `builds` can end with the packed engine in process
+(`--inprocess-seconds`); `env.python_loop_us` records the host's single-thread speed.
 
 `--dry-run` runs every stage on the CPU with a tiny model, to check the code paths here.
 """
@@ -60,6 +66,8 @@ class Run:
     budget_seconds: float = 1e9
     inprocess_seconds: float = 0.0  # builds stage: the packed engine in process after
     only: tuple[str, ...] = ()  # builds stage: the points whose labels start so (empty: all)
+    repeat: int = 1  # textpath stage with `only`: rounds over the chosen points
+    profile: bool = False  # textpath stage with `only`: keep the points' py-spy profiles
 
     def checkpoint(self) -> Path:
         vdir = self.work / "ckpt" / "bert_base" / "1"
@@ -488,6 +496,74 @@ def stage_builds(run: Run) -> None:
         ))  # fmt: skip
 
 
+def stage_buildqa(run: Run) -> None:
+    """The QA pipeline as `bertserve build` writes it, as a user gets it: the seed's
+    bert_base_trt_gpu built with max batch 256 and random weights, its `_qa` pipeline (the
+    wide shape, 8 x 64 pairs, 64 windows a call) against the earlier narrow shape (2 x 8,
+    4 windows) written beside it over the same model, and the model alone on the windows.
+    The dry run builds the tiny preset on the CPU (narrow shapes both: its model is a CPU
+    one)."""
+    from google.protobuf import text_format
+
+    from bertserve.backends.qa_pipeline import pipeline_config
+    from bertserve.builder.presets import Overrides, resolve_preset
+    from bertserve.builder.qa import pipeline_parameters
+    from gpu_serving import Point, measure, qa_windows_file, start_server
+
+    target, res = run.target, run.res
+    repo = run.work / "repo-build"
+    preset, model = ("tiny", "bert_tiny_onnx_cpu") if target.dry_run else (
+        "seed", "bert_base_trt_gpu")  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "bertserve",
+        "build",
+        "--preset",
+        preset,
+        "--only",
+        model,
+        "--max-batch-size",
+        "256",
+        "--weights",
+        "random",
+        "--output",
+        str(repo),
+        "--force",
+    ]
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # noqa: S603
+    res.put("buildqa_build", {"seconds": round(time.perf_counter() - started, 1),
+                              "exit": done.returncode, "tail": done.stdout[-800:]})  # fmt: skip
+    if done.returncode:
+        res.note(f"bertserve build failed: {done.stderr[-800:]}")
+        return
+    (variant,) = resolve_preset(preset, Overrides(only=(model,), max_batch_size=256))
+    narrow = pipeline_config(
+        "narrow_qa", model, pipeline_parameters(variant) | {"max_windows_per_call": "4"},
+        max_batch_size=8, instances=2,
+    )  # fmt: skip
+    (repo / "narrow_qa" / "1").mkdir(parents=True, exist_ok=True)
+    (repo / "narrow_qa" / "config.pbtxt").write_text(text_format.MessageToString(narrow))
+    res.put("buildqa_wide_config", (repo / f"{model}_qa" / "config.pbtxt").read_text())
+    windows_file, pairs, windows = qa_windows_file(repo, model, run.work)
+    res.put("qa_sample", {"pairs": pairs, "windows": windows})
+    server = start_server(repo, res.out / "server-build.log")
+    text = _qa_text()
+    points = [
+        Point(f"{model}_qa text -b8 c64", f"{model}_qa", text, 8, 64),
+        Point("narrow_qa text -b8 c64", "narrow_qa", text, 8, 64),
+        Point(f"{model} qa-windows -b64 c16", model, windows_file, _batch(target)(64), 16, 384),
+        Point(f"{model}_qa text -b8 c64", f"{model}_qa", text, 8, 64),
+        Point("narrow_qa text -b8 c64", "narrow_qa", text, 8, 64),
+    ]
+    try:
+        for point in points:
+            measure(res, "build", server.http_url, point, [server.pid], run.window_ms)
+    finally:
+        server.stop()
+
+
 def _chosen(label: str, only: tuple[str, ...]) -> bool:
     return not only or label.startswith(only)
 
@@ -511,10 +587,18 @@ def stage_textpath(run: Run) -> None:
     started = time.perf_counter()
     vdir = run.checkpoint()
     gpu = (0,) if not target.dry_run else ()
-    shapes = {"qa8x64": (8, 64), "qa16x32": (16, 32), "qa32x16": (32, 16)}
+    shapes = {"qa8x64": (8, 64), "qa16x32": (16, 32), "qa32x16": (32, 16), "qa16x64": (16, 64),
+              "qa2x64": (2, 64)}  # fmt: skip
+    # pk16d: the same model with a 3 ms queue delay, behind the pipeline qa8x64d (8 x 64),
+    # whether calls that arrive spread out make fuller batches when the batcher waits.
+    models = {
+        "pk16": ModelSpec("fp16", True, gpus=gpu),
+        "pk16d": ModelSpec("fp16", True, gpus=gpu, delay_us=3000),
+    }
     repo = write_repo(
-        run.work / "repo-text", vdir, {"pk16": ModelSpec("fp16", True, gpus=gpu)}, target,
-        qa={name: "pk16" for name in shapes}, qa_shapes=shapes,
+        run.work / "repo-text", vdir, models, target,
+        qa={**{name: "pk16" for name in shapes}, "qa8x64d": "pk16d"},
+        qa_shapes={**shapes, "qa8x64d": (8, 64)},
     )  # fmt: skip
     qa_data, pairs, windows = qa_windows_file(repo, "pk16", run.work)
     res.put("qa_sample", {"pairs": pairs, "windows": windows})
@@ -538,10 +622,34 @@ def stage_textpath(run: Run) -> None:
         ("tok-threads", Point("qa32x16 text -b8 c128", "qa32x16", text, 8, 128), ""),
         ("tok-threads", Point("pk16 qa-windows -b64 c16", "pk16", qa_data, b(64), 16, 384), ""),
         ("tok-threads", Point("pk16 mix -b4 c256", "pk16", data["mix"], small, 256, 384), "--idle"),
+        ("tok-threads", Point("pk16 mix -b4 c256", "pk16", data["mix"], small, 256, 384), "--gil"),
         ("tok-threads", Point("pk16 qa-windows -b32 c16", "pk16", qa_data, b(32), 16, 384), ""),
         ("tok-serial", Point("qa8x64 text -b8 c64", "qa8x64", text, 8, 64), ""),
         ("tok-serial", Point("qa32x16 text -b8 c64", "qa32x16", text, 8, 64), ""),
+        # More pairs in flight than the pipeline's instances hold at once, so an instance
+        # finds its next batch waiting (at c64 -b8 the 512 pairs fill 8 x 64 exactly).
+        ("tok-threads", Point("qa8x64 text -b8 c128", "qa8x64", text, 8, 128), ""),
+        ("tok-threads", Point("qa8x64 text -b8 c256", "qa8x64", text, 8, 256), ""),
+        ("tok-threads", Point("qa16x64 text -b8 c128", "qa16x64", text, 8, 128), ""),
+        ("tok-threads", Point("qa16x64 text -b8 c256", "qa16x64", text, 8, 256), ""),
+        ("tok-serial", Point("qa8x64 text -b8 c128", "qa8x64", text, 8, 128), ""),
+        ("tok-serial", Point("qa16x64 text -b8 c256", "qa16x64", text, 8, 256), ""),
+        # Two instances (what `bertserve build` writes): the tokenizer's threads are then
+        # most of the pipeline's parallelism.
+        ("tok-serial", Point("qa8x64d text -b8 c64", "qa8x64d", text, 8, 64), ""),
+        ("tok-serial", Point("qa8x64d text -b8 c128", "qa8x64d", text, 8, 128), ""),
+        ("tok-threads", Point("qa2x64 text -b8 c16", "qa2x64", text, 8, 16), ""),
+        ("tok-serial", Point("qa2x64 text -b8 c16", "qa2x64", text, 8, 16), ""),
+        ("tok-threads", Point("qa2x64 text -b8 c32", "qa2x64", text, 8, 32), ""),
+        ("tok-serial", Point("qa2x64 text -b8 c32", "qa2x64", text, 8, 32), ""),
     ]
+    if run.only:  # a chosen few, `repeat` rounds, plainly unless `profile`
+        chosen = [
+            (label, p, spy if run.profile else "")
+            for label, p, spy in points
+            if _chosen(p.label, run.only)
+        ]
+        points = chosen * run.repeat
     try:
         for label, point, spy in points:
             if time.perf_counter() - started > run.budget_seconds:
@@ -567,6 +675,7 @@ STAGES: Mapping[str, Callable[[Run], None]] = MappingProxyType(
         "frontend": stage_frontend,
         "builds": stage_builds,
         "textpath": stage_textpath,
+        "buildqa": stage_buildqa,
     }
 )
 
@@ -598,8 +707,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="builds stage: measure only the points whose labels start with one of these "
+        help="builds and textpath stages: measure only the points whose labels start with "
+        "one of these "
         "(comma-separated, e.g. 'pk16 mix,pad16 full384 -b1')",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="textpath stage with --only: rounds of the points"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="textpath stage with --only: keep py-spy on"
     )
     args = parser.parse_args(argv)
     unknown = set(args.stages.split(",")) - set(STAGES)
@@ -610,7 +726,8 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(
         target, res, args.work, args.seconds, args.window_ms, args.train_seconds,
         args.nginx, args.py_spy, args.baseline_src, args.budget_seconds,
-        args.inprocess_seconds, tuple(filter(None, args.only.split(","))),
+        args.inprocess_seconds, tuple(filter(None, args.only.split(","))), args.repeat,
+        args.profile,
     )  # fmt: skip
     res.put("env", environment(target))
     print(res.data["env"], flush=True)

@@ -119,6 +119,7 @@ def environment(target: Target) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "python": sys.version.split()[0],
         "dry_run": target.dry_run,
+        "python_loop_us": _python_speed(),
     }
     if not target.dry_run:
         env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -129,6 +130,15 @@ def environment(target: Target) -> dict[str, Any]:
         except ImportError:
             env["triton"] = None
     return env
+
+
+def _python_speed() -> float:
+    """Microseconds for 100,000 additions in a Python loop, the best of five: the host's
+    single-thread speed, which the server's front end and the QA pipeline follow (H200 hosts
+    of one device kind differ here)."""
+    import timeit
+
+    return min(timeit.repeat("for i in range(100_000): x += i", "x = 0", number=1, repeat=5)) * 1e6
 
 
 def median_ms(fn: Callable[[], Any], reps: int, target: Target, warmup: int = 3) -> float:

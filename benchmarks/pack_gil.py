@@ -1,7 +1,7 @@
-"""What an instance thread's packing costs beside a busy event loop: `pack` and `unpack` of
-this checkout against another build's (`--baseline-src`), alone and beside threads that run
-pure Python (as the server's event loop does under load), at the server's GIL switch
-interval.
+"""What packing costs beside busy threads: an instance thread's `pack` and `unpack` and the
+event loop's per-request `row_lengths`, of this checkout against another build's
+(`--baseline-src`), alone and beside threads that run pure Python (as the server's event
+loop does under load), at the server's GIL switch interval.
 
 A thread that gives the GIL up inside a numpy call (numpy does so for passes over more
 than a few hundred elements) takes it back only when the busy thread is made to drop it, up
@@ -76,9 +76,16 @@ def _time(module: ModuleType, requests: list[dict[str, np.ndarray]], count: int)
         t2 = time.perf_counter()
         packs.append(t1 - t0)
         unpacks.append(t2 - t1)
+    checks = []  # what the event loop does per request of the batch: the mask's lengths
+    for _ in range(count):
+        t0 = time.perf_counter()
+        for request in requests:
+            module.row_lengths(request, spec)
+        checks.append(time.perf_counter() - t0)
     return {
         "pack_ms": statistics.median(packs) * 1e3,
         "unpack_ms": statistics.median(unpacks) * 1e3,
+        "lengths_us": statistics.median(checks) * 1e6 / len(requests),
     }
 
 
@@ -134,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{row['build']:5s} pack {a['pack_ms']:6.2f} ms alone {b['pack_ms']:6.2f} beside busy"
             f" | unpack {a['unpack_ms']:6.2f} alone {b['unpack_ms']:6.2f} beside busy"
+            f" | row_lengths a request {a['lengths_us']:6.1f} us alone {b['lengths_us']:6.1f}"
+            " beside busy"
         )
     if args.out is not None:
         args.out.write_text(json.dumps({"requests": len(requests), "rows": rows}, indent=1))

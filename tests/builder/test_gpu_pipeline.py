@@ -49,6 +49,25 @@ def test_gpu_pipeline_windows_fit_the_engine() -> None:
         assert settings.max_windows_per_call == 4
 
 
+def test_a_gpu_model_with_large_batches_gets_the_wide_pipeline(tmp_path: Path) -> None:
+    """Eight instances of 64 pairs, 64 windows a call, in front of a GPU model that takes 64
+    rows or more; the reference's small batches and CPU models keep two of eight and four."""
+    wide = Batching(max_batch_size=256, preferred_batch_sizes=(), max_queue_delay_us=0, instances=2)
+    cases = [
+        (Variant("g", ARCHITECTURES["bert-base"], "gpu", "fp16", SEQ, wide), (8, 64, 64)),
+        (_variant("bert-base"), (2, 8, 4)),
+        (Variant("c", ARCHITECTURES["bert-base"], "cpu", "fp32", 384, wide), (2, 8, 4)),
+    ]
+    for variant, (instances, pairs, windows) in cases:
+        folder = write_pipeline(variant, tmp_path / variant.name)
+        config = text_format.Parse(
+            (folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+        )
+        assert config.instance_group[0].count == instances
+        assert config.max_batch_size == pairs
+        assert PipelineSettings.from_config(config).max_windows_per_call == windows
+
+
 @pytest.mark.e2e
 def test_gpu_engine_behind_its_pipeline_answers(tmp_path: Path) -> None:
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ from pathlib import Path
 from bertserve.builder.model_config import write_model_config
 from bertserve.builder.presets import Variant
 
-__all__ = ["pipeline_name", "pipeline_parameters", "write_pipeline"]
+__all__ = ["pipeline_name", "pipeline_parameters", "pipeline_shape", "write_pipeline"]
 
 _SQUAD_WINDOW = 384
 #: Architectures fine-tuned on SQuAD 2.0, whose [CLS] score may say "no answer".
@@ -31,7 +31,7 @@ def pipeline_parameters(variant: Variant) -> dict[str, str]:
     params = {
         "qa_inputs": ",".join(variant.architecture.input_names),
         "max_seq_len": str(window),
-        "max_windows_per_call": str(min(4, variant.batching.max_batch_size)),
+        "max_windows_per_call": str(pipeline_shape(variant)[2]),
         "allow_impossible": "true" if variant.architecture.key in _SQUAD2 else "false",
     }
     if window < _SQUAD_WINDOW:
@@ -44,17 +44,36 @@ def pipeline_parameters(variant: Variant) -> dict[str, str]:
     return params
 
 
+#: A GPU QA model that takes batches of at least this many rows gets the wide pipeline.
+_WIDE_FROM = 64
+
+
+def pipeline_shape(variant: Variant) -> tuple[int, int, int]:
+    """(instances, pairs a batch, windows a call) of the pipeline in front of `variant`.
+
+    Two instances of eight pairs, four windows a call, in front of a CPU model or a GPU
+    model with small batches (the reference's max batch 4). In front of a GPU model that
+    takes batches of 64 rows or more, eight instances of 64 pairs and 64 windows a call:
+    the shape that kept an H200's packing BERT-base busiest of those measured (docs/qa.md;
+    smaller calls from more instances fill the model's batches less)."""
+    mbs = variant.batching.max_batch_size
+    if variant.device == "gpu" and mbs >= _WIDE_FROM:
+        return 8, _WIDE_FROM, _WIDE_FROM
+    return 2, 8, min(4, mbs)
+
+
 def write_pipeline(variant: Variant, root: Path) -> Path:
     """Write `<root>/<model>_qa/config.pbtxt` and its empty version folder; the folder."""
     from bertserve.backends.qa_pipeline import pipeline_config
 
     name = pipeline_name(variant.name)
+    instances, pairs, _ = pipeline_shape(variant)
     config = pipeline_config(
         name,
         variant.name,
         pipeline_parameters(variant),
-        max_batch_size=8,
-        instances=2,
+        max_batch_size=pairs,
+        instances=instances,
     )
     model_dir = root / name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
