@@ -183,21 +183,19 @@ def throughput(
     if target.dry_run:
         budgets = (2048,)
     for precision in precisions:
-        if not padded:
-            budgets_only(res, vdir, target, seconds, precision, pool, budgets)
-            continue
-        params = _engine_params(precision, False)
-        a, b = (load_engine(vdir, params, 256, target) for _ in range(2))
-        full = stack_rows(pool[:batch_rows], 384)
-        full["attention_mask"][:] = 1
-        mixed = stack_rows(pool[:batch_rows], 384)
-        for label, request in (("full 384", full), ("SQuAD mix, padded", mixed)):
-            rate = _two_instances(
-                a, b, lambda i, x=request: i.run(x, list(OUTPUTS)), seconds, batch_rows
-            )
-            _record(res, f"padded {precision}", label, batch_rows, rate)
-        del a, b
-        free_engines()
+        if padded:
+            params = _engine_params(precision, False)
+            a, b = (load_engine(vdir, params, 256, target) for _ in range(2))
+            full = stack_rows(pool[:batch_rows], 384)
+            full["attention_mask"][:] = 1
+            mixed = stack_rows(pool[:batch_rows], 384)
+            for label, request in (("full 384", full), ("SQuAD mix, padded", mixed)):
+                rate = _two_instances(
+                    a, b, lambda i, x=request: i.run(x, list(OUTPUTS)), seconds, batch_rows
+                )
+                _record(res, f"padded {precision}", label, batch_rows, rate)
+            del a, b
+            free_engines()
         budgets_only(res, vdir, target, seconds, precision, pool, budgets)
 
 
