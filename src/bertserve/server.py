@@ -7,28 +7,24 @@ and the start-up lines that launchers read."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import resource
 import signal
 import socket
-import ssl
 import sys
-from collections.abc import Generator
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
 
 import grpc
-import uvicorn
 
 from bertserve.announce import READY_LINE, started_line
-from bertserve.endpoints.grpc import read_pem, start_grpc_server
+from bertserve.endpoints.grpc import start_grpc_server
 from bertserve.endpoints.http import HttpApp
-from bertserve.endpoints.http_connection import ConnectionLimits, guarded_protocol
+from bertserve.endpoints.http_service import UvicornServer, uvicorn_config
+from bertserve.endpoints.http_workers import HttpWorkers
 from bertserve.engine import Engine
 from bertserve.metrics import MetricsServer, build_registry
-from bertserve.settings import ServerSettings, TlsFiles
+from bertserve.settings import ServerSettings
 
 __all__ = ["Server", "serve", "bind"]
 
@@ -63,30 +59,6 @@ def _bind_error(service: str, address: str, reason: str | None, flag: str) -> st
     return f"cannot bind {service} to {address}: {reason}; choose another {flag} (0 = a free port)"
 
 
-class _UvicornServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the owner of the `Server` decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-def _tls_options(tls: TlsFiles | None) -> dict[str, Any]:
-    """uvicorn's settings for HTTPS (none without TLS); a file that cannot be read ends the
-    start, naming its flag."""
-    if tls is None:
-        return {}
-    for path, flag in ((tls.cert, "--http-server-cert"), (tls.key, "--http-server-key"),
-                       (tls.root, "--http-root-cert")):  # fmt: skip
-        read_pem(path, flag)
-    return {
-        "ssl_certfile": str(tls.cert),
-        "ssl_keyfile": str(tls.key),
-        "ssl_ca_certs": str(tls.root) if tls.root is not None else None,
-        "ssl_cert_reqs": ssl.CERT_REQUIRED if tls.mutual else ssl.CERT_NONE,
-    }
-
-
 class Server:
     """bertserve's services in the running event loop.
 
@@ -104,8 +76,9 @@ class Server:
         self.settings = settings
         self.engine = Engine(settings)
         self.ports: dict[str, int] = {}
-        self._http: _UvicornServer | None = None
+        self._http: UvicornServer | None = None
         self._http_task: asyncio.Task[None] | None = None
+        self.http_workers: HttpWorkers | None = None  # --http-workers
         self._grpc: grpc.aio.Server | None = None
         self._metrics: MetricsServer | None = None  # on a thread of its own
 
@@ -114,7 +87,7 @@ class Server:
         naming it (whatever had started is stopped first)."""
         try:
             if self.settings.allow_http:
-                self._start_http()
+                await self._start_http()
             if self.settings.allow_grpc:
                 self._grpc, self.ports["grpc"] = await start_grpc_server(self.engine, self.settings)
             if self.settings.allow_metrics:
@@ -138,6 +111,9 @@ class Server:
         if self._http_task is not None:
             await asyncio.gather(self._http_task, return_exceptions=True)
             self._http, self._http_task = None, None
+        if self.http_workers is not None:
+            workers, self.http_workers = self.http_workers, None
+            await workers.stop()
         await self.engine.stop()
         if self._metrics is not None:
             metrics, self._metrics = self._metrics, None
@@ -165,37 +141,25 @@ class Server:
         """The interface a service binds (`--<service>-address`, else `--host`)."""
         return str(getattr(self.settings, f"{service}_address")) or self.settings.host
 
-    def _start_http(self) -> None:
+    async def _start_http(self) -> None:
         host = self.address("http")
         settings = self.settings
-        limits = ConnectionLimits(
-            max_connections=settings.http_max_connections,
-            header_timeout=settings.http_header_timeout_secs,
-            body_timeout=settings.http_body_timeout_secs,
-            keep_alive=settings.http_keep_alive_secs,
-            max_header_bytes=settings.http_max_header_size,
-        )
-        config = uvicorn.Config(
-            HttpApp(self.engine, settings),
-            loop="none",
-            http=guarded_protocol(limits),
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            server_header=False,
-            timeout_keep_alive=settings.http_keep_alive_secs,
-            timeout_graceful_shutdown=int(settings.exit_timeout_secs),
-            backlog=2048,
-            **_tls_options(settings.http_tls),
-        )
-        try:
-            config.load()  # builds the TLS context, if any, before the port takes requests
-        except (ssl.SSLError, ValueError) as exc:
-            raise SystemExit(f"cannot serve HTTPS with --http-server-cert/-key: {exc}") from None
+        app = HttpApp(self.engine, settings)
+        # Loaded here with workers too: a TLS setting that cannot be used ends the start at once.
+        config = uvicorn_config(app, settings, settings.http_max_connections)
         sock = bind(host, settings.http_port, reuse_port=settings.reuse_http_port)
-        self._http = _UvicornServer(config)
-        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
         self.ports["http"] = sock.getsockname()[1]
+        if settings.http_workers:
+            self.http_workers = HttpWorkers(app, settings, sock)
+            await self.http_workers.start()
+            log.info(
+                "HTTP service listening on %s:%d (%d worker processes, pids %s)", host,
+                self.ports["http"], settings.http_workers,
+                ", ".join(map(str, self.http_workers.pids)),
+            )  # fmt: skip
+            return
+        self._http = UvicornServer(config)
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
         log.info("HTTP service listening on %s:%d", host, self.ports["http"])
 
     def _start_metrics(self) -> None:

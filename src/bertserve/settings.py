@@ -180,6 +180,9 @@ class ServerSettings:
     log_error: bool = True
     log_format: str = "default"
     log_file: str = ""
+    #: HTTP worker processes (`--http-workers`): each accepts connections and decodes infer
+    #: requests, which run in the engine's process; 0 = HTTP in the engine's process.
+    http_workers: int = 0
     #: Most HTTP connections open at once (`--http-max-connections`); past it a new one
     #: closes the longest-idle connection, or is refused with a 503 when none is idle.
     http_max_connections: int = 2048

@@ -144,3 +144,27 @@ def test_concurrency_sweep(server: ServerProcess, inputs: list[dict[str, Any]]) 
     assert [m.concurrency for m in points] == [1, 2, 3, 4]
     for m in points:
         assert_plausible(m)
+
+
+@pytest.fixture(scope="module")
+def workers_server(tiny_repo: Path) -> Any:
+    """`bertserve serve --http-workers 2`: HTTP in two worker processes."""
+    from tests.conftest import start_server
+
+    srv = start_server(tiny_repo, extra=["--http-workers", "2"])
+    yield srv
+    srv.stop()
+
+
+def test_through_http_worker_processes(
+    workers_server: ServerProcess, inputs: list[dict[str, Any]]
+) -> None:
+    """perf_analyzer's whole conversation (metadata, config, statistics around each window,
+    binary infers at concurrency 8, some connections on each worker) through the workers:
+    the engine's statistics still give every server-side column."""
+    (m,) = run(
+        workers_server, "--async", "--concurrency-range", "8", "-b", "2",
+        *shapes(inputs, SEQ), batch=2,
+    )  # fmt: skip
+    assert m.concurrency == 8 and m.batch_size == 2
+    assert_plausible(m)

@@ -65,6 +65,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="HTTP port (default %(default)s; 0 = a free port, logged)",
     )
     p.add_argument(
+        "--http-workers",
+        type=_natural_int,
+        default=d.http_workers,
+        metavar="N",
+        help="HTTP worker processes: each accepts connections and decodes requests, which run "
+        "in the engine's process (more small requests a second where one process's Python is "
+        "the limit; docs/architecture.md); 0 = HTTP in the engine's process (default %(default)s)",
+    )
+    p.add_argument(
         "--grpc-port",
         type=int,
         default=d.grpc_port,
@@ -495,6 +504,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         reuse_grpc_port=args.reuse_grpc_port,
         server_id=args.id,
         http_port=args.http_port,
+        http_workers=args.http_workers,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
         allow_http=args.allow_http,

@@ -22,11 +22,21 @@ from bertserve.endpoints.http_connection import CLIENT_GONE, WAITING_TASK
 from bertserve.endpoints.status import http_status, retry_later
 from bertserve.engine import Engine
 from bertserve.errors import BertserveError, InvalidInput, RequestTooLarge
+from bertserve.messages import InferRequest, InferResponse
 from bertserve.protocol.http_codec import HEADER_LENGTH, decode_request, encode_response
 from bertserve.protocol.load_parameters import load_config
 from bertserve.settings import Restriction, ServerSettings
 
-__all__ = ["API_GROUP", "CHANGES_STATE", "HttpApp", "ROUTES"]
+__all__ = [
+    "API_GROUP",
+    "CHANGES_STATE",
+    "HttpApp",
+    "ROUTES",
+    "Reply",
+    "error_reply",
+    "infer_headers",
+    "infer_reply",
+]
 
 log = logging.getLogger("bertserve.http")
 
@@ -37,7 +47,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 _JSON = [(b"content-type", b"application/json")]
 
 
-class _Reply:
+class Reply:
+    """What a handler answers: status, body and headers (content-length is added on sending)."""
+
     __slots__ = ("status", "body", "headers")
 
     def __init__(
@@ -48,21 +60,25 @@ class _Reply:
         self.headers = headers if headers is not None else _JSON
 
 
-def _json(doc: Any, status: int = 200) -> _Reply:
-    return _Reply(status, orjson.dumps(doc))
+def _json(doc: Any, status: int = 200) -> Reply:
+    return Reply(status, orjson.dumps(doc))
 
 
 _RETRY_LATER = [*_JSON, (b"retry-after", b"1")]
 
 
-def _error(error: BaseException) -> _Reply:
+def error_reply(error: BaseException) -> Reply:
+    """The reply to a domain error: its status (endpoints/status.py) and message."""
     headers = _RETRY_LATER if retry_later(error) else _JSON
-    return _Reply(http_status(error), orjson.dumps({"error": str(error)}), headers)
+    return Reply(http_status(error), orjson.dumps({"error": str(error)}), headers)
 
 
 class HttpApp:
     def __init__(self, engine: Engine, settings: ServerSettings) -> None:
         self.engine = engine
+        self._take_settings(settings)
+
+    def _take_settings(self, settings: ServerSettings) -> None:
         self.settings = settings
         rules = Restriction.by_api(settings.http_restricted_apis)
         #: handler -> the header it needs (--http-restricted-api)
@@ -79,19 +95,19 @@ class HttpApp:
         try:
             reply = await self._route(scope, receive)
         except BertserveError as exc:
-            reply = _error(exc)
+            reply = error_reply(exc)
         except asyncio.CancelledError:
             if scope.get(CLIENT_GONE):
                 return  # its client went away (http_connection): nobody to answer
             raise
         except Exception as exc:  # noqa: BLE001 - one bad request must not take the server down
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            reply = _json({"error": self.engine.relative(f"internal error: {exc}")}, 500)
+            reply = self.internal_error(exc)
         headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode())]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
 
-    async def _route(self, scope: Scope, receive: Receive) -> _Reply:
+    async def _route(self, scope: Scope, receive: Receive) -> Reply:
         path = scope["path"]
         parts = path.strip("/").split("/")
         n = len(parts)
@@ -108,19 +124,31 @@ class HttpApp:
                         refusal = self._refusal(scope, route.handler)
                         if refusal is not None:
                             return refusal
-                    return await route.handler(
-                        self, scope, receive, parts[route.model_at], parts[route.version_at]
-                    )
+                    return await self._dispatch(
+                        route.handler, scope, receive, parts[route.model_at],
+                        parts[route.version_at],
+                    )  # fmt: skip
                 allowed = route.method
         if allowed:
-            return _Reply(
+            return Reply(
                 405,
                 orjson.dumps({"error": f"{scope['method']} {path}: this path takes {allowed}"}),
                 [*_JSON, (b"allow", allowed.encode())],
             )
         return _json({"error": f"unknown path '{path}'"}, 404)
 
-    def _refusal(self, scope: Scope, handler: Handler) -> _Reply | None:
+    async def _dispatch(
+        self, handler: Handler, scope: Scope, receive: Receive, model: str, version: str
+    ) -> Reply:
+        """Run the handler a request's route names (an HTTP worker process hands most of them
+        to the engine's process instead: http_worker.WorkerApp)."""
+        return await handler(self, scope, receive, model, version)
+
+    def internal_error(self, error: BaseException) -> Reply:
+        """The 500 reply to an error no handler expected."""
+        return _json({"error": self.engine.relative(f"internal error: {error}")}, 500)
+
+    def _refusal(self, scope: Scope, handler: Handler) -> Reply | None:
         """403 for a request without the header its endpoint group needs (Triton's words), or
         for one that changes the server's state the way a web page can (see _from_a_browser)."""
         headers = scope["headers"]
@@ -143,116 +171,92 @@ class HttpApp:
 
     # -- handlers: (scope, receive, model, version) -> reply; one row each in ROUTES ----------
 
-    async def server_metadata(self, scope: Scope, receive: Receive, *_: str) -> _Reply:
+    async def server_metadata(self, scope: Scope, receive: Receive, *_: str) -> Reply:
         return _json(self.engine.server_metadata())
 
-    async def live(self, scope: Scope, receive: Receive, *_: str) -> _Reply:
-        return _Reply(200 if self.engine.live else 400, b"")
+    async def live(self, scope: Scope, receive: Receive, *_: str) -> Reply:
+        return Reply(200 if self.engine.live else 400, b"")
 
-    async def ready(self, scope: Scope, receive: Receive, *_: str) -> _Reply:
-        return _Reply(200 if self.engine.ready else 400, b"")
+    async def ready(self, scope: Scope, receive: Receive, *_: str) -> Reply:
+        return Reply(200 if self.engine.ready else 400, b"")
 
-    async def no_model_name(self, scope: Scope, receive: Receive, *_: str) -> _Reply:
+    async def no_model_name(self, scope: Scope, receive: Receive, *_: str) -> Reply:
         return _json({"error": "the path needs a model name: /v2/models/<name>/..."}, 400)
 
-    async def all_statistics(self, scope: Scope, receive: Receive, *_: str) -> _Reply:
+    async def all_statistics(self, scope: Scope, receive: Receive, *_: str) -> Reply:
         return _json({"model_stats": self.engine.statistics()})
 
     async def model_metadata(
         self, scope: Scope, receive: Receive, model: str, version: str
-    ) -> _Reply:
+    ) -> Reply:
         return _json(self.engine.model_metadata(model, version))
 
-    async def model_ready(self, scope: Scope, receive: Receive, model: str, version: str) -> _Reply:
-        return _Reply(200 if self.engine.model_ready(model, version) else 400, b"")
+    async def model_ready(self, scope: Scope, receive: Receive, model: str, version: str) -> Reply:
+        return Reply(200 if self.engine.model_ready(model, version) else 400, b"")
 
-    async def model_config(
-        self, scope: Scope, receive: Receive, model: str, version: str
-    ) -> _Reply:
+    async def model_config(self, scope: Scope, receive: Receive, model: str, version: str) -> Reply:
         return _json(self.engine.model_config(model, version))
 
     async def model_statistics(
         self, scope: Scope, receive: Receive, model: str, version: str
-    ) -> _Reply:
+    ) -> Reply:
         return _json({"model_stats": self.engine.statistics(model, version)})
 
-    async def repository_index(self, scope: Scope, receive: Receive, *_: str) -> _Reply:
+    async def repository_index(self, scope: Scope, receive: Receive, *_: str) -> Reply:
         doc = _loads_optional(await self._body(scope, receive))
         ready = doc.get("ready", False)
         if not isinstance(ready, bool):
             raise InvalidInput("Invalid value for 'ready': expected a boolean")
         return _json(self.engine.repository_index(ready))
 
-    async def load(self, scope: Scope, receive: Receive, model: str, version: str) -> _Reply:
+    async def load(self, scope: Scope, receive: Receive, model: str, version: str) -> Reply:
         doc = _loads_optional(await self._body(scope, receive))
         self.engine.check_control()
         params = doc.get("parameters") or {}
         if not isinstance(params, dict):
             raise InvalidInput("'parameters' of a load request must be an object")
         await self.engine.load(model, load_config(params))
-        return _Reply(200, b"")
+        return Reply(200, b"")
 
-    async def unload(self, scope: Scope, receive: Receive, model: str, version: str) -> _Reply:
+    async def unload(self, scope: Scope, receive: Receive, model: str, version: str) -> Reply:
         _loads_optional(await self._body(scope, receive))  # checked, though nothing is read yet
         self.engine.check_control()
         await self.engine.unload(model)
-        return _Reply(200, b"")
+        return Reply(200, b"")
 
-    async def infer(self, scope: Scope, receive: Receive, model: str, version: str) -> _Reply:
-        header_length = None
-        encoding = b""
-        accept = b""
-        for key, value in scope["headers"]:
-            if key == b"inference-header-content-length":
-                if not value.isdigit():  # int() would also take "+5", " 5 " and "5_0"
-                    raise InvalidInput(
-                        f"Inference-Header-Content-Length '{value.decode(errors='replace')}' "
-                        "is not a byte count (decimal digits only)"
-                    )
-                header_length = int(value)
-            elif key == b"content-encoding":
-                encoding = value.lower()
-            elif key == b"accept-encoding":
-                accept = value
+    async def infer(self, scope: Scope, receive: Receive, model: str, version: str) -> Reply:
+        header_length, encoding, accept = infer_headers(scope)
         self.engine.check_admission(model, version)  # a refusal before reading the body
         body = await self._body(scope, receive)
-        if encoding:
-            # zlib lets other threads run while it works: a large body does not stall the loop
-            limit = self.settings.http_max_input_size
-            body = await asyncio.to_thread(_decompress, body, encoding, limit)
-        request = decode_request(body, header_length, model, version)
+        request = await self.decode(body, header_length, encoding, model, version)
         scope[WAITING_TASK] = asyncio.current_task()  # cancelled if the client goes away
         try:
             response = await self.engine.infer(request)
         finally:
             del scope[WAITING_TASK]
-        payload, json_length = encode_response(response, request)
-        headers = list(_JSON)
-        if json_length is not None:
-            headers = [
-                (b"content-type", b"application/octet-stream"),
-                (HEADER_LENGTH.encode(), str(json_length).encode()),
-            ]
-        compression = _response_encoding(accept) if accept else ""
-        if compression:
-            # The header length still counts the JSON before compression, as in tritonserver.
-            payload = _compress(payload, compression)
-            headers.append((b"content-encoding", compression.encode()))
-        return _Reply(200, payload, headers)
+        return infer_reply(response, request, accept)
+
+    async def decode(
+        self, body: bytes, header_length: int | None, encoding: bytes, model: str, version: str
+    ) -> InferRequest:
+        """An infer request's body as the engine takes it (decompressed first if need be)."""
+        if encoding:
+            # zlib lets other threads run while it works: a large body does not stall the loop
+            limit = self.settings.http_max_input_size
+            body = await asyncio.to_thread(_decompress, body, encoding, limit)
+        return decode_request(body, header_length, model, version)
 
     # -- shared memory: (kind, region) from the path --------------------------------------------
 
-    async def system_shm_status(
-        self, scope: Scope, receive: Receive, region: str, _: str
-    ) -> _Reply:
+    async def system_shm_status(self, scope: Scope, receive: Receive, region: str, _: str) -> Reply:
         return _json(self.engine.shared_memory.status("system", region))
 
-    async def cuda_shm_status(self, scope: Scope, receive: Receive, region: str, _: str) -> _Reply:
+    async def cuda_shm_status(self, scope: Scope, receive: Receive, region: str, _: str) -> Reply:
         return _json(self.engine.shared_memory.status("cuda", region))
 
     async def system_shm_register(
         self, scope: Scope, receive: Receive, region: str, _: str
-    ) -> _Reply:
+    ) -> Reply:
         body = await self._body(scope, receive)
         self.engine.shared_memory.check_allowed()
         doc = _loads_optional(body)
@@ -266,11 +270,9 @@ class HttpApp:
         self.engine.shared_memory.register_system(
             region, key, _uint(doc, "offset"), _uint(doc, "byte_size")
         )
-        return _Reply(200, b"")
+        return Reply(200, b"")
 
-    async def cuda_shm_register(
-        self, scope: Scope, receive: Receive, region: str, _: str
-    ) -> _Reply:
+    async def cuda_shm_register(self, scope: Scope, receive: Receive, region: str, _: str) -> Reply:
         body = await self._body(scope, receive)
         self.engine.shared_memory.check_allowed()
         doc = _loads_optional(body)
@@ -286,19 +288,19 @@ class HttpApp:
         self.engine.shared_memory.register_cuda(
             region, raw, _uint(doc, "device_id"), _uint(doc, "byte_size")
         )
-        return _Reply(200, b"")
+        return Reply(200, b"")
 
     async def system_shm_unregister(
         self, scope: Scope, receive: Receive, region: str, _: str
-    ) -> _Reply:
+    ) -> Reply:
         self.engine.shared_memory.unregister("system", region)
-        return _Reply(200, b"")
+        return Reply(200, b"")
 
     async def cuda_shm_unregister(
         self, scope: Scope, receive: Receive, region: str, _: str
-    ) -> _Reply:
+    ) -> Reply:
         self.engine.shared_memory.unregister("cuda", region)
-        return _Reply(200, b"")
+        return Reply(200, b"")
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.settings.http_max_input_size
@@ -325,6 +327,45 @@ class HttpApp:
             if not message.get("more_body", False):
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def infer_headers(scope: Scope) -> tuple[int | None, bytes, bytes]:
+    """An infer request's Inference-Header-Content-Length (None when absent), Content-Encoding
+    and Accept-Encoding."""
+    header_length = None
+    encoding = b""
+    accept = b""
+    for key, value in scope["headers"]:
+        if key == b"inference-header-content-length":
+            if not value.isdigit():  # int() would also take "+5", " 5 " and "5_0"
+                raise InvalidInput(
+                    f"Inference-Header-Content-Length '{value.decode(errors='replace')}' "
+                    "is not a byte count (decimal digits only)"
+                )
+            header_length = int(value)
+        elif key == b"content-encoding":
+            encoding = value.lower()
+        elif key == b"accept-encoding":
+            accept = value
+    return header_length, encoding, accept
+
+
+def infer_reply(response: InferResponse, request: InferRequest, accept: bytes) -> Reply:
+    """The 200 reply to an infer request: JSON, or JSON and binary tensors, compressed as the
+    client's Accept-Encoding asks."""
+    payload, json_length = encode_response(response, request)
+    headers = list(_JSON)
+    if json_length is not None:
+        headers = [
+            (b"content-type", b"application/octet-stream"),
+            (HEADER_LENGTH.encode(), str(json_length).encode()),
+        ]
+    compression = _response_encoding(accept) if accept else ""
+    if compression:
+        # The header length still counts the JSON before compression, as in tritonserver.
+        payload = _compress(payload, compression)
+        headers.append((b"content-encoding", compression.encode()))
+    return Reply(200, payload, headers)
 
 
 def _response_encoding(accept: bytes) -> str:
@@ -398,7 +439,7 @@ def _loads_optional(body: bytes) -> dict[str, Any]:
     return doc
 
 
-Handler = Callable[[HttpApp, Scope, Receive, str, str], Awaitable[_Reply]]
+Handler = Callable[[HttpApp, Scope, Receive, str, str], Awaitable[Reply]]
 
 #: Every endpoint: (method or None for any, path, handler). The placeholders are `{model}` (or
 #: `{region}`, a shared memory region, passed in its place) and `{version}`; a literal segment
