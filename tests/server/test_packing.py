@@ -261,3 +261,141 @@ async def test_requests_with_different_input_sets_are_not_packed_together() -> N
     await asyncio.gather(first, *with_mask, *without)
     assert sorted(inst.batches[1:]) == [(2, 6), (2, 12)]
     await s.stop()
+
+
+# ---- a request's rows across batches ---------------------------------------------------------
+async def _held(inst: Packer, s: Scheduler, first: dict, rest: list[dict]) -> list[dict]:
+    """`first` runs while the instance is held; `rest` queue behind it; then all finish."""
+    inst.gate.clear()
+    s.start()
+    head = _submit(s, first)
+    await asyncio.sleep(0.05)
+    tail = [_submit(s, r) for r in rest]
+    inst.gate.set()
+    return list(await asyncio.gather(head, *tail))
+
+
+def _check(request: dict, out: dict) -> None:
+    keep = request["mask"] == 1
+    assert out["y"].shape == request["ids"].shape
+    np.testing.assert_array_equal(out["y"][keep], 2 * request["ids"][keep])
+    assert np.all(out["y"][~keep] == SPEC.fill)
+
+
+async def test_a_request_that_does_not_fit_fills_the_batch_and_finishes_in_the_next() -> None:
+    """Budget 64: requests of 5 rows x 10 tokens. Whole requests would leave 14 tokens of
+    every batch empty; the next request's first rows fill them, its rest runs after."""
+    inst = Packer(PackingSpec(max_tokens=64, max_rows=64, length_input="mask"))
+    s = _scheduler(inst, max_batch_size=64, max_queue_delay_us=0)
+    rng = np.random.default_rng(11)
+    requests = [_request(rng, 5, 10) for _ in range(4)]
+    results = await _held(inst, s, _request(rng, 1, 4), requests)
+    # 50 + 1 row of the next; its 4 left + 2 of the third; its 3 left + 3 of the last; 2 left
+    assert inst.batches == [(1, 4), (6, 60), (6, 60), (6, 60), (2, 20)]
+    for request, out in zip(requests, results[1:], strict=True):
+        _check(request, out)  # each request's rows back in order, padding filled
+    await asyncio.wait_for(s.stop(), 5)  # each request resolved once: the drain ends
+
+
+async def test_rows_are_split_by_real_tokens_and_the_rest_keeps_its_place() -> None:
+    """A 64-token budget, a 40-token request queued, then one of 4 rows x 15 tokens: two of
+    its rows fill the first batch (40 + 30 = 70 would not fit; 40 + 15 = 55 does), so one
+    goes with the 40 and the other three follow, ahead of the request queued after it."""
+    inst = Packer(PackingSpec(max_tokens=64, max_rows=64, length_input="mask"))
+    s = _scheduler(inst, max_batch_size=64, max_queue_delay_us=0)
+    rng = np.random.default_rng(12)
+    forty = _request(rng, 1, 40)
+    four = _request(rng, 4, 15)
+    last = _request(rng, 1, 9)
+    results = await _held(inst, s, _request(rng, 1, 3), [forty, four, last])
+    assert inst.batches[1:] == [(2, 55), (4, 54)]
+    for request, out in zip([forty, four, last], results[1:], strict=True):
+        _check(request, out)
+    await s.stop()
+
+
+async def test_a_small_room_left_is_not_worth_a_split() -> None:
+    """Under a sixteenth of the budget left (3 of 64 tokens): the batch goes as it is."""
+    inst = Packer(PackingSpec(max_tokens=64, max_rows=64, length_input="mask"))
+    s = _scheduler(inst, max_batch_size=64, max_queue_delay_us=0)
+    rng = np.random.default_rng(13)
+    requests = [_request(rng, 1, 61), _request(rng, 3, 2)]
+    await _held(inst, s, _request(rng, 1, 3), requests)
+    assert inst.batches[1:] == [(1, 61), (3, 6)]
+    await s.stop()
+
+
+class FailsOn(Packer):
+    """Fails every batch that holds the token id `bad`."""
+
+    def __init__(self, bad: int, spec: PackingSpec) -> None:
+        super().__init__(spec)
+        self.bad = bad
+
+    def launch_packed(
+        self, batch: PackedBatch, outputs: list[str]
+    ) -> Callable[[], dict[str, np.ndarray]]:
+        if np.any(batch.tokens["ids"] == self.bad):
+            raise InvalidInput("a bad row")
+        return super().launch_packed(batch, outputs)
+
+
+WIDE = PackingSpec(max_tokens=64, max_rows=64, length_input="mask")
+
+
+async def test_a_split_request_whose_part_fails_fails_once_and_the_others_finish() -> None:
+    inst = FailsOn(bad=5000, spec=WIDE)  # (the requests' ids are 1..999)
+    s = _scheduler(inst, max_batch_size=64, max_queue_delay_us=0)
+    rng = np.random.default_rng(14)
+    forty, bad, after = _request(rng, 1, 40), _request(rng, 4, 15), _request(rng, 1, 9)
+    bad["ids"][3, 0] = 5000  # its last row: in the part that runs in the second batch
+    inst.gate.clear()
+    s.start()
+    first = _submit(s, _request(rng, 1, 3))
+    await asyncio.sleep(0.05)
+    futures = [_submit(s, r) for r in (forty, bad, after)]
+    inst.gate.set()
+    outcomes = await asyncio.gather(first, *futures, return_exceptions=True)
+    assert isinstance(outcomes[2], InvalidInput)  # its first row ran; its result is dropped
+    _check(forty, outcomes[1])
+    _check(after, outcomes[3])  # failed with the bad part's batch, then run alone
+    await asyncio.wait_for(s.stop(), 5)  # every request accounted for once: the drain ends
+
+
+class Pausing(Packer):
+    """Holds its second launch until `resume` is set (`paused` says it got there)."""
+
+    def __init__(self, spec: PackingSpec) -> None:
+        super().__init__(spec)
+        self.paused = threading.Event()
+        self.resume = threading.Event()
+
+    def launch_packed(
+        self, batch: PackedBatch, outputs: list[str]
+    ) -> Callable[[], dict[str, np.ndarray]]:
+        if len(self.batches) == 1:
+            self.paused.set()
+            self.resume.wait(5)
+        return super().launch_packed(batch, outputs)
+
+
+async def test_a_split_request_whose_client_goes_drops_the_rest() -> None:
+    inst = Pausing(WIDE)
+    s = _scheduler(inst, max_batch_size=64, max_queue_delay_us=0)
+    rng = np.random.default_rng(15)
+    inst.gate.clear()
+    s.start()
+    first = _submit(s, _request(rng, 1, 3))
+    await asyncio.sleep(0.05)
+    forty = _submit(s, _request(rng, 1, 40))
+    four = _submit(s, _request(rng, 4, 15))
+    inst.gate.set()
+    assert await asyncio.to_thread(inst.paused.wait, 5)
+    # The second batch holds the 40 and the first row of `four`; its other rows wait.
+    assert s.queue_length() == 1
+    assert s.cancel(four)
+    inst.resume.set()
+    await asyncio.gather(first, forty)
+    await asyncio.wait_for(s.stop(), 5)
+    assert inst.batches == [(1, 3), (2, 55)]  # the rest never ran
+    assert not four.done()  # the engine cancels the future itself (Engine.infer)

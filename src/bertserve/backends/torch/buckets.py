@@ -61,9 +61,9 @@ def plan_chunks(n: int, buckets: Sequence[int]) -> list[tuple[int, int, int]]:
 def default_token_buckets(max_tokens: int) -> tuple[int, ...]:
     """Token counts of packed-batch graphs: 128, 256, 384, then 2^k and 1.5 x 2^k up to
     max_tokens, so a batch computes at most 1/3 slack tokens; and the top octave (half the
-    budget up to all of it) in sixteenths of the budget, because the batcher fills batches
-    up to max_tokens with whole requests, and a batch a request short of the budget (three
-    10k-token requests in a 32k budget) should not compute the full budget's tokens."""
+    budget up to all of it) in sixteenths of the budget, because a batch may end short of the
+    budget by less than the batcher splits a request for (a sixteenth: Scheduler._split, and
+    single-row requests are never split) and should not compute the full budget's tokens."""
     top = max(128, max_tokens)
     sizes = {128, 256, 384}
     b = 512
