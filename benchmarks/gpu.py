@@ -24,6 +24,8 @@ goes on):
 - textpath: the QA pipeline in several instance/batch shapes, the tokenizer's threads on
   and off, a QA model with a queue delay, py-spy over every thread and over the GIL's holder
   (`--only` picks points by label, `--repeat` rounds, `--profile` keeps py-spy with them).
+- kernels: where one packed batch's GPU time goes, kernel by kernel (torch.profiler).
+- attention: the packed attention kernels side by side on one batch of the mix.
 - buildqa: the pipeline `bertserve build` writes for a GPU model of max batch 256, against
   the narrow shape it wrote before, and the model alone on the same windows.
 
@@ -68,6 +70,7 @@ class Run:
     only: tuple[str, ...] = ()  # builds stage: the points whose labels start so (empty: all)
     repeat: int = 1  # textpath stage with `only`: rounds over the chosen points
     profile: bool = False  # textpath stage with `only`: keep the points' py-spy profiles
+    this_flags: tuple[str, ...] = ()  # builds stage: more `bertserve serve` flags for "this"
 
     def checkpoint(self) -> Path:
         vdir = self.work / "ckpt" / "bert_base" / "1"
@@ -86,6 +89,37 @@ def stage_engine(run: Run) -> None:
         "throughput", lambda: gpu_engine.throughput(run.res, vdir, run.target, run.seconds)
     )
     run.res.stage("latency", lambda: gpu_engine.latency(run.res, vdir, run.target))
+
+
+def stage_kernels(run: Run) -> None:
+    """Per-kernel time of one packed batch of the SQuAD mix (FP8 and fp16, 32k tokens); the
+    same batch's graph replay with each packed attention kernel against the default's."""
+    import gpu_engine
+
+    vdir = run.checkpoint()
+    budget = 2048 if run.target.dry_run else 32768
+    for precision in ("fp8", "fp16"):
+        run.res.stage(f"kernels {precision}", lambda p=precision: gpu_engine.kernels(
+            run.res, vdir, run.target, p, budget))  # fmt: skip
+    kernels = ("flash",) if run.target.dry_run else ("flash", "triton")
+    for precision in ("fp8", "fp16"):
+        for kernel in kernels:
+            run.res.stage(
+                f"replay {precision} {kernel}",
+                lambda p=precision, k=kernel: gpu_engine.replay(
+                    run.res, vdir, run.target, p, budget, packed_attention=k
+                ),
+            )
+
+
+def stage_attention(run: Run) -> None:
+    """The packed attention kernels (FlashAttention-2, cuDNN, memory-efficient) on one
+    batch of the SQuAD mix, in both activation dtypes."""
+    import gpu_attention
+
+    for dtype in ("bfloat16", "float16"):
+        run.res.stage(f"attention {dtype}", lambda d=dtype: gpu_attention.compare(
+            run.res, run.target, d))  # fmt: skip
 
 
 def stage_accuracy(run: Run) -> None:
@@ -226,7 +260,8 @@ def _qa_text() -> Path:
 
 
 def stage_gpus(run: Run) -> None:
-    """Both GPUs: one server feeding both vs one server per GPU behind nginx."""
+    """Both GPUs: one server on one GPU, one server feeding both, and one server per GPU
+    behind nginx (`--only` picks points, `--this-flags` adds serve flags to the first two)."""
     from gpu_serving import ModelSpec, Nginx, Point, measure, start_server, workload_files
     from gpu_serving import write_repository as write_repo
 
@@ -243,14 +278,19 @@ def stage_gpus(run: Run) -> None:
         Point("pk8 own -b1 c256", "pk8", data["own"], 1, 256),
         Point(f"pk8 mix -b{small} c256", "pk8", data["mix"], small, 256, 384),
     ]
-    repo = write_repo(run.work / "repo2", vdir, {"pk8": ModelSpec("fp8", True, gpus=both)}, target)
-    server = start_server(repo, res.out / "server-2gpu.log")
-    try:
-        for point in points:
-            measure(res, "1 process 2 GPUs", server.http_url, point, [server.pid], run.window_ms)
-    finally:
-        server.stop()
-        free_engines()
+    points = [p for p in points if _chosen(p.label, run.only)]
+    # The one-GPU baseline in the same call (the ratio's denominator), then both GPUs.
+    one = () if target.dry_run else (0,)
+    for label, gpus in (("1 process 1 GPU", one), ("1 process 2 GPUs", both)):
+        repo = write_repo(run.work / f"repo-{len(gpus)}", vdir,
+                          {"pk8": ModelSpec("fp8", True, gpus=gpus)}, target)  # fmt: skip
+        server = start_server(repo, res.out / f"server-{len(gpus)}gpu.log", args=run.this_flags)
+        try:
+            for point in points:
+                measure(res, label, server.http_url, point, [server.pid], run.window_ms)
+        finally:
+            server.stop()
+            free_engines()
     if not run.nginx:
         res.note("no nginx given (--nginx): one process per GPU not measured")
         return
@@ -431,8 +471,9 @@ def stage_builds(run: Run) -> None:
         repo = write_repo(run.work / f"repo-{label}", vdir,
                           {**models, **(wide if label == "this" else {})},
                           target, qa={"qa16": "pk16"})  # fmt: skip
+        flags = run.this_flags if label == "this" else ()
         servers[label] = start_server(repo, res.out / f"server-{label}.log", pythonpath=path,
-                                      ready=False)  # fmt: skip
+                                      ready=False, args=flags)  # fmt: skip
     qa_data, pairs, windows = qa_windows_file(run.work / "repo-this", "pk16", run.work)
     res.put("qa_sample", {"pairs": pairs, "windows": windows})
     loaded = _start_together(servers)
@@ -676,6 +717,8 @@ STAGES: Mapping[str, Callable[[Run], None]] = MappingProxyType(
         "builds": stage_builds,
         "textpath": stage_textpath,
         "buildqa": stage_buildqa,
+        "kernels": stage_kernels,
+        "attention": stage_attention,
     }
 )
 
@@ -712,6 +755,12 @@ def main(argv: list[str] | None = None) -> int:
         "(comma-separated, e.g. 'pk16 mix,pad16 full384 -b1')",
     )
     parser.add_argument(
+        "--this-flags",
+        default="",
+        help="builds stage: more `bertserve serve` flags for this build's server (e.g. "
+        "'--http-workers 4'; with no --baseline-src the other server is this build without them)",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1, help="textpath stage with --only: rounds of the points"
     )
     parser.add_argument(
@@ -727,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
         target, res, args.work, args.seconds, args.window_ms, args.train_seconds,
         args.nginx, args.py_spy, args.baseline_src, args.budget_seconds,
         args.inprocess_seconds, tuple(filter(None, args.only.split(","))), args.repeat,
-        args.profile,
+        args.profile, tuple(args.this_flags.split()),
     )  # fmt: skip
     res.put("env", environment(target))
     print(res.data["env"], flush=True)

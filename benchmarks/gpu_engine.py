@@ -275,3 +275,80 @@ def latency(res: Results, vdir: Path, target: Target) -> None:
                 )
             inst.close()
             free_engines()
+
+
+def kernels(res: Results, vdir: Path, target: Target, precision: str, budget: int) -> None:
+    """Where one packed batch's GPU time goes: the batch the token batcher forms from the
+    SQuAD mix at `budget` tokens, its forward pass run eagerly (the kernels the CUDA graph
+    replays) under torch.profiler, five passes; per kernel name the mean time a pass and its
+    share, beside the graph replay's own time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from bertserve.backends.packing import pack
+
+    params = _engine_params(precision, True, max_tokens=str(budget))
+    inst = load_engine(vdir, params, 512 if budget > 32768 else 256, target)
+    chosen = _fill(realistic_rows(4096, seed=3), budget, inst.packing.max_rows)
+    batch = pack([stack_rows(chosen, 384)], inst.packing)
+    prof = inst.packed[max(inst.packed)]
+    with torch.inference_mode():
+        prof.launch(batch.tokens, batch.positions, batch.lengths)()
+        replay = median_ms(prof.graph.replay, 20, target) if prof.graph is not None else 0.0
+        eager = median_ms(prof.compute, 10, target)
+        passes = 5
+        cuda = torch.cuda.is_available()
+        activity = ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU  # (the dry run)
+        with profile(activities=[activity]) as p:
+            for _ in range(passes):
+                prof.compute()
+            if cuda:
+                torch.cuda.synchronize()
+    rows = []
+    for e in p.key_averages():
+        us = e.device_time_total if cuda else e.self_cpu_time_total
+        if us > 0 and e.key and not e.key.startswith(("ProfilerStep", "cuda")):
+            rows.append({"kernel": e.key[:160], "us_per_pass": us / passes,
+                         "calls_per_pass": e.count / passes})  # fmt: skip
+    rows.sort(key=lambda r: -r["us_per_pass"])
+    total = sum(r["us_per_pass"] for r in rows)
+    for r in rows:
+        r["share"] = r["us_per_pass"] / total if total else 0.0
+    res.put(f"kernels {precision} {budget}", {
+        "rows": len(chosen), "tokens": int(batch.total_tokens), "bucket": prof.tokens,
+        "graph_replay_ms": replay, "eager_ms": eager, "kernel_ms_per_pass": total / 1e3,
+        "kernels": rows[:40],
+    })  # fmt: skip
+    del inst
+    free_engines()
+
+
+def replay(
+    res: Results, vdir: Path, target: Target, precision: str, budget: int, **extra: str
+) -> None:
+    """One packed batch of the mix at `budget` tokens as the engine's CUDA graph replays it,
+    for engine parameters `extra` (e.g. packed_attention): its time and rows per second, and
+    its logits' largest difference from the default engine's on the same batch."""
+    import torch
+
+    from bertserve.backends.packing import pack
+
+    logits = {}
+    for label, params in (("default", {}), ("variant", extra)):
+        inst = load_engine(
+            vdir, _engine_params(precision, True, max_tokens=str(budget), **params),
+            512 if budget > 32768 else 256, target,
+        )  # fmt: skip
+        chosen = _fill(realistic_rows(4096, seed=3), budget, inst.packing.max_rows)
+        batch = pack([stack_rows(chosen, 384)], inst.packing)
+        prof = inst.packed[max(inst.packed)]
+        with torch.inference_mode():
+            logits[label] = np.array(prof.launch(batch.tokens, batch.positions, batch.lengths)())
+            ms = median_ms(prof.graph.replay, 30, target) if prof.graph is not None else 0.0
+        del inst
+        free_engines()
+    diff = float(np.abs(logits["default"] - logits["variant"]).max())
+    res.add("replay", {"precision": precision, "budget": budget, "params": extra,
+                       "rows": len(chosen), "graph_ms": ms,
+                       "seq_per_s": len(chosen) / ms * 1e3 if ms else 0.0,
+                       "max_logit_diff_vs_default": diff})  # fmt: skip

@@ -142,14 +142,15 @@ def qa_windows_file(repo: Path, qa_model: str, work: Path) -> tuple[Path, int, i
 
 def start_server(
     repo: Path, log: Path, env: Mapping[str, str] | None = None,
-    pythonpath: Sequence[Path] = (), ready: bool = True,
+    pythonpath: Sequence[Path] = (), ready: bool = True, args: Sequence[str] = (),
 ) -> ServerProcess:  # fmt: skip
     """`bertserve serve` over `repo` on free ports (bertserve.launch), ready; `env` adds to
     this process's environment (CUDA_VISIBLE_DEVICES for one server per GPU); `pythonpath`
-    serves another build (its `src/` first); `ready=False` returns it unstarted."""
+    serves another build (its `src/` first); `args` are more `serve` flags; `ready=False`
+    returns it unstarted."""
     server = ServerProcess(
-        repo, env={**os.environ, **(env or {})}, log=log, pythonpath=pythonpath,
-        ready_timeout=300,
+        repo, args=list(args), env={**os.environ, **(env or {})}, log=log,
+        pythonpath=pythonpath, ready_timeout=300,
     )  # fmt: skip
     return server.start() if ready else server
 

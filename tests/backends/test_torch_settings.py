@@ -99,3 +99,15 @@ def test_packing_parameters(version_dir: Path) -> None:
         _settings(version_dir, packing="1", seq_buckets="128", token_buckets="32,64")
     with pytest.raises(ConfigError, match=r"parameters.packing must be true or false"):
         _settings(version_dir, packing="sometimes")
+
+
+def test_the_packed_attention_kernel_is_a_parameter(version_dir: Path) -> None:
+    from bertserve.backends.torch.kernels import triton_available
+
+    default = _settings(version_dir).encoder.packed_attention
+    assert default == ("triton" if triton_available() else "flash")
+    for kernel in ("triton", "flash"):
+        chosen = _settings(version_dir, packed_attention=kernel).encoder.packed_attention
+        assert chosen == kernel
+    with pytest.raises(ConfigError, match="packed_attention must be one of triton, flash"):
+        _settings(version_dir, packed_attention="cudnn")

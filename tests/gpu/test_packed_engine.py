@@ -218,10 +218,12 @@ def test_packing_parameters_are_checked(checkpoint: tuple) -> None:
 # ---- GPU only ---------------------------------------------------------------------------------
 @needs_cuda
 @pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["triton", "flash"])
 @pytest.mark.parametrize("precision", ["fp16", "fp8"])
-def test_gpu_packed_graphs_match_reference(checkpoint: tuple, precision: str) -> None:
+def test_gpu_packed_graphs_match_reference(checkpoint: tuple, precision: str, kernel: str) -> None:
     kind, version_dir, model = checkpoint
-    params = {"seq_buckets": "32", "token_buckets": "64,128", "precision": precision}
+    params = {"seq_buckets": "32", "token_buckets": "64,128", "precision": precision,
+              "packed_attention": kernel}  # fmt: skip
     _, inst = _load(version_dir, params, device=Device("gpu", 0))
     assert inst.asynchronous
     rng = np.random.default_rng(6)
@@ -234,3 +236,25 @@ def test_gpu_packed_graphs_match_reference(checkpoint: tuple, precision: str) ->
     want = [s for feed in requests for s, _ in _reference_rows(model, feed)]
     tol = 0.1 if precision == "fp16" else 0.5
     assert np.abs(got["start_logits"] - np.concatenate(want)).max() < tol
+
+
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_triton_packed_attention_matches_the_row_by_row_reference(dtype: str) -> None:
+    """Rows of 1 to 384 tokens (tiles cut mid-row, a row shorter than a tile, empty slots
+    past the last row), q/k/v as strided views of one fused tensor, as the encoder has them."""
+    from bertserve.backends.torch.attention import _packed_attention_rowwise, packed_attention
+
+    lengths = [1, 63, 64, 65, 150, 384, 7]
+    n = sum(lengths)
+    cu = np.full(len(lengths) + 4, n, np.int32)
+    cu[0] = 0
+    cu[1 : len(lengths) + 1] = np.cumsum(lengths)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    qkv = torch.randn(n + 5, 3, 12, 64, generator=gen, device="cuda", dtype=getattr(torch, dtype))
+    q, k, v = qkv.unbind(1)
+    got = packed_attention(q, k, v, torch.from_numpy(cu).cuda(), 384, "triton")
+    want = _packed_attention_rowwise(q.float(), k.float(), v.float(), torch.from_numpy(cu))
+    assert got.shape == (n + 5, 12, 64)
+    assert (got[:n].float() - want[:n].cuda()).abs().max().item() < 2e-2

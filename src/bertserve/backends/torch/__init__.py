@@ -20,6 +20,7 @@ config.pbtxt parameters (all optional, string values):
 | seq_buckets | input length, else 128,384 | profile lengths; the last is the longest row |
 | cuda_graphs | true | capture a graph per profile (GPU only) |
 | attention | auto | SDPA kernel for unmasked batches: auto, flash, cudnn, efficient, math |
+| packed_attention | triton | packing: triton (small tiles) or flash (FlashAttention-2) |
 | gelu | erf | erf, or tanh (bias+GELU in the GEMM epilogue) |
 | fused_layernorm | true | Triton residual-add + LayerNorm kernel on CUDA |
 | fp8_fast_accum | true | FP8 GEMMs accumulate in the tensor cores' fast (less exact) mode |
@@ -35,8 +36,9 @@ the config), `buckets` (pure batch, sequence and token bucket arithmetic), `weig
 copy of the weights per model and device), `profile` (one (batch, seq) profile: buffers,
 graphs, staging slots), `packed` (one token bucket of a packing instance), `instance` (the
 ModelInstance that launches batches), `encoder` (the BERT encoder in torch ops),
-`attention` (padded SDPA, packed variable-length attention) and `kernels` (Triton
-kernels). torch is imported only when a model loads.
+`attention` (padded SDPA, packed variable-length attention), `varlen_attention` (the
+Triton kernel for packed rows) and `kernels` (Triton elementwise kernels). torch is
+imported only when a model loads.
 """
 
 from __future__ import annotations

@@ -18,9 +18,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ATTENTION_BACKENDS", "packed_attention", "padded_attention"]
+__all__ = ["ATTENTION_BACKENDS", "PACKED_ATTENTION", "packed_attention", "padded_attention"]
 
 ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
+#: Kernels for packed rows on CUDA (`packed_attention` parameter): this package's Triton
+#: kernel (varlen_attention.py) or PyTorch's FlashAttention-2. (cuDNN's variable-length
+#: attention, `aten._cudnn_attention_forward`, was measured and left out: 42 ms a call
+#: outside a graph on PyTorch 2.11, and it cannot be captured in one.)
+PACKED_ATTENTION = ("triton", "flash")
 
 
 def padded_attention(
@@ -50,21 +55,26 @@ def packed_attention(
     v: torch.Tensor,
     cu_seqlens: torch.Tensor,
     max_len: int,
+    kernel: str = "flash",
 ) -> torch.Tensor:
     """Attention within each packed row: q, k, v (tokens, heads, head_dim), `cu_seqlens`
-    (rows + 1,) int32 offsets, `max_len` at least the longest row. Returns (tokens, heads,
+    (rows + 1,) int32 offsets, `max_len` at least the longest row, `kernel` one of
+    PACKED_ATTENTION (CUDA; on CPU rows run through SDPA in turn). Returns (tokens, heads,
     head_dim); rows past cu_seqlens[-1] are left unspecified (a bucket's slack)."""
     import torch
 
     if not q.is_cuda:
         return _packed_attention_rowwise(q, k, v, cu_seqlens)
+    if kernel == "triton":
+        from bertserve.backends.torch.varlen_attention import triton_varlen_attention
+
+        return triton_varlen_attention(q, k, v, cu_seqlens, max_len)
     # (query, key, value, cum_seq_q, cum_seq_k, max_q, max_k, dropout_p, is_causal,
     #  return_debug_mask): positional, the part of the signature every PyTorch 2.x shares.
-    out = torch.ops.aten._flash_attention_forward(
-        q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, 0.0, False, False
-    )
     # torch.ops are resolved at run time: their results are untyped.
-    context: torch.Tensor = out[0]
+    context: torch.Tensor = torch.ops.aten._flash_attention_forward(
+        q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, 0.0, False, False
+    )[0]
     return context
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from bertserve.backends.torch.attention import (
     ATTENTION_BACKENDS,
+    PACKED_ATTENTION,
     packed_attention,
     padded_attention,
 )
@@ -100,6 +101,7 @@ class EncoderOptions:
     precision: str = "fp16"
     gelu: str = "erf"  # "tanh": bias + GELU in the cuBLASLt epilogue (tanh approximation)
     attention: str = "auto"  # SDPA backend for unmasked batches; masked ones use "auto"
+    packed_attention: str = "flash"  # the kernel for packed rows (PACKED_ATTENTION)
     fused_layernorm: bool = True  # Triton add+LayerNorm on CUDA when Triton imports
     fp8_fast_accum: bool = True
 
@@ -108,6 +110,7 @@ class EncoderOptions:
             ("precision", self.precision, PRECISIONS),
             ("gelu", self.gelu, GELU_MODES),
             ("attention", self.attention, ATTENTION_BACKENDS),
+            ("packed_attention", self.packed_attention, PACKED_ATTENTION),
         ):
             if value not in allowed:
                 raise ConfigError(f"parameter {name} '{value}' is not one of {', '.join(allowed)}")
@@ -208,7 +211,7 @@ class QAEncoder:
 
         def attend(qkv: torch.Tensor) -> torch.Tensor:
             q, k, v = qkv.view(tokens, 3, heads, h // heads).unbind(1)
-            ctx = packed_attention(q, k, v, cu_seqlens, max_len)
+            ctx = packed_attention(q, k, v, cu_seqlens, max_len, self.options.packed_attention)
             return ctx.reshape(tokens, h)
 
         e = self._embed(input_ids, F.embedding(positions, self.position), token_type_ids)

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING
 
 from bertserve.backends.base import Device
 from bertserve.backends.parameters import ModelParameters
-from bertserve.backends.torch.attention import ATTENTION_BACKENDS
+from bertserve.backends.torch.attention import ATTENTION_BACKENDS, PACKED_ATTENTION
 from bertserve.backends.torch.buckets import (
     DEFAULT_SEQ_BUCKETS,
     default_batch_buckets,
     default_token_buckets,
 )
 from bertserve.backends.torch.encoder import GELU_MODES, PRECISIONS, EncoderOptions, read_config
+from bertserve.backends.torch.kernels import triton_available
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2
@@ -51,6 +52,9 @@ class EngineSettings:
             precision=precision,
             gelu=params.choice("gelu", "erf", GELU_MODES),
             attention=params.choice("attention", "auto", ATTENTION_BACKENDS),
+            packed_attention=params.choice(
+                "packed_attention", "triton" if triton_available() else "flash", PACKED_ATTENTION
+            ),
             fused_layernorm=params.boolean("fused_layernorm", True),
             fp8_fast_accum=params.boolean("fp8_fast_accum", True),
         )
