@@ -18,14 +18,11 @@ __all__ = ["compare"]
 
 
 def _batch(budget: int, capacity: int) -> list[int]:
-    lengths, tokens = [], 0
-    for row in realistic_rows(4096, seed=3):
-        n = int(row["attention_mask"].sum())
-        if tokens + n > budget or len(lengths) == capacity:
-            break
-        lengths.append(n)
-        tokens += n
-    return lengths
+    """The row lengths the token batcher takes from the mix at `budget` tokens."""
+    from gpu_engine import _fill
+
+    rows = _fill(realistic_rows(4096, seed=3), budget, capacity)
+    return [int(r["attention_mask"].sum()) for r in rows]
 
 
 def _kernels() -> dict[str, Callable[..., Any]]:

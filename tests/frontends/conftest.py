@@ -73,6 +73,7 @@ def running(config: ServerSettings) -> Iterator[Server]:
     thread = threading.Thread(target=loop.run_forever, name="bertserve-under-test")
     thread.start()
     server = Server(config)
+    server.test_loop = loop  # type: ignore[attr-defined]  # (for tests that add services)
     try:
         asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result()
         yield server

@@ -7,15 +7,18 @@ requests in flight behave as they do without workers."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import os
 import pickle
 import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +26,13 @@ import orjson
 import pytest
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
+import uvloop
 from tritonclient.utils import InferenceServerException
 
-from bertserve.server import Server
+from bertserve.endpoints.http import HttpApp
+from bertserve.endpoints.http_worker import serve_worker
+from bertserve.endpoints.http_workers import HttpWorkers
+from bertserve.server import Server, bind
 from bertserve.settings import Restriction
 from tests.conftest import TINY, copy_model
 from tests.frontends.conftest import MAX_HTTP_BODY, SLOW, running, settings, url
@@ -83,15 +90,61 @@ def test_tritonclient_infers_through_the_workers(workers: Server, tiny_repo: Pat
     assert counted >= 6  # the engine's own statistics count what the workers handed over
 
 
+class ThreadWorker:
+    """A worker on a thread of the test's process (the supervisor's `launch` seam): the
+    worker's front end measured and debugged in process, as the other front ends are."""
+
+    def __init__(self, listen: socket.socket, channel: socket.socket) -> None:
+        self.pid = os.getpid()
+        self.code = 0
+        self._channel = channel
+        # A socket of its own: the worker's uvicorn closes what it serves on when it stops.
+        self._thread = threading.Thread(target=self._run, args=(listen.dup(), channel))
+        self._thread.start()
+
+    def _run(self, listen: socket.socket, channel: socket.socket) -> None:
+        self.code = uvloop.run(serve_worker(listen, channel))
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise subprocess.TimeoutExpired("worker thread", timeout or 0)
+        return self.code
+
+    def kill(self) -> None:
+        self._channel.shutdown(socket.SHUT_RDWR)  # the worker sees its engine gone, and stops
+
+
+@pytest.fixture(scope="module")
+def threaded(alone: Server) -> Iterator[str]:
+    """Two workers on threads of this process in front of `alone`'s engine: their address."""
+    loop = alone.test_loop  # type: ignore[attr-defined]
+    config = replace(alone.settings, http_workers=2)
+    listen = bind("127.0.0.1", 0)
+    workers = HttpWorkers(HttpApp(alone.engine, config), config, listen, launch=ThreadWorker)
+    asyncio.run_coroutine_threadsafe(workers.start(), loop).result(60)
+    yield f"127.0.0.1:{listen.getsockname()[1]}"
+    asyncio.run_coroutine_threadsafe(workers.stop(), loop).result(60)
+
+
+@pytest.fixture(params=["processes", "threads"])
+def front(request: pytest.FixtureRequest) -> str:
+    """The address of workers in processes (as served) or on threads (in process)."""
+    if request.param == "threads":
+        address: str = request.getfixturevalue("threaded")
+        return address
+    return url(request.getfixturevalue("workers"), "http")
+
+
 def _same(
-    workers: Server,
+    workers: str,
     alone: Server,
     path: str,
     body: bytes = b"",
     headers: dict[str, str] | None = None,
     method: str = "POST",
 ) -> tuple[int, bytes]:
-    a = post(url(workers, "http"), path, body, headers, method)
+    a = post(workers, path, body, headers, method)
     b = post(url(alone, "http"), path, body, headers, method)
     assert a[0] == b[0], (path, a[1], b[1])
     assert a[1] == b[1], path
@@ -115,9 +168,9 @@ READS = [
 
 @pytest.mark.parametrize(("method", "path"), READS)
 def test_every_other_endpoint_answers_as_without_workers(
-    workers: Server, alone: Server, method: str, path: str
+    front: str, alone: Server, method: str, path: str
 ) -> None:
-    _same(workers, alone, path, method=method)
+    _same(front, alone, path, method=method)
 
 
 BINARY = json_body(good())
@@ -147,13 +200,13 @@ INFERS = {
 
 @pytest.mark.parametrize("case", INFERS)
 def test_infer_requests_good_and_bad_answer_as_without_workers(
-    workers: Server, alone: Server, case: str
+    front: str, alone: Server, case: str
 ) -> None:
     body, headers = INFERS[case]
     for path in ("/v2/models/tiny/infer", "/v2/models/tiny/versions/1/infer",
                  "/v2/models/tiny/versions/9/infer", "/v2/models/nope/infer"):  # fmt: skip
-        _same(workers, alone, path, body, headers)
-    status, _ = _same(workers, alone, "/v2/models/tiny/infer", json_body(good()))
+        _same(front, alone, path, body, headers)
+    status, _ = _same(front, alone, "/v2/models/tiny/infer", json_body(good()))
     assert status == 200  # and the workers keep serving
 
 
@@ -204,10 +257,17 @@ def _slow(server: Server) -> tuple[int, int]:
         return stats.execution_count, stats.inference_stats.fail.count
 
 
-def test_a_request_whose_client_has_gone_is_not_run(workers: Server) -> None:
-    executed, failed = _slow(workers)
+@pytest.mark.parametrize("kind", ["processes", "threads"])
+def test_a_request_whose_client_has_gone_is_not_run(
+    request: pytest.FixtureRequest, kind: str
+) -> None:
+    """The slow model queues a request for 1.5 s; its client goes away after 0.3 s."""
+    engine: Server = request.getfixturevalue("workers" if kind == "processes" else "alone")
+    address = url(engine, "http") if kind == "processes" else request.getfixturevalue("threaded")
+    executed, failed = _slow(engine)
     body = json_body(good())
-    with socket.create_connection(("127.0.0.1", workers.ports["http"])) as sock:
+    host, port = address.split(":")
+    with socket.create_connection((host, int(port))) as sock:
         sock.sendall(
             b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
@@ -215,11 +275,11 @@ def test_a_request_whose_client_has_gone_is_not_run(workers: Server) -> None:
         )
         time.sleep(0.3)  # queued in the engine's process, waiting out the 1.5 s window
     deadline = time.monotonic() + 10
-    while _slow(workers)[1] == failed and time.monotonic() < deadline:
+    while _slow(engine)[1] == failed and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _slow(workers)[1] == failed + 1  # withdrawn: recorded as a failure (canceled)
+    assert _slow(engine)[1] == failed + 1  # withdrawn: recorded as a failure (canceled)
     time.sleep(1.6)
-    assert _slow(workers)[0] == executed
+    assert _slow(engine)[0] == executed
 
 
 def test_a_worker_that_dies_is_replaced_and_the_others_serve_on(workers_repo: Path) -> None:

@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 
 import orjson
 import uvloop
@@ -43,7 +44,7 @@ from bertserve.errors import BertserveError, ServerShuttingDown
 from bertserve.messages import InferRequest
 from bertserve.settings import ServerSettings
 
-__all__ = ["WorkerApp", "main"]
+__all__ = ["WorkerApp", "main", "serve_worker"]
 
 log = logging.getLogger("bertserve.http")
 
@@ -156,7 +157,9 @@ def _names_shared_memory(request: InferRequest) -> bool:
     return request.outputs is not None and any(o.shm is not None for o in request.outputs)
 
 
-async def _serve(listen: socket.socket, channel_socket: socket.socket) -> int:
+async def serve_worker(listen: socket.socket, channel_socket: socket.socket) -> int:
+    """Serve HTTP on `listen` for the engine at the other end of `channel_socket` until the
+    engine says stop or goes away (what a worker process runs; the tests run it on a thread)."""
     loop = asyncio.get_running_loop()
     calls = EngineCalls()
     _, channel = await loop.connect_accepted_socket(
@@ -167,7 +170,8 @@ async def _serve(listen: socket.socket, channel_socket: socket.socket) -> int:
         _, index, settings, max_connections = await calls.started
     except ServerShuttingDown:
         return 1
-    loop.add_signal_handler(signal.SIGTERM, calls.stopping.set)
+    if threading.current_thread() is threading.main_thread():
+        loop.add_signal_handler(signal.SIGTERM, calls.stopping.set)
     config = uvicorn_config(WorkerApp(settings, calls), settings, max_connections)
     server = UvicornServer(config)
     serving = asyncio.create_task(server.serve(sockets=[listen]))
@@ -196,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     listen = socket.socket(fileno=args.listen_fd)
     channel = socket.socket(fileno=args.channel_fd)
-    return uvloop.run(_serve(listen, channel))
+    return uvloop.run(serve_worker(listen, channel))
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bertserve.endpoints.http import HttpApp, Reply, error_reply
 from bertserve.endpoints.http_bridge import Channel, Message, pack_response, unpack_request
@@ -33,7 +34,7 @@ from bertserve.errors import BertserveError
 from bertserve.messages import InferRequest
 from bertserve.settings import ServerSettings
 
-__all__ = ["HttpWorkers"]
+__all__ = ["HttpWorkers", "Launcher", "WorkerHandle", "launch_process"]
 
 log = logging.getLogger("bertserve.http")
 
@@ -45,10 +46,40 @@ _SHORT_LIFE = 5.0
 _SRC = str(Path(__file__).resolve().parents[2])  # the folder that holds the bertserve package
 
 
+class WorkerHandle(Protocol):
+    """What the supervisor needs of a started worker: a `subprocess.Popen`, or in tests a
+    worker on a thread of the test's process."""
+
+    pid: int
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+#: Starts one worker on (the listening socket, its end of the channel) and owns that end.
+Launcher = Callable[[socket.socket, socket.socket], WorkerHandle]
+
+
+def launch_process(listen: socket.socket, channel: socket.socket) -> WorkerHandle:
+    """A worker process: this interpreter running `bertserve.endpoints.http_worker` on the
+    two descriptors it inherits."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_SRC, env.get("PYTHONPATH", "")]))
+    fds = (listen.fileno(), channel.fileno())
+    process = subprocess.Popen(  # noqa: S603 - this interpreter, this package's module
+        [sys.executable, "-m", "bertserve.endpoints.http_worker",
+         "--listen-fd", str(fds[0]), "--channel-fd", str(fds[1])],
+        pass_fds=fds, env=env,
+    )  # fmt: skip
+    channel.close()  # the child has its own copy
+    return process
+
+
 class _Worker:
     __slots__ = ("index", "process", "channel", "hello", "pid", "tasks", "started_at")
 
-    def __init__(self, index: int, process: subprocess.Popen[bytes]) -> None:
+    def __init__(self, index: int, process: WorkerHandle) -> None:
         self.index = index
         self.process = process
         self.channel: Channel | None = None
@@ -62,8 +93,15 @@ class _Worker:
 class HttpWorkers:
     """Worker processes serving HTTP on `listen` for `app` (this process's HttpApp)."""
 
-    def __init__(self, app: HttpApp, settings: ServerSettings, listen: socket.socket) -> None:
+    def __init__(
+        self,
+        app: HttpApp,
+        settings: ServerSettings,
+        listen: socket.socket,
+        launch: Launcher = launch_process,
+    ) -> None:
         self.app = app
+        self._launch = launch
         self.engine = app.engine
         self.settings = settings
         self._listen = listen
@@ -106,15 +144,7 @@ class HttpWorkers:
 
     async def _spawn(self, index: int) -> None:
         parent, child = socket.socketpair()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_SRC, env.get("PYTHONPATH", "")]))
-        fds = (self._listen.fileno(), child.fileno())
-        process = subprocess.Popen(  # noqa: S603 - this interpreter, this package's module
-            [sys.executable, "-m", "bertserve.endpoints.http_worker",
-             "--listen-fd", str(fds[0]), "--channel-fd", str(fds[1])],
-            pass_fds=fds, env=env,
-        )  # fmt: skip
-        child.close()
+        process = self._launch(self._listen, child)
         worker = _Worker(index, process)
         self._workers[index] = worker
         _, worker.channel = await asyncio.get_running_loop().connect_accepted_socket(
