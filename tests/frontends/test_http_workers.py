@@ -1,9 +1,11 @@
 """`--http-workers`: HTTP served by worker processes, the engine in the test's process.
 
 The same requests, good and bad, get the same answers (status, headers, body) from a server
-with workers as from the shared server without them; tritonclient's calls work unchanged;
-shared memory, access rules, a client that goes away, a worker that dies and a stop with
-requests in flight behave as they do without workers."""
+with workers as from one without them, over worker processes and over workers run on
+threads of this process (the supervisor's `launch` seam, so the worker's code is measured
+here too); tritonclient's calls work unchanged; shared memory, access rules, a client that
+goes away, a worker that dies and a stop with requests in flight behave as they do without
+workers; requests and responses cross the channel unchanged."""
 
 from __future__ import annotations
 
