@@ -297,3 +297,37 @@ def test_load_without_call_model_is_config_error(repo: Path) -> None:
     config = _config(repo)
     with pytest.raises(ConfigError, match="cannot call other models"):
         get_backend("bertserve_qa").load(config, repo / "qa" / "1", Device(), LoadContext("qa", 1))
+
+
+@pytest.mark.parametrize(
+    ("instances", "setting", "hinted"),
+    [(8, None, True), (4, None, True), (2, None, False), (8, "false", False), (8, "true", False)],
+)
+def test_many_instances_are_pointed_at_the_tokenizer_pool_setting(
+    repo: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    instances: int,
+    setting: str | None,
+    hinted: bool,
+) -> None:
+    """With four instances or more and the variable unset, the load says once what the
+    tokenizers library's pool costs such a pipeline (docs/qa.md); a user's choice is left
+    alone."""
+    if setting is None:
+        monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    else:
+        monkeypatch.setenv("TOKENIZERS_PARALLELISM", setting)
+    backend = get_backend("bertserve_qa")
+    config = _config(repo)
+    del config.instance_group[:]
+    config.instance_group.add(count=instances, kind=pb.ModelInstanceGroup.KIND_CPU)
+    backend.autocomplete(config, repo / "qa" / "1")
+    with caplog.at_level("INFO", logger="bertserve.qa"):
+        backend.validate(config, repo / "qa" / "1")
+    said = [r.getMessage() for r in caplog.records if r.name == "bertserve.qa"]
+    assert bool(said) == hinted
+    if hinted:
+        (line,) = said
+        assert f"runs {instances} pipeline instances" in line
+        assert "TOKENIZERS_PARALLELISM=false" in line

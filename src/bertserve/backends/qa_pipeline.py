@@ -28,6 +28,8 @@ config.pbtxt parameters (all strings, as Triton's `parameters` are):
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +65,8 @@ __all__ = [
     "find_tokenizer",
     "pipeline_config",
 ]
+
+log = logging.getLogger("bertserve.qa")
 
 #: tensor name -> config.pbtxt data type
 INPUTS: dict[str, str] = {"question": "TYPE_STRING", "context": "TYPE_STRING"}
@@ -242,6 +246,12 @@ class QAPipelineInstance(ModelInstance):
             raise InternalError(f"QA model '{self.settings.qa_model}' failed: {exc}") from exc
 
 
+#: The tokenizers library's switch for its thread pool, and the instance count from which a
+#: pipeline is faster without the pool (docs/qa.md: 8 instances gained 8-30%, 2 lost 37-42%).
+TOKENIZER_POOL = "TOKENIZERS_PARALLELISM"
+MANY_INSTANCES = 4
+
+
 class QAPipelineBackend(Backend):
     name = "bertserve_qa"
     #: A pipeline has no model file of its own; the version folder may be empty.
@@ -277,6 +287,17 @@ class QAPipelineBackend(Backend):
                 tensor.name = name
                 tensor.data_type = pb.DataType.Value(type_name)
                 tensor.dims.extend(dims)
+
+    def validate(self, config: model_config_pb2.ModelConfig, model_path: Path) -> None:
+        instances = sum(group.count for group in config.instance_group)
+        if instances >= MANY_INSTANCES and os.environ.get(TOKENIZER_POOL) is None:
+            log.info(
+                "model '%s' runs %d pipeline instances, which share the tokenizers library's "
+                "thread pool: with this many, %s=false (set before `bertserve serve` starts) "
+                "measured 90-92%% of the QA model's speed against 73-85%% with the pool "
+                "(docs/qa.md, \"Instances and the tokenizer's threads\")",
+                config.name, instances, TOKENIZER_POOL,
+            )  # fmt: skip
 
     def load(
         self,
