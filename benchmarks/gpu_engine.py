@@ -209,19 +209,16 @@ def budgets_only(
     budgets: tuple[int, ...],
 ) -> None:
     """The packed engine at each token budget: two instances, batches filled from `pool`."""
-    from bertserve.backends.packing import pack
-
     for budget in budgets:
         params = _engine_params(precision, True, max_tokens=str(budget))
-        rows = 512 if budget > 32768 else 256  # as the server's pk8w / pk8 are configured
+        rows = _max_rows(budget)
         try:
             a, b = (load_engine(vdir, params, rows, target) for _ in range(2))
         except Exception as exc:  # noqa: BLE001 - then measure it without graphs
             res.note(f"packed {precision} with graphs: {type(exc).__name__}: {exc}"[:800])
             params["cuda_graphs"] = "false"
             a, b = (load_engine(vdir, params, rows, target) for _ in range(2))
-        chosen = _fill(pool, budget, a.packing.max_rows)
-        batch = pack([stack_rows(chosen, 384)], a.packing)
+        chosen, batch = _mix_batch(a, pool, budget)
         rate = _two_instances(
             a, b, lambda i, x=batch: i.launch_packed(x, list(OUTPUTS))(), seconds, len(chosen)
         )
@@ -239,6 +236,21 @@ def budgets_only(
             )  # fmt: skip
         del a, b
         free_engines()
+
+
+def _max_rows(budget: int) -> int:
+    """max_batch_size of a packing model with this token budget, as the server's pk8 (32k)
+    and pk8w (64k) are configured."""
+    return 512 if budget > 32768 else 256
+
+
+def _mix_batch(inst: Any, pool: list[dict[str, np.ndarray]], budget: int) -> tuple[list[Any], Any]:
+    """The rows of `pool` the token batcher takes at `budget` tokens, and them packed for
+    `inst`."""
+    from bertserve.backends.packing import pack
+
+    chosen = _fill(pool, budget, inst.packing.max_rows)
+    return chosen, pack([stack_rows(chosen, 384)], inst.packing)
 
 
 def _record(res: Results, engine: str, load: str, rows: int, rate: float) -> None:
@@ -285,12 +297,9 @@ def kernels(res: Results, vdir: Path, target: Target, precision: str, budget: in
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from bertserve.backends.packing import pack
-
     params = _engine_params(precision, True, max_tokens=str(budget))
-    inst = load_engine(vdir, params, 512 if budget > 32768 else 256, target)
-    chosen = _fill(realistic_rows(4096, seed=3), budget, inst.packing.max_rows)
-    batch = pack([stack_rows(chosen, 384)], inst.packing)
+    inst = load_engine(vdir, params, _max_rows(budget), target)
+    chosen, batch = _mix_batch(inst, realistic_rows(4096, seed=3), budget)
     prof = inst.packed[max(inst.packed)]
     with torch.inference_mode():
         prof.launch(batch.tokens, batch.positions, batch.lengths)()
@@ -331,16 +340,14 @@ def replay(
     its logits' largest difference from the default engine's on the same batch."""
     import torch
 
-    from bertserve.backends.packing import pack
-
     logits = {}
+    pool = realistic_rows(4096, seed=3)
     for label, params in (("default", {}), ("variant", extra)):
         inst = load_engine(
             vdir, _engine_params(precision, True, max_tokens=str(budget), **params),
-            512 if budget > 32768 else 256, target,
+            _max_rows(budget), target,
         )  # fmt: skip
-        chosen = _fill(realistic_rows(4096, seed=3), budget, inst.packing.max_rows)
-        batch = pack([stack_rows(chosen, 384)], inst.packing)
+        chosen, batch = _mix_batch(inst, pool, budget)
         prof = inst.packed[max(inst.packed)]
         with torch.inference_mode():
             logits[label] = np.array(prof.launch(batch.tokens, batch.positions, batch.lengths)())

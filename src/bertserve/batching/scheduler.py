@@ -351,13 +351,14 @@ class Scheduler:
         full = lengths is None  # every row full width (no mask): cost = rows x width
         if lengths is None:
             lengths = np.full(pending.batch_size, pending.cost // pending.batch_size, np.int64)
-        count = int(np.searchsorted(np.cumsum(lengths), tokens, side="right"))
+        cumulative = np.cumsum(lengths)
+        count = int(np.searchsorted(cumulative, tokens, side="right"))
         count = min(count, rows, pending.batch_size - 1)
         if count < 1:
             return None
         if pending.joined is None:
             pending.joined = _Joined(pending.batch_size)
-        cost = int(lengths[:count].sum())
+        cost = int(cumulative[count - 1])
         head = Pending(
             inputs={name: array[:count] for name, array in pending.inputs.items()},
             outputs=pending.outputs, batch_size=count, cost=cost, key=pending.key,

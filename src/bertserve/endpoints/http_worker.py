@@ -127,21 +127,21 @@ class WorkerApp(HttpApp):
             # full queue) comes before the body is read: its refusal wins here too.
             answer = await self._call(scope, "admit", model, version)
             if answer[0] == "reply":
-                return Reply(answer[2], answer[4], answer[3])
+                return _as_reply(answer)
             raise
         if _names_shared_memory(request):
             return await self._forward(scope, body)
         answer = await self._call(scope, "infer", *pack_request(request))
         if answer[0] == "ok":
             return infer_reply(unpack_response(answer[2:]), request, accept)
-        return Reply(answer[2], answer[4], answer[3])
+        return _as_reply(answer)
 
     async def _forward(self, scope: Scope, body: bytes) -> Reply:
         answer = await self._call(
             scope, "http", scope["method"], scope["path"], scope["query_string"],
             scope["headers"], body,
         )  # fmt: skip
-        return Reply(answer[2], answer[4], answer[3])
+        return _as_reply(answer)
 
     async def _call(self, scope: Scope, kind: str, *args: object) -> Message:
         scope[WAITING_TASK] = asyncio.current_task()  # cancelled if the client goes away
@@ -149,6 +149,12 @@ class WorkerApp(HttpApp):
             return await self.calls.call(kind, *args)
         finally:
             del scope[WAITING_TASK]
+
+
+def _as_reply(answer: Message) -> Reply:
+    """A ("reply", id, status, headers, body) message as the reply it carries."""
+    _, _, status, headers, body = answer
+    return Reply(status, body, headers)
 
 
 def _names_shared_memory(request: InferRequest) -> bool:
