@@ -356,3 +356,67 @@ def test_gpu_launches_in_flight_keep_their_own_results(checkpoint: tuple) -> Non
     inst = backend.load(config, version_dir, Device("gpu", 0), LoadContext("m", 1))
     assert inst.asynchronous
     _two_launches(inst, kind)
+
+
+@needs_cuda
+@pytest.mark.gpu
+async def test_gpu_batches_launched_from_the_loop_or_a_thread_give_the_same_logits(
+    checkpoint: tuple,
+) -> None:
+    """A GPU version's scheduler launches a request that finds it idle from the event loop
+    and hands it to an instance thread (Scheduler._launch_idle); under load the threads launch.
+    Both give what `run()` gives for the same rows."""
+    import asyncio
+    import threading
+    import time
+
+    from bertserve.batching import BatchingPolicy, Scheduler
+    from bertserve.stats import ModelStats, RequestTiming
+
+    kind, version_dir, _ = checkpoint
+    config = _config(
+        'name: "m" backend: "bertserve_torch" max_batch_size: 4 '
+        'parameters { key: "seq_buckets" value { string_value: "32" } }'
+    )
+    backend = TorchBackend()
+    backend.autocomplete(config, version_dir)
+    insts = [backend.load(config, version_dir, Device("gpu", 0), LoadContext("m", 1)) for _ in "ab"]
+    launched_on: list[int] = []
+    for inst in insts:
+        launch = inst.launch
+
+        def recording(inputs, outputs, launch=launch):
+            launched_on.append(threading.get_ident())
+            return launch(inputs, outputs)
+
+        inst.launch = recording
+    rng = np.random.default_rng(11)
+    rows = [_inputs(rng, 1, 24) for _ in range(12)]
+    if kind == "distilbert":
+        for row in rows:
+            row.pop("token_type_ids")
+    want = [insts[0].run(dict(r), ["start_logits"])["start_logits"] for r in rows]
+    launched_on.clear()  # (run() launches too, on this thread)
+    scheduler = Scheduler(
+        "m", BatchingPolicy(max_batch_size=4, dynamic=True), insts, ModelStats("m", "1")
+    )
+    scheduler.start()
+
+    def submit(row: dict[str, np.ndarray]) -> asyncio.Future:
+        return scheduler.submit(
+            dict(row), ["start_logits"], 1, RequestTiming(time.perf_counter_ns())
+        )
+
+    try:
+        for row, expected in zip(rows[:4], want[:4], strict=True):
+            await asyncio.sleep(0.02)  # idle: the loop launches
+            got = (await submit(row))["start_logits"]
+            np.testing.assert_array_equal(got, expected)
+        burst = await asyncio.gather(*(submit(row) for row in rows[4:]))
+        for got, expected in zip(burst, want[4:], strict=True):
+            np.testing.assert_allclose(got["start_logits"], expected, atol=0.05)
+    finally:
+        await scheduler.stop()
+    loop_thread = threading.get_ident()
+    assert launched_on.count(loop_thread) >= 4
+    assert any(ident != loop_thread for ident in launched_on)

@@ -21,7 +21,9 @@ from bertserve.stats import ModelStats, RequestTiming
 class Picky(ModelInstance):
     """Doubles x, and fails a whole batch holding a negative value (as a runtime fails a
     batch with one out-of-range index). Held at the gate until released, so that a queue
-    builds up; `fail_on` picks whether launch or the wait fails."""
+    builds up (in its launch, or an asynchronous one in its wait: its launch returns at
+    once, as the scheduler may launch it from the event loop); `fail_on` picks whether launch
+    or the wait fails."""
 
     def __init__(self, fail_on: str, asynchronous: bool) -> None:
         self.fail_on = fail_on
@@ -35,13 +37,16 @@ class Picky(ModelInstance):
     def launch(
         self, inputs: Mapping[str, np.ndarray], outputs: list[str]
     ) -> Callable[[], dict[str, np.ndarray]]:
-        self.gate.wait(5)
+        if not self.asynchronous:
+            self.gate.wait(5)
         x = inputs["x"]
         self.batches.append(len(x))
         if (x < 0).any() and self.fail_on == "launch":
             raise InternalError("index out of range")
 
         def wait() -> dict[str, np.ndarray]:
+            if self.asynchronous:
+                self.gate.wait(5)
             if (x < 0).any():
                 raise RuntimeError("index out of range")
             return {"y": x * 2}

@@ -236,12 +236,15 @@ async def test_stop_closes_every_instance_on_its_thread():
 
 
 class AsyncDoubler(ModelInstance):
-    """An asynchronous instance: records launches and waits; the first launch is held."""
+    """An asynchronous instance: records launches and waits, and the threads they ran on; the
+    first wait is held at the gate (a launch returns at once: the scheduler may launch from
+    the event loop)."""
 
     asynchronous = True
 
     def __init__(self, fail_wait_on: float | None = None) -> None:
         self.events: list[tuple[str, float]] = []
+        self.threads: list[tuple[str, float, int]] = []
         self.gate = threading.Event()
         self.fail_wait_on = fail_wait_on
 
@@ -250,12 +253,15 @@ class AsyncDoubler(ModelInstance):
 
     def launch(self, inputs: Mapping[str, np.ndarray], outputs: list[str]):
         value = float(inputs["x"][0, 0])
-        if not self.events:
-            self.gate.wait(5)
+        first = not self.events
         self.events.append(("launch", value))
+        self.threads.append(("launch", value, threading.get_ident()))
 
         def wait() -> dict[str, np.ndarray]:
+            if first:
+                self.gate.wait(5)
             self.events.append(("wait", value))
+            self.threads.append(("wait", value, threading.get_ident()))
             if value == self.fail_wait_on:
                 raise RuntimeError("device fault")
             return {"y": inputs["x"] * 2}
@@ -286,4 +292,154 @@ async def test_a_failed_wait_fails_only_its_batch():
     results = await asyncio.gather(*futures, return_exceptions=True)
     assert float(results[0]["y"][0, 0]) == 0.0 and float(results[2]["y"][0, 0]) == 4.0
     assert "device fault" in str(results[1])
+    await s.stop()
+
+
+async def test_an_idle_asynchronous_instance_is_launched_from_the_loop():
+    """A request that finds an asynchronous instance idle is launched by the event loop at
+    once (no wait for the instance thread to wake); the thread waits for it. A request that
+    comes while the instance is busy is launched by the instance thread, as before."""
+    inst = AsyncDoubler()
+    s = _scheduler(inst, dynamic=False)
+    s.start()
+    loop_thread = threading.get_ident()
+    await asyncio.sleep(0.05)  # the instance thread parks
+    first = _submit(s, 1.0)
+    assert inst.events == [("launch", 1.0)]  # launched inside submit, before any await
+    await asyncio.sleep(0.05)  # the instance thread now waits for it, held at the gate
+    second = _submit(s, 2.0)  # the instance is busy: this one queues
+    await asyncio.sleep(0.05)
+    inst.gate.set()
+    assert [float(r["y"][0, 0]) for r in await asyncio.gather(first, second)] == [2.0, 4.0]
+    by = {(kind, value): ident for kind, value, ident in inst.threads}
+    instance_thread = by[("wait", 1.0)]
+    assert by[("launch", 1.0)] == loop_thread != instance_thread
+    assert by[("launch", 2.0)] == by[("wait", 2.0)] == instance_thread
+    await asyncio.sleep(0.05)  # the instance thread parks again
+    third = await _submit(s, 3.0)  # idle again: from the loop again
+    assert float(third["y"][0, 0]) == 6.0
+    assert inst.threads[-2] == ("launch", 3.0, loop_thread)
+    assert inst.threads[-1] == ("wait", 3.0, instance_thread)
+    await s.stop()
+
+
+async def test_a_synchronous_instance_never_computes_on_the_loop():
+    """A synchronous instance computes in its launch: the loop never runs it, idle or not."""
+    threads: list[int] = []
+
+    class Recording(Doubler):
+        def run(self, inputs, outputs):
+            threads.append(threading.get_ident())
+            return super().run(inputs, outputs)
+
+    s = _scheduler(Recording(), dynamic=False)
+    s.start()
+    await asyncio.sleep(0.05)
+    for v in range(3):
+        await _submit(s, float(v))
+    assert len(threads) == 3 and threading.get_ident() not in threads
+    await s.stop()
+
+
+async def test_a_launch_from_the_loop_that_fails_fails_its_request_and_the_instance_serves_on():
+    class Faulty(AsyncDoubler):
+        def launch(self, inputs, outputs):
+            if float(inputs["x"][0, 0]) < 0:
+                raise RuntimeError("no such index")
+            return super().launch(inputs, outputs)
+
+    inst = Faulty()
+    inst.gate.set()
+    s = _scheduler(inst, dynamic=False)
+    s.start()
+    await asyncio.sleep(0.05)
+    with pytest.raises(Exception, match="no such index"):
+        await _submit(s, -1.0)
+    for v in (1.0, 2.0):
+        assert float((await _submit(s, v))["y"][0, 0]) == 2 * v
+    await s.stop()
+
+
+async def test_stop_drains_a_batch_the_loop_launched():
+    inst = AsyncDoubler()
+    s = _scheduler(inst, dynamic=False)
+    s.start()
+    await asyncio.sleep(0.05)
+    held = _submit(s, 5.0)  # launched from the loop; its wait is held at the gate
+    stopping = asyncio.ensure_future(s.stop(drain=True))
+    await asyncio.sleep(0.05)
+    assert not stopping.done() and not held.done()
+    inst.gate.set()
+    await stopping
+    assert float(held.result()["y"][0, 0]) == 10.0
+
+
+async def test_under_load_the_instance_threads_launch_so_batches_can_grow():
+    """With a request already in flight, a new one is not launched from the loop even where
+    another instance is idle: that instance's thread takes it, with whatever else queued
+    meanwhile (launching each request on arrival would make batches of one)."""
+    busy, idle = AsyncDoubler(), AsyncDoubler()
+    idle.gate.set()
+    s = Scheduler("m", BatchingPolicy(max_batch_size=8, dynamic=True), [busy, idle],
+                  ModelStats("m", "1"))  # fmt: skip
+    s.start()
+    loop_thread = threading.get_ident()
+    await asyncio.sleep(0.05)
+    first = _submit(s, 1.0)  # nothing in flight: launched from the loop, held in its wait
+    await asyncio.sleep(0.05)
+    rest = [_submit(s, 2.0), _submit(s, 3.0)]
+    results = await asyncio.wait_for(asyncio.gather(*rest), 5)  # `busy` is still held
+    assert [float(r["y"][0, 0]) for r in results] == [4.0, 6.0]
+    launches = [(v, ident) for kind, v, ident in busy.threads + idle.threads if kind == "launch"]
+    assert (1.0, loop_thread) in launches
+    assert all(ident != loop_thread for v, ident in launches if v != 1.0)
+    assert ("launch", 2.0) in idle.events and ("launch", 3.0) not in busy.events + idle.events
+    busy.gate.set()
+    await first
+    await s.stop()
+
+
+async def test_bursts_and_lulls_leave_no_request_behind():
+    """Waves of requests with lulls between them, on three asynchronous instances whose
+    device takes a random while: the scheduler goes from idle (the loop launches) to loaded
+    (the threads launch) and back many times; every request comes back, right, and none
+    waits on a wake that never comes (each wave must finish on its own, nothing after it)."""
+    rng = np.random.default_rng(7)
+
+    class Jittery(ModelInstance):
+        asynchronous = True
+
+        def __init__(self, seed: int) -> None:
+            self.rng = np.random.default_rng(seed)
+            self.lock = threading.Lock()
+
+        def run(self, inputs, outputs):
+            raise AssertionError("the scheduler launches asynchronous instances")
+
+        def launch(self, inputs, outputs):
+            with self.lock:
+                pause = float(self.rng.uniform(0, 0.002))
+            x = inputs["x"]
+
+            def wait():
+                time.sleep(pause)
+                return {"y": x * 2}
+
+            return wait
+
+    s = Scheduler("m", BatchingPolicy(max_batch_size=8, dynamic=True),
+                  [Jittery(i) for i in range(3)], ModelStats("m", "1"))  # fmt: skip
+    s.start()
+    value = 0
+    for _ in range(60):
+        wave = []
+        for _ in range(int(rng.integers(1, 24))):
+            value += 1
+            wave.append((value, _submit(s, float(value), batch=int(rng.integers(1, 4)))))
+            if rng.random() < 0.3:
+                await asyncio.sleep(0)
+        results = await asyncio.wait_for(asyncio.gather(*(f for _, f in wave)), 5)
+        for (v, _), out in zip(wave, results, strict=True):
+            assert np.all(out["y"] == 2 * v)
+        await asyncio.sleep(float(rng.uniform(0, 0.004)))
     await s.stop()
