@@ -30,6 +30,19 @@ needs_perf_analyzer = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def _tokenizer_pool_setting() -> Iterator[None]:
+    """TOKENIZERS_PARALLELISM as it was before each test: loading a pipeline of many
+    instances sets it for the process (qa_pipeline.choose_tokenizer_pool), which must not
+    reach the tests after it."""
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    yield
+    if before is None:
+        os.environ.pop("TOKENIZERS_PARALLELISM", None)
+    else:
+        os.environ["TOKENIZERS_PARALLELISM"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repository holding the `tiny` preset, as `bertserve build --preset tiny` writes it."""

@@ -288,17 +288,6 @@ class QAPipelineBackend(Backend):
                 tensor.data_type = pb.DataType.Value(type_name)
                 tensor.dims.extend(dims)
 
-    def validate(self, config: model_config_pb2.ModelConfig, model_path: Path) -> None:
-        instances = sum(group.count for group in config.instance_group)
-        if instances >= MANY_INSTANCES and os.environ.get(TOKENIZER_POOL) is None:
-            log.info(
-                "model '%s' runs %d pipeline instances, which share the tokenizers library's "
-                "thread pool: with this many, %s=false (set before `bertserve serve` starts) "
-                "measured 90-92%% of the QA model's speed against 73-85%% with the pool "
-                "(docs/qa.md, \"Instances and the tokenizer's threads\")",
-                config.name, instances, TOKENIZER_POOL,
-            )  # fmt: skip
-
     def load(
         self,
         config: model_config_pb2.ModelConfig,
@@ -307,6 +296,7 @@ class QAPipelineBackend(Backend):
         context: LoadContext,
     ) -> ModelInstance:
         settings = PipelineSettings.from_config(config)
+        choose_tokenizer_pool(config)
         if context.start_model is None and context.call_model is None:
             raise ConfigError(
                 f"model '{config.name}' is a pipeline but this server cannot call other models"
@@ -315,6 +305,25 @@ class QAPipelineBackend(Backend):
         return QAPipelineInstance(
             settings, windower, context.start_model or _starter(context.call_model)
         )
+
+
+def choose_tokenizer_pool(config: model_config_pb2.ModelConfig) -> None:
+    """Switch the tokenizers library's thread pool off for this process when a pipeline of
+    MANY_INSTANCES instances or more loads and nobody chose (TOKENIZERS_PARALLELISM unset):
+    its instances tokenize on their own threads faster than they share the pool (docs/qa.md,
+    "Instances and the tokenizer's threads"). The variable is the process's and the library
+    reads it at every call; a value set before `bertserve serve` starts, either way, is kept."""
+    instances = sum(group.count for group in config.instance_group)
+    if instances < MANY_INSTANCES or os.environ.get(TOKENIZER_POOL) is not None:
+        return
+    os.environ[TOKENIZER_POOL] = "false"
+    log.info(
+        "model '%s' runs %d pipeline instances: the tokenizers library's thread pool is off "
+        "for this process (%s=false), with which such a pipeline answered 8-30%% more "
+        "questions a second (docs/qa.md); set %s=true before `bertserve serve` starts to "
+        "keep the pool",
+        config.name, instances, TOKENIZER_POOL, TOKENIZER_POOL,
+    )  # fmt: skip
 
 
 def _starter(call_model: CallModel | None) -> StartModel:
