@@ -26,6 +26,10 @@ goes on):
   (`--only` picks points by label, `--repeat` rounds, `--profile` keeps py-spy with them).
 - kernels: where one packed batch's GPU time goes, kernel by kernel (torch.profiler).
 - attention: the packed attention kernels side by side on one batch of the mix.
+- small: where a batch-1 request's time goes (the kernels of a pass, the scheduler's
+  hand-offs, the server over HTTP and gRPC with perf_analyzer's breakdown, the stand-in
+  engine's server on the same host).
+- hop: batch-1 requests through the scheduler in process, against `run()`.
 - buildqa: the pipeline `bertserve build` writes for a GPU model of max batch 256, against
   the narrow shape it wrote before, and the model alone on the same windows.
 
@@ -68,7 +72,7 @@ class Run:
     budget_seconds: float = 1e9
     inprocess_seconds: float = 0.0  # builds stage: the packed engine in process after
     only: tuple[str, ...] = ()  # builds stage: the points whose labels start so (empty: all)
-    repeat: int = 1  # textpath stage with `only`: rounds over the chosen points
+    repeat: int = 1  # builds, textpath (with `only`) stages: rounds over the chosen points
     profile: bool = False  # textpath stage with `only`: keep the points' py-spy profiles
     this_flags: tuple[str, ...] = ()  # builds stage: more `bertserve serve` flags for "this"
 
@@ -504,7 +508,7 @@ def stage_builds(run: Run) -> None:
             Point("pk8w mix -b64 c48", "pk8w", data["mix"], b(64), 48, 384),
         ]
         chosen = [p for p in points + only_this if _chosen(p.label, run.only)]
-        for point in chosen:
+        for point in [p for _ in range(run.repeat) for p in chosen]:
             for label, server in servers.items():
                 if point in only_this and label != "this":
                     continue
@@ -707,6 +711,55 @@ def stage_textpath(run: Run) -> None:
             server.stop()
 
 
+def stage_hop(run: Run) -> None:
+    """Batch-1 requests through the scheduler in process against `run()`, stretch by stretch."""
+    import gpu_latency
+
+    vdir = run.checkpoint()
+    run.res.stage("scheduler hop", lambda: gpu_latency.scheduler_hop(run.res, vdir, run.target))
+
+
+def stage_small(run: Run) -> None:
+    """Where a batch-1 request's time goes: the kernels of a batch-1 pass, the scheduler's
+    thread hand-offs around `run()`, then one server measured at batch 1 and concurrency 1
+    over HTTP and gRPC (perf_analyzer's breakdown: the client, the network and the server
+    outside the model's statistics, the queue, the compute), and the stand-in engine's server
+    (benchmarks/standin_backend.py: no GPU) at the same point, the host's own front-end cost."""
+    import frontend_cpu
+    import gpu_latency
+    from gpu_serving import ModelSpec, Point, measure, start_server, workload_files
+    from gpu_serving import write_repository as write_repo
+
+    target, res = run.target, run.res
+    vdir = run.checkpoint()
+    precisions = ("fp16",) if target.dry_run else ("fp16", "fp8")
+    res.stage("b1 kernels", lambda: gpu_latency.kernels_b1(res, vdir, target, precisions))
+    res.stage("scheduler hop", lambda: gpu_latency.scheduler_hop(res, vdir, target))
+    data = workload_files(run.work, 512)
+    gpu = (0,) if not target.dry_run else ()
+    models = {
+        "pad16": ModelSpec("fp16", False, gpus=gpu),
+        "pk16": ModelSpec("fp16", True, gpus=gpu),
+    }
+    repo = write_repo(run.work / "repo-small", vdir, models, target)
+    for label, flags in (("this", run.this_flags),):
+        server = start_server(repo, res.out / f"server-small-{label}.log", args=flags)
+        try:
+            for proto in ("http", "grpc"):
+                extra = ("-i", "grpc") if proto == "grpc" else ()
+                url = server.http_url if proto == "http" else server.address("grpc")
+                for point in (
+                    Point(f"pad16 full384 -b1 c1 {proto}", "pad16", data["full"], 1, 1, 384, extra),
+                    Point(f"pk16 own -b1 c1 {proto}", "pk16", data["own"], 1, 1, 0, extra),
+                ):
+                    measure(res, label, url, point, [server.pid], run.window_ms)
+        finally:
+            server.stop()
+    res.stage("stand-in", lambda: frontend_cpu.main(
+        ["--out", str(res.out / "standin"), "--work", str(run.work / "standin"),
+         "--only", "pk own -b1 c1", "--window-ms", str(run.window_ms)]))  # fmt: skip
+
+
 STAGES: Mapping[str, Callable[[Run], None]] = MappingProxyType(
     {
         "engine": stage_engine,
@@ -719,6 +772,8 @@ STAGES: Mapping[str, Callable[[Run], None]] = MappingProxyType(
         "buildqa": stage_buildqa,
         "kernels": stage_kernels,
         "attention": stage_attention,
+        "small": stage_small,
+        "hop": stage_hop,
     }
 )
 
@@ -761,7 +816,10 @@ def main(argv: list[str] | None = None) -> int:
         "'--http-workers 4'; with no --baseline-src the other server is this build without them)",
     )
     parser.add_argument(
-        "--repeat", type=int, default=1, help="textpath stage with --only: rounds of the points"
+        "--repeat",
+        type=int,
+        default=1,
+        help="builds and textpath (with --only) stages: rounds of the points",
     )
     parser.add_argument(
         "--profile", action="store_true", help="textpath stage with --only: keep py-spy on"

@@ -287,6 +287,11 @@ def measure(
         "server_queue_us": m.server_queue_us, "compute_input_us": m.server_compute_input_us,
         "compute_infer_us": m.server_compute_infer_us,
         "compute_output_us": m.server_compute_output_us,
+        # perf_analyzer's averages outside the server's queue and compute: the client's
+        # own send and receive, and everything between (the network, the server's parsing,
+        # decoding, encoding and hand-offs outside the model's statistics).
+        "avg_ms": (m.latency_avg_us or 0.0) / 1e3, "client_send_us": m.client_send_us,
+        "network_server_us": m.network_server_send_recv_us, "client_recv_us": m.client_recv_us,
         # CPU per second of the whole perf_analyzer run (its windows and stabilisation),
         # so per-request figures are averages over a busy process, not one request's cost.
         "cpu_cores": {k: round(v / elapsed, 3) for k, v in sorted(used.items())},

@@ -1,0 +1,195 @@
+"""Where a batch-1 request's time goes on the GPU machine, in process: the kernels of one
+batch-1 pass (a padded 384-token row, a packed 156-token row) and the hand-off through the
+scheduler (asyncio loop -> instance thread -> loop) around the same instance."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpu_common import (
+    Results,
+    Target,
+    free_engines,
+    load_engine,
+    median_ms,
+    realistic_rows,
+    stack_rows,
+)
+
+__all__ = ["kernels_b1", "scheduler_hop"]
+
+OUTPUTS = ("start_logits", "end_logits")
+
+
+def _typical_row() -> dict[str, np.ndarray]:
+    rows = realistic_rows(64, seed=5)
+    return next(r for r in rows if 140 <= int(r["attention_mask"].sum()) <= 170)
+
+
+def _params(precision: str, packed: bool) -> dict[str, str]:
+    params = {"precision": precision, "gelu": "tanh", "seq_buckets": "384"}
+    if packed:
+        params.update(packing="true", max_tokens="32768")
+    else:
+        params["batch_buckets"] = "1,4,16,64,128,256"
+    return params
+
+
+def _profile(
+    res: Results, key: str, compute: Any, replay: Any, target: Target, meta: dict[str, Any]
+) -> None:
+    """Per-kernel GPU time of `compute` (the eager pass a graph captures), five passes, beside
+    the graph's own replay time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    with torch.inference_mode():
+        graph_ms = median_ms(replay, 50, target)
+        eager_ms = median_ms(compute, 20, target)
+        passes = 5
+        activity = ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU
+        with profile(activities=[activity]) as p:
+            for _ in range(passes):
+                compute()
+            if cuda:
+                torch.cuda.synchronize()
+    rows = []
+    for e in p.key_averages():
+        us = e.device_time_total if cuda else e.self_cpu_time_total
+        if us > 0 and e.key and not e.key.startswith(("ProfilerStep", "cuda")):
+            rows.append({"kernel": e.key[:160], "us_per_pass": us / passes,
+                         "calls_per_pass": e.count / passes})  # fmt: skip
+    rows.sort(key=lambda r: -r["us_per_pass"])
+    total = sum(r["us_per_pass"] for r in rows)
+    calls = sum(r["calls_per_pass"] for r in rows)
+    res.put(key, {**meta, "graph_replay_ms": graph_ms, "eager_ms": eager_ms,
+                  "kernel_ms_per_pass": total / 1e3, "kernels_per_pass": calls,
+                  "kernels": rows[:30]})  # fmt: skip
+    res.line(f"{key}: graph {graph_ms:.3f} ms, kernels {total / 1e3:.3f} ms in "
+             f"{calls:.0f} kernels, eager {eager_ms:.3f} ms")  # fmt: skip
+
+
+def kernels_b1(res: Results, vdir: Path, target: Target, precisions: tuple[str, ...]) -> None:
+    """The kernels of one batch-1 pass: padded on a full 384-token row (the dense graph),
+    packed on one 145-token row (its token bucket)."""
+    row = _typical_row()
+    for precision in precisions:
+        _kernels_padded(res, vdir, target, precision, _full(row))
+        _kernels_packed(res, vdir, target, precision, row)
+
+
+def _kernels_padded(
+    res: Results, vdir: Path, target: Target, precision: str, full: dict[str, np.ndarray]
+) -> None:
+    import torch
+
+    inst = load_engine(vdir, _params(precision, False), 256, target)
+    prof = inst.profiles[(1, 384)]
+    with torch.inference_mode():
+        prof.launch(full["input_ids"], None, full["token_type_ids"])()
+    _profile(res, f"b1 kernels padded {precision} 384", functools.partial(prof.compute, True),
+             functools.partial(prof.replay, True), target, {"tokens": 384})  # fmt: skip
+    del inst, prof
+    free_engines()
+
+
+def _kernels_packed(
+    res: Results, vdir: Path, target: Target, precision: str, row: dict[str, np.ndarray]
+) -> None:
+    import torch
+
+    from bertserve.backends.packing import pack
+
+    inst = load_engine(vdir, _params(precision, True), 256, target)
+    batch = pack([stack_rows([row])], inst.packing)
+    pk = next(p for t, p in sorted(inst.packed.items()) if t >= batch.total_tokens)
+    with torch.inference_mode():
+        pk.launch(batch.tokens, batch.positions, batch.lengths)()
+    meta = {"tokens": int(batch.total_tokens), "bucket": pk.tokens}
+    _profile(res, f"b1 kernels packed {precision} {batch.total_tokens}", pk.compute,
+             pk._replay, target, meta)  # fmt: skip
+    del inst, pk
+    free_engines()
+
+
+def scheduler_hop(res: Results, vdir: Path, target: Target, reps: int = 400) -> None:
+    """Batch-1 requests one at a time through the server's Scheduler (submit on an asyncio
+    loop, the batch on an instance thread, the result back on the loop) against `run()` on
+    the same instance: what the hand-offs add, without HTTP. Medians of each request's
+    stretches: queue (submit to a batch formed), input, infer (launch and wait), output, and
+    back to the loop (the batch's results to the awaiting coroutine)."""
+    row = _typical_row()
+    for label, packed, x in (
+        ("padded fp16 384", False, _full(row)),
+        ("packed fp16 own", True, stack_rows([row])),
+    ):
+        inst = load_engine(vdir, _params("fp16", packed), 256, target)
+        run_times = []
+        for i in range(reps + 20):
+            t = time.perf_counter()
+            inst.run(x, list(OUTPUTS))
+            if i >= 20:
+                run_times.append((time.perf_counter() - t) * 1e3)
+        try:
+            import uvloop
+
+            hop, parts = uvloop.run(_through_scheduler(inst, x, reps))
+        except ImportError:
+            hop, parts = asyncio.run(_through_scheduler(inst, x, reps))
+        a, b = float(np.median(run_times)), float(np.median(hop))
+        names = ("queue", "input", "infer", "output", "back_to_loop")
+        medians = {n: float(np.median([p[k] for p in parts])) / 1e3 for k, n in enumerate(names)}
+        res.add("hop", {"engine": label, "run_p50_ms": a, "scheduler_p50_ms": b,
+                        "scheduler_p99_ms": float(np.percentile(hop, 99)),
+                        "median_us": medians})  # fmt: skip
+        res.line(f"scheduler hop {label:18s} run() p50 {a:.3f} ms, through the scheduler "
+                 f"{b:.3f} ms (+{(b - a) * 1e3:.0f} us); medians us "
+                 + " ".join(f"{n} {v:.0f}" for n, v in medians.items()))  # fmt: skip
+        del inst
+        free_engines()
+
+
+async def _through_scheduler(
+    inst: Any, x: dict[str, np.ndarray], reps: int
+) -> tuple[list[float], list[tuple[int, ...]]]:
+    from tritonclient.grpc import model_config_pb2
+
+    from bertserve.batching.policy import BatchingPolicy
+    from bertserve.batching.scheduler import Scheduler
+    from bertserve.stats import ModelStats, RequestTiming
+
+    config = model_config_pb2.ModelConfig(max_batch_size=256)
+    config.dynamic_batching.SetInParent()
+    sched = Scheduler("m", BatchingPolicy.from_config(config), [inst], ModelStats("m", "1"))
+    sched.start()
+    times: list[float] = []
+    parts: list[tuple[int, ...]] = []
+    try:
+        for i in range(reps + 20):
+            t = time.perf_counter()
+            timing = RequestTiming(time.perf_counter_ns())
+            await sched.submit(dict(x), list(OUTPUTS), 1, timing)
+            end = time.perf_counter_ns()
+            if i >= 20:
+                times.append((time.perf_counter() - t) * 1e3)
+                parts.append((timing.dispatch - timing.arrival,
+                              timing.input_done - timing.dispatch,
+                              timing.infer_done - timing.input_done,
+                              timing.output_done - timing.infer_done,
+                              end - timing.output_done))  # fmt: skip
+    finally:
+        await sched.stop()
+    return times, parts
+
+
+def _full(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    full = stack_rows([row], 384)
+    full["attention_mask"][:] = 1
+    return full
