@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bertserve.announce import READY_LINE, SERVICES, started_line
-from bertserve.commands.serve_log import LOG_LINE
+from bertserve.server_log import LOG_LINE
 from tests.conftest import TINY, copy_model, start_server
 from tests.frontends.conftest import SLOW
 from tests.frontends.protocols import InFlight

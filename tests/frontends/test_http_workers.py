@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import inspect
 import os
 import pickle
+import re
 import shutil
 import signal
 import socket
@@ -31,7 +33,7 @@ import tritonclient.utils.shared_memory as shm
 import uvloop
 from tritonclient.utils import InferenceServerException
 
-from bertserve.endpoints.http import HttpApp
+from bertserve.endpoints.http import READS_BODY, ROUTES, HttpApp
 from bertserve.endpoints.http_worker import serve_worker
 from bertserve.endpoints.http_workers import HttpWorkers
 from bertserve.server import Server, bind
@@ -173,6 +175,25 @@ def test_every_other_endpoint_answers_as_without_workers(
     front: str, alone: Server, method: str, path: str
 ) -> None:
     _same(front, alone, path, method=method)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/v2/health/ready"), ("GET", "/v2/models/tiny")]
+)
+def test_a_body_no_endpoint_reads_is_not_refused_for_its_size(
+    front: str, alone: Server, method: str, path: str
+) -> None:
+    """Over the input size limit, on an endpoint that never reads it: answered as without
+    workers (200), not refused for a size that does not matter there."""
+    status, _ = _same(front, alone, path, b"x" * (MAX_HTTP_BODY + 1), method=method)
+    assert status == 200
+
+
+def test_the_workers_forward_a_body_exactly_where_a_handler_reads_one() -> None:
+    """READS_BODY, which tells a worker what to forward, against the handlers' own code."""
+    for _, _, handler in ROUTES:
+        reads = "self._body(" in inspect.getsource(handler)
+        assert (handler in READS_BODY) == reads, handler.__name__
 
 
 BINARY = json_body(good())
@@ -319,6 +340,26 @@ def test_a_stop_finishes_what_the_workers_hold_and_ends_them(workers_repo: Path)
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_the_workers_log_as_the_server_was_told(workers_repo: Path, tmp_path: Path) -> None:
+    """--log-file, --log-format and --log-verbose reach the worker processes: their lines go
+    to the server's file, in its layout, with their own pids."""
+    log_file = tmp_path / "server.log"
+    config = settings(workers_repo, http_workers=2, log_file=str(log_file),
+                      log_format="ISO8601", log_verbose=1)  # fmt: skip
+    with running(config) as server:
+        assert server.http_workers is not None
+        pids = server.http_workers.pids
+        assert post(url(server, "http"), "/v2/models/tiny/infer", json_body(good()))[0] == 200
+    lines = log_file.read_text().splitlines()
+    for index, pid in enumerate(pids):
+        (line,) = [x for x in lines if f"HTTP worker {index} stopped" in x]
+        assert re.fullmatch(
+            rf"\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ I {pid} http_worker\.py:\d+\] HTTP worker "
+            rf"{index} stopped",
+            line,
+        ), line
 
 
 def test_requests_and_responses_cross_the_channel_unchanged() -> None:

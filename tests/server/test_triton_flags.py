@@ -13,7 +13,7 @@ import pytest
 from bertserve.cli import build_parser
 from bertserve.commands import triton_flags
 from bertserve.commands.serve import settings_from_args
-from bertserve.commands.serve_log import LOG_LINE, TritonFormatter, configure_logging
+from bertserve.server_log import LOG_LINE, TritonFormatter, configure_logging
 from bertserve.settings import ServerSettings
 
 

@@ -580,8 +580,8 @@ def run(args: argparse.Namespace) -> int:
 
     import uvloop
 
-    from bertserve.commands.serve_log import configure_logging
     from bertserve.server import serve
+    from bertserve.server_log import configure_logging
 
     notes = triton_flags.check(args)
     settings = settings_from_args(args)

@@ -31,6 +31,7 @@ __all__ = [
     "API_GROUP",
     "CHANGES_STATE",
     "HttpApp",
+    "READS_BODY",
     "ROUTES",
     "Reply",
     "error_reply",
@@ -573,6 +574,15 @@ def _table(
 
 
 _TABLE = _table(ROUTES)
+
+#: The handlers that read a request's body; the others answer without it, whatever it holds.
+#: An HTTP worker forwards the body to the engine's process for these only, so that a body no
+#: handler reads is not refused for its size there either (tests/frontends/test_http_workers.py
+#: checks this set against the handlers' code).
+READS_BODY: frozenset[Handler] = frozenset({
+    HttpApp.infer, HttpApp.repository_index, HttpApp.load, HttpApp.unload,
+    HttpApp.system_shm_register, HttpApp.cuda_shm_register,
+})  # fmt: skip
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -30,6 +30,7 @@ import orjson
 import uvloop
 
 from bertserve.endpoints.http import (
+    READS_BODY,
     HttpApp,
     Receive,
     Reply,
@@ -42,6 +43,7 @@ from bertserve.endpoints.http_connection import WAITING_TASK
 from bertserve.endpoints.http_service import UvicornServer, uvicorn_config
 from bertserve.errors import BertserveError, ServerShuttingDown
 from bertserve.messages import InferRequest
+from bertserve.server_log import configure_logging
 from bertserve.settings import ServerSettings
 
 __all__ = ["WorkerApp", "main", "serve_worker"]
@@ -112,7 +114,8 @@ class WorkerApp(HttpApp):
     ) -> Reply:
         if handler is HttpApp.infer:
             return await self._infer(scope, receive, model, version)
-        return await self._forward(scope, await self._body(scope, receive))
+        body = await self._body(scope, receive) if handler in READS_BODY else b""
+        return await self._forward(scope, body)
 
     def internal_error(self, error: BaseException) -> Reply:
         return Reply(500, orjson.dumps({"error": f"internal error: {error}"}))
@@ -176,7 +179,8 @@ async def serve_worker(listen: socket.socket, channel_socket: socket.socket) -> 
         _, index, settings, max_connections = await calls.started
     except ServerShuttingDown:
         return 1
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread():  # a process of its own
+        configure_logging(settings)  # the server's --log-* flags, as the engine's process
         loop.add_signal_handler(signal.SIGTERM, calls.stopping.set)
     config = uvicorn_config(WorkerApp(settings, calls), settings, max_connections)
     server = UvicornServer(config)
@@ -199,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Ctrl-C reaches the whole process group; the engine's process decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Until the engine sends the server's settings (then server_log.configure_logging).
     logging.basicConfig(
         level=logging.WARNING,
         format="%(levelname).1s%(asctime)s %(process)d %(filename)s:%(lineno)d] %(message)s",

@@ -4,7 +4,9 @@ for errors, say) read bertserve's the same way.
 `--log-format default`: `E0819 17:23:47.123456 4242 loader.py:88] message`
 `--log-format ISO8601`: `2026-08-19T17:23:47Z E 4242 loader.py:88] message`
 `--log-info/warning/error` switch each level on or off; `--log-verbose N` (N > 0) adds the
-verbose (debug) lines; `--log-file` writes to a file instead of stderr."""
+verbose (debug) lines; `--log-file` writes to a file instead of stderr. The engine's process
+and each HTTP worker process (`endpoints/http_worker.py`) set their logs up here, the same
+way, so a worker's lines (its pid in them) land where the engine's do."""
 
 from __future__ import annotations
 
