@@ -30,6 +30,8 @@ goes on):
   hand-offs, the server over HTTP and gRPC with perf_analyzer's breakdown, the stand-in
   engine's server on the same host).
 - hop: batch-1 requests through the scheduler in process, against `run()`.
+- handoff: a batch-1 pass launched on one thread and waited for on another, by what each
+  thread does meanwhile, against `run()` on one thread.
 - buildqa: the pipeline `bertserve build` writes for a GPU model of max batch 256, against
   the narrow shape it wrote before, and the model alone on the same windows.
 
@@ -719,6 +721,14 @@ def stage_hop(run: Run) -> None:
     run.res.stage("scheduler hop", lambda: gpu_latency.scheduler_hop(run.res, vdir, run.target))
 
 
+def stage_handoff(run: Run) -> None:
+    """A batch-1 pass launched on one thread and waited for on another (gpu_handoff.py)."""
+    import gpu_handoff
+
+    vdir = run.checkpoint()
+    run.res.stage("hand-off", lambda: gpu_handoff.handoff(run.res, vdir, run.target))
+
+
 def stage_small(run: Run) -> None:
     """Where a batch-1 request's time goes: the kernels of a batch-1 pass, the scheduler's
     thread hand-offs around `run()`, then one server measured at batch 1 and concurrency 1
@@ -774,6 +784,7 @@ STAGES: Mapping[str, Callable[[Run], None]] = MappingProxyType(
         "attention": stage_attention,
         "small": stage_small,
         "hop": stage_hop,
+        "handoff": stage_handoff,
     }
 )
 
