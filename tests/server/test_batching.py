@@ -443,3 +443,21 @@ async def test_bursts_and_lulls_leave_no_request_behind():
             assert np.all(out["y"] == 2 * v)
         await asyncio.sleep(float(rng.uniform(0, 0.004)))
     await s.stop()
+
+
+async def test_a_request_one_pass_cannot_hold_is_launched_by_its_thread():
+    """A request over the instance's largest native size would be run in pieces, each waited
+    for inside the launch: never on the loop, even with nothing in flight."""
+    inst = AsyncDoubler()
+    inst.gate.set()
+    inst.batch_buckets = (1, 4)
+    s = _scheduler(inst, dynamic=False)
+    s.start()
+    loop_thread = threading.get_ident()
+    await asyncio.sleep(0.05)
+    await _submit(s, 1.0, batch=4)  # one pass holds it: from the loop
+    await asyncio.sleep(0.05)
+    await _submit(s, 2.0, batch=6)  # two pieces: from the instance thread
+    launches = {v: ident for kind, v, ident in inst.threads if kind == "launch"}
+    assert launches[1.0] == loop_thread and launches[2.0] != loop_thread
+    await s.stop()

@@ -399,3 +399,27 @@ async def test_a_split_request_whose_client_goes_drops_the_rest() -> None:
     await asyncio.wait_for(s.stop(), 5)
     assert inst.batches == [(1, 3), (2, 55)]  # the rest never ran
     assert not four.done()  # the engine cancels the future itself (Engine.infer)
+
+
+async def test_a_request_over_the_token_budget_is_never_launched_from_the_loop() -> None:
+    """Rows past the budget run in pieces that the launch waits for: with nothing in flight,
+    a request within the budget is launched from the event loop, one over it by the
+    instance's thread."""
+    threads: list[int] = []
+
+    class AsyncPacker(Packer):
+        asynchronous = True
+
+        def launch_packed(self, batch, outputs):
+            threads.append(threading.get_ident())
+            return super().launch_packed(batch, outputs)
+
+    s = _scheduler(AsyncPacker(), max_queue_delay_us=0)
+    s.start()
+    rng = np.random.default_rng(4)
+    await asyncio.sleep(0.05)
+    await _submit(s, _request(rng, 2, 30))  # 60 tokens of a 64-token budget
+    await asyncio.sleep(0.05)
+    await _submit(s, _request(rng, 3, 30))  # 90 tokens
+    assert threads[0] == threading.get_ident() != threads[1]
+    await s.stop()

@@ -143,6 +143,10 @@ class Scheduler:
         #: Due batches go straight onto an idle instance from the loop: only instances whose
         #: launch returns at once (a synchronous one would compute on the loop).
         self._launch_on_loop = bool(instances) and all(i.asynchronous for i in instances)
+        #: The rows one pass of an instance holds without a padding model: its largest native
+        #: size (past it, launch runs the pieces one after another, waiting for each).
+        buckets = instances[0].batch_buckets if instances else None
+        self._one_pass_rows = max(buckets) if buckets else max(policy.max_batch_size, 1)
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False  # refuse new requests; batches stop waiting for the delay
@@ -213,7 +217,7 @@ class Scheduler:
         with self._lock:
             self.check_room()
             self._queue.append(pending)
-            claimed = self._claim_idle() if not self._inflight else None
+            claimed = self._claim_idle(pending) if not self._inflight else None
             if claimed is None:
                 self._wake_one()
         self._inflight += 1
@@ -222,11 +226,13 @@ class Scheduler:
             self._launch_idle(*claimed)
         return future
 
-    def _claim_idle(self) -> tuple[_Worker, list[Pending]] | None:
-        """Under the lock, with nothing in flight: a parked worker and the batch now due, taken
-        from the queue for the loop to launch (_launch_idle), or None (no worker parked yet,
-        nothing due, or instances that compute in their launch)."""
-        if not self._launch_on_loop or not self._parked:
+    def _claim_idle(self, pending: Pending) -> tuple[_Worker, list[Pending]] | None:
+        """Under the lock, with nothing in flight (so `pending` is all the queue holds): a
+        parked worker and the batch now due, taken from the queue for the loop to launch
+        (_launch_idle), or None (no worker parked yet, nothing due, instances that compute in
+        their launch, or a request one pass does not hold, whose launch would wait for its
+        first pieces on the loop)."""
+        if not self._launch_on_loop or not self._parked or not self._one_pass(pending):
             return None
         batch = self._due(_now())
         if batch is None:
@@ -234,6 +240,11 @@ class Scheduler:
         worker = self._parked.pop(0)
         worker.claimed = True
         return worker, batch
+
+    def _one_pass(self, pending: Pending) -> bool:
+        if self._packing is not None:
+            return pending.batch_size <= self._max_rows and pending.cost <= self._max_cost
+        return pending.batch_size <= self._one_pass_rows
 
     def _launch_idle(self, worker: _Worker, batch: list[Pending]) -> None:
         """Launch `batch` on the idle `worker`'s instance from the loop and hand it over: the
