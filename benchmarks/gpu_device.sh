@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Run benchmarks/gpu.py on a lent GPU machine (no registry there), from a checkout whose
-# git-ignored .whl/ was filled here beforehand:
+# git-ignored .whl/ and .gpu/ were filled here beforehand by benchmarks/gpu_carry.sh:
 #   .whl/*.whl       cp312 manylinux wheels the device image lacks: tritonclient 2.73.0,
-#                    protobuf 6.33.6, grpcio 1.85.3, python-rapidjson 1.25, uvicorn 0.54.0,
-#                    orjson 3.13.0, httptools 0.9.0 (pip download --no-deps --only-binary)
-#   .whl/pa/         perf_analyzer (from the tritonclient 2.50.0 manylinux1 wheel, stripped),
+#                    protobuf 6.33.6, grpcio 1.85.3, grpcio-health-checking 1.81.1,
+#                    python-rapidjson 1.25, uvicorn 0.54.0, orjson 3.13.0, httptools 0.9.0
+#                    (pip download --no-deps --only-binary, this checkout's .venv versions)
+#   .whl/pa/         perf_analyzer (from the tritonclient 2.50.0 manylinux1 wheel),
 #                    libcudart.so.12 (nvidia-cuda-runtime-cu12), libb64.so.0d (Debian
 #                    libb64-0d), py-spy (its manylinux wheel's binary)
 #   .whl/nginx/      Debian's nginx, nginx-common, libssl3, libpcre2-8-0 (apt-get download),
