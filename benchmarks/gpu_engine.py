@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,10 @@ from gpu_common import (
     stack_rows,
 )
 
-__all__ = ["ceilings", "latency", "parity", "throughput"]
+__all__ = [
+    "ceilings", "engine_params", "full_row", "kernel_profile", "latency", "parity", "throughput",
+    "typical_row",
+]  # fmt: skip
 
 OUTPUTS = ("start_logits", "end_logits")
 PADDED_BUCKETS = "1,4,16,64,128,256"
@@ -55,7 +59,7 @@ def ceilings(res: Results, target: Target) -> None:
     )
 
 
-def _engine_params(precision: str, packed: bool, **extra: str) -> dict[str, str]:
+def engine_params(precision: str, packed: bool, **extra: str) -> dict[str, str]:
     params = {"precision": precision, "gelu": "tanh", "seq_buckets": "384"}
     if packed:
         params["packing"] = "true"
@@ -96,7 +100,7 @@ def parity(res: Results, vdir: Path, target: Target) -> None:
     request = stack_rows(rows, 384)
     for name, precision, packed in PARITY_VARIANTS:
         try:
-            inst = load_engine(vdir, _engine_params(precision, packed), 256, target)
+            inst = load_engine(vdir, engine_params(precision, packed), 256, target)
             got = inst.run(request, list(OUTPUTS))
             inst.close()
         except Exception as exc:  # noqa: BLE001 - a variant this torch lacks is noted
@@ -184,7 +188,7 @@ def throughput(
         budgets = (2048,)
     for precision in precisions:
         if padded:
-            params = _engine_params(precision, False)
+            params = engine_params(precision, False)
             a, b = (load_engine(vdir, params, 256, target) for _ in range(2))
             full = stack_rows(pool[:batch_rows], 384)
             full["attention_mask"][:] = 1
@@ -210,7 +214,7 @@ def budgets_only(
 ) -> None:
     """The packed engine at each token budget: two instances, batches filled from `pool`."""
     for budget in budgets:
-        params = _engine_params(precision, True, max_tokens=str(budget))
+        params = engine_params(precision, True, max_tokens=str(budget))
         rows = _max_rows(budget)
         try:
             a, b = (load_engine(vdir, params, rows, target) for _ in range(2))
@@ -258,17 +262,29 @@ def _record(res: Results, engine: str, load: str, rows: int, rate: float) -> Non
     res.line(f"in-process {engine:12s} {load:30s} {rows:5d} rows/batch {rate:9.0f} seq/s")
 
 
+def typical_row() -> dict[str, np.ndarray]:
+    """One SQuAD-like window of 140-170 real tokens (the mix averages 156), padded to 384."""
+    rows = realistic_rows(64, seed=5)
+    return next(r for r in rows if 140 <= int(r["attention_mask"].sum()) <= 170)
+
+
+def full_row(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`row` as a batch of one 384-token row with every position attended (the padded
+    engine's dense graph)."""
+    full = stack_rows([row], 384)
+    full["attention_mask"][:] = 1
+    return full
+
+
 def latency(res: Results, vdir: Path, target: Target) -> None:
     """Batch-1 `run()` latency, padded vs packed: a 384-token row and a 156-token one."""
     reps = 20 if target.dry_run else 300
-    row = realistic_rows(64, seed=5)
-    typical = next(r for r in row if 140 <= int(r["attention_mask"].sum()) <= 170)
-    full = stack_rows([typical], 384)
-    full["attention_mask"][:] = 1
+    typical = typical_row()
+    full = full_row(typical)
     short = stack_rows([typical])
     for precision in ("fp16", "fp8"):
         for packed in (False, True):
-            inst = load_engine(vdir, _engine_params(precision, packed), 256, target)
+            inst = load_engine(vdir, engine_params(precision, packed), 256, target)
             engine = f"{'packed' if packed else 'padded'} {precision}"
             for label, x in (
                 ("b1 384 tokens", full),
@@ -295,22 +311,46 @@ def kernels(res: Results, vdir: Path, target: Target, precision: str, budget: in
     replays) under torch.profiler, five passes; per kernel name the mean time a pass and its
     share, beside the graph replay's own time."""
     import torch
-    from torch.profiler import ProfilerActivity, profile
 
-    params = _engine_params(precision, True, max_tokens=str(budget))
+    params = engine_params(precision, True, max_tokens=str(budget))
     inst = load_engine(vdir, params, _max_rows(budget), target)
     chosen, batch = _mix_batch(inst, realistic_rows(4096, seed=3), budget)
     prof = inst.packed[max(inst.packed)]
     with torch.inference_mode():
         prof.launch(batch.tokens, batch.positions, batch.lengths)()
-        replay = median_ms(prof.graph.replay, 20, target) if prof.graph is not None else 0.0
-        eager = median_ms(prof.compute, 10, target)
-        passes = 5
-        cuda = torch.cuda.is_available()
+    replay = prof.graph.replay if prof.graph is not None else None
+    profiled = kernel_profile(prof.compute, replay, target, replay_reps=20, eager_reps=10, top=40)
+    res.put(f"kernels {precision} {budget}", {
+        "rows": len(chosen), "tokens": int(batch.total_tokens), "bucket": prof.tokens,
+        **profiled,
+    })  # fmt: skip
+    del inst
+    free_engines()
+
+
+def kernel_profile(
+    compute: Callable[[], Any],
+    replay: Callable[[], Any] | None,
+    target: Target,
+    replay_reps: int,
+    eager_reps: int,
+    top: int,
+) -> dict[str, Any]:
+    """Per-kernel GPU time of `compute` (the eager pass a CUDA graph captures) over five
+    passes under torch.profiler, the `top` kernels by time with their share, beside the median
+    time of the graph's `replay` (0 without one) and of the eager pass."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    passes = 5
+    with torch.inference_mode():
+        replay_ms = median_ms(replay, replay_reps, target) if replay is not None else 0.0
+        eager_ms = median_ms(compute, eager_reps, target)
         activity = ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU  # (the dry run)
         with profile(activities=[activity]) as p:
             for _ in range(passes):
-                prof.compute()
+                compute()
             if cuda:
                 torch.cuda.synchronize()
     rows = []
@@ -323,13 +363,13 @@ def kernels(res: Results, vdir: Path, target: Target, precision: str, budget: in
     total = sum(r["us_per_pass"] for r in rows)
     for r in rows:
         r["share"] = r["us_per_pass"] / total if total else 0.0
-    res.put(f"kernels {precision} {budget}", {
-        "rows": len(chosen), "tokens": int(batch.total_tokens), "bucket": prof.tokens,
-        "graph_replay_ms": replay, "eager_ms": eager, "kernel_ms_per_pass": total / 1e3,
-        "kernels": rows[:40],
-    })  # fmt: skip
-    del inst
-    free_engines()
+    return {
+        "graph_replay_ms": replay_ms,
+        "eager_ms": eager_ms,
+        "kernel_ms_per_pass": total / 1e3,
+        "kernels_per_pass": sum(r["calls_per_pass"] for r in rows),
+        "kernels": rows[:top],
+    }
 
 
 def replay(
@@ -344,7 +384,7 @@ def replay(
     pool = realistic_rows(4096, seed=3)
     for label, params in (("default", {}), ("variant", extra)):
         inst = load_engine(
-            vdir, _engine_params(precision, True, max_tokens=str(budget), **params),
+            vdir, engine_params(precision, True, max_tokens=str(budget), **params),
             _max_rows(budget), target,
         )  # fmt: skip
         chosen, batch = _mix_batch(inst, pool, budget)

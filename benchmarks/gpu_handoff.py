@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from gpu_common import Results, Target, free_engines, load_engine, stack_rows
-from gpu_latency import OUTPUTS, _full, _params, _typical_row
+from gpu_engine import engine_params, full_row, typical_row
+from gpu_latency import OUTPUTS
 
 __all__ = ["handoff"]
 
@@ -34,10 +35,10 @@ CASES = (
 
 
 def handoff(res: Results, vdir: Path, target: Target, reps: int = 300, rounds: int = 2) -> None:
-    row = _typical_row()
-    for label, packed, x in (("padded fp16 384", False, _full(row)),
+    row = typical_row()
+    for label, packed, x in (("padded fp16 384", False, full_row(row)),
                              ("packed fp16 own", True, stack_rows([row]))):  # fmt: skip
-        inst = load_engine(vdir, _params("fp16", packed), 256, target)
+        inst = load_engine(vdir, engine_params("fp16", packed), 256, target)
         times = []
         for _ in range(reps + 20):
             t = time.perf_counter()

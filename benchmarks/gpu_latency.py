@@ -12,76 +12,31 @@ from typing import Any
 
 import numpy as np
 
-from gpu_common import (
-    Results,
-    Target,
-    free_engines,
-    load_engine,
-    median_ms,
-    realistic_rows,
-    stack_rows,
-)
+from gpu_common import Results, Target, free_engines, load_engine, stack_rows
+from gpu_engine import engine_params, full_row, kernel_profile, typical_row
 
-__all__ = ["kernels_b1", "scheduler_hop"]
+__all__ = ["OUTPUTS", "kernels_b1", "scheduler_hop"]
 
 OUTPUTS = ("start_logits", "end_logits")
-
-
-def _typical_row() -> dict[str, np.ndarray]:
-    rows = realistic_rows(64, seed=5)
-    return next(r for r in rows if 140 <= int(r["attention_mask"].sum()) <= 170)
-
-
-def _params(precision: str, packed: bool) -> dict[str, str]:
-    params = {"precision": precision, "gelu": "tanh", "seq_buckets": "384"}
-    if packed:
-        params.update(packing="true", max_tokens="32768")
-    else:
-        params["batch_buckets"] = "1,4,16,64,128,256"
-    return params
 
 
 def _profile(
     res: Results, key: str, compute: Any, replay: Any, target: Target, meta: dict[str, Any]
 ) -> None:
-    """Per-kernel GPU time of `compute` (the eager pass a graph captures), five passes, beside
-    the graph's own replay time."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    cuda = torch.cuda.is_available()
-    with torch.inference_mode():
-        graph_ms = median_ms(replay, 50, target)
-        eager_ms = median_ms(compute, 20, target)
-        passes = 5
-        activity = ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU
-        with profile(activities=[activity]) as p:
-            for _ in range(passes):
-                compute()
-            if cuda:
-                torch.cuda.synchronize()
-    rows = []
-    for e in p.key_averages():
-        us = e.device_time_total if cuda else e.self_cpu_time_total
-        if us > 0 and e.key and not e.key.startswith(("ProfilerStep", "cuda")):
-            rows.append({"kernel": e.key[:160], "us_per_pass": us / passes,
-                         "calls_per_pass": e.count / passes})  # fmt: skip
-    rows.sort(key=lambda r: -r["us_per_pass"])
-    total = sum(r["us_per_pass"] for r in rows)
-    calls = sum(r["calls_per_pass"] for r in rows)
-    res.put(key, {**meta, "graph_replay_ms": graph_ms, "eager_ms": eager_ms,
-                  "kernel_ms_per_pass": total / 1e3, "kernels_per_pass": calls,
-                  "kernels": rows[:30]})  # fmt: skip
-    res.line(f"{key}: graph {graph_ms:.3f} ms, kernels {total / 1e3:.3f} ms in "
-             f"{calls:.0f} kernels, eager {eager_ms:.3f} ms")  # fmt: skip
+    """gpu_engine.kernel_profile of one batch-1 pass, recorded under `key` with `meta`."""
+    profiled = kernel_profile(compute, replay, target, replay_reps=50, eager_reps=20, top=30)
+    res.put(key, {**meta, **profiled})
+    res.line(f"{key}: graph {profiled['graph_replay_ms']:.3f} ms, kernels "
+             f"{profiled['kernel_ms_per_pass']:.3f} ms in {profiled['kernels_per_pass']:.0f} "
+             f"kernels, eager {profiled['eager_ms']:.3f} ms")  # fmt: skip
 
 
 def kernels_b1(res: Results, vdir: Path, target: Target, precisions: tuple[str, ...]) -> None:
     """The kernels of one batch-1 pass: padded on a full 384-token row (the dense graph),
     packed on one 145-token row (its token bucket)."""
-    row = _typical_row()
+    row = typical_row()
     for precision in precisions:
-        _kernels_padded(res, vdir, target, precision, _full(row))
+        _kernels_padded(res, vdir, target, precision, full_row(row))
         _kernels_packed(res, vdir, target, precision, row)
 
 
@@ -90,7 +45,7 @@ def _kernels_padded(
 ) -> None:
     import torch
 
-    inst = load_engine(vdir, _params(precision, False), 256, target)
+    inst = load_engine(vdir, engine_params(precision, False), 256, target)
     prof = inst.profiles[(1, 384)]
     with torch.inference_mode():
         prof.launch(full["input_ids"], None, full["token_type_ids"])()
@@ -107,7 +62,7 @@ def _kernels_packed(
 
     from bertserve.backends.packing import pack
 
-    inst = load_engine(vdir, _params(precision, True), 256, target)
+    inst = load_engine(vdir, engine_params(precision, True), 256, target)
     batch = pack([stack_rows([row])], inst.packing)
     pk = next(p for t, p in sorted(inst.packed.items()) if t >= batch.total_tokens)
     with torch.inference_mode():
@@ -125,12 +80,12 @@ def scheduler_hop(res: Results, vdir: Path, target: Target, reps: int = 400) -> 
     the same instance: what the hand-offs add, without HTTP. Medians of each request's
     stretches: queue (submit to a batch formed), input, infer (launch and wait), output, and
     back to the loop (the batch's results to the awaiting coroutine)."""
-    row = _typical_row()
+    row = typical_row()
     for label, packed, x in (
-        ("padded fp16 384", False, _full(row)),
+        ("padded fp16 384", False, full_row(row)),
         ("packed fp16 own", True, stack_rows([row])),
     ):
-        inst = load_engine(vdir, _params("fp16", packed), 256, target)
+        inst = load_engine(vdir, engine_params("fp16", packed), 256, target)
         run_times = []
         for i in range(reps + 20):
             t = time.perf_counter()
@@ -187,9 +142,3 @@ async def _through_scheduler(
     finally:
         await sched.stop()
     return times, parts
-
-
-def _full(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    full = stack_rows([row], 384)
-    full["attention_mask"][:] = 1
-    return full

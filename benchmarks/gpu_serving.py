@@ -290,7 +290,7 @@ def measure(
         # perf_analyzer's averages outside the server's queue and compute: the client's
         # own send and receive, and everything between (the network, the server's parsing,
         # decoding, encoding and hand-offs outside the model's statistics).
-        "avg_ms": (m.latency_avg_us or 0.0) / 1e3, "client_send_us": m.client_send_us,
+        "client_send_us": m.client_send_us,
         "network_server_us": m.network_server_send_recv_us, "client_recv_us": m.client_recv_us,
         # CPU per second of the whole perf_analyzer run (its windows and stabilisation),
         # so per-request figures are averages over a busy process, not one request's cost.

@@ -347,15 +347,20 @@ def test_launches_in_flight_keep_their_own_results(checkpoint: tuple) -> None:
 @pytest.mark.gpu
 def test_gpu_launches_in_flight_keep_their_own_results(checkpoint: tuple) -> None:
     kind, version_dir, _ = checkpoint
+    inst = _gpu_instance(version_dir)
+    assert inst.asynchronous
+    _two_launches(inst, kind)
+
+
+def _gpu_instance(version_dir: Path):
+    """An instance on GPU 0, max batch 4, one 32-token sequence bucket."""
     config = _config(
         'name: "m" backend: "bertserve_torch" max_batch_size: 4 '
         'parameters { key: "seq_buckets" value { string_value: "32" } }'
     )
     backend = TorchBackend()
     backend.autocomplete(config, version_dir)
-    inst = backend.load(config, version_dir, Device("gpu", 0), LoadContext("m", 1))
-    assert inst.asynchronous
-    _two_launches(inst, kind)
+    return backend.load(config, version_dir, Device("gpu", 0), LoadContext("m", 1))
 
 
 @needs_cuda
@@ -374,13 +379,7 @@ async def test_gpu_batches_launched_from_the_loop_or_a_thread_give_the_same_logi
     from bertserve.stats import ModelStats, RequestTiming
 
     kind, version_dir, _ = checkpoint
-    config = _config(
-        'name: "m" backend: "bertserve_torch" max_batch_size: 4 '
-        'parameters { key: "seq_buckets" value { string_value: "32" } }'
-    )
-    backend = TorchBackend()
-    backend.autocomplete(config, version_dir)
-    insts = [backend.load(config, version_dir, Device("gpu", 0), LoadContext("m", 1)) for _ in "ab"]
+    insts = [_gpu_instance(version_dir) for _ in "ab"]
     launched_on: list[int] = []
     for inst in insts:
         launch = inst.launch
