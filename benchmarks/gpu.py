@@ -361,6 +361,8 @@ def stage_frontend(run: Run) -> None:
             Point(f"pk16 mix -b{small} c256", "pk16", data["mix"], small, 256, 384),
             Point("pad16 full384 -b1 c1", "pad16", data["full"], 1, 1, 384),
             Point("pk16 own -b1 c1", "pk16", data["own"], 1, 1),
+            Point("pk16 own -b1 c1 grpc", "pk16", data["own"], 1, 1, protocol="grpc"),
+            Point("pk16 own -b1 c2", "pk16", data["own"], 1, 2),
             Point("pk8 mix -b64 c16", "pk8", data["mix"], b(64), 16, 384),
             Point("pk16 qa-windows -b32 c16", "pk16", qa_data, b(32), 16, 384),
             text,
@@ -501,6 +503,8 @@ def stage_builds(run: Run) -> None:
             Point(f"pad16 full384 -b{small} c256", "pad16", data["full"], small, 256, 384),
             Point("pad16 full384 -b1 c1", "pad16", data["full"], 1, 1, 384),
             Point("pk16 own -b1 c1", "pk16", data["own"], 1, 1),
+            Point("pk16 own -b1 c1 grpc", "pk16", data["own"], 1, 1, protocol="grpc"),
+            Point("pk16 own -b1 c2", "pk16", data["own"], 1, 2),
             Point("pk8 mix -b64 c16", "pk8", data["mix"], b(64), 16, 384),
             Point("pk16 qa-windows -b32 c16", "pk16", qa_data, b(32), 16, 384),
         ]
@@ -517,7 +521,8 @@ def stage_builds(run: Run) -> None:
                 if time.perf_counter() - started > run.budget_seconds:
                     res.note(f"time budget spent: {label} {point.label} not measured")
                     continue
-                measure(res, label, server.http_url, point, [server.pid], run.window_ms)
+                address = server.grpc_url if point.protocol == "grpc" else server.http_url
+                measure(res, label, address, point, [server.pid], run.window_ms)
         # The text path again with the other server gone: one server on the GPU, as in a
         # deployment (and as round 2's call E, which disagreed with D and F).
         servers["base"].stop()

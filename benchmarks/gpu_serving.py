@@ -247,6 +247,7 @@ class Point:
     concurrency: int
     shape: int = 0  # --shape for every input (own-length data needs none: each row has one)
     extra: tuple[str, ...] = field(default_factory=tuple)
+    protocol: str = "http"  # "grpc": the url given to measure() is the gRPC one
 
 
 def measure(
@@ -256,6 +257,8 @@ def measure(
     args = ["-m", point.model, "-u", url, "-b", str(point.batch), "--input-data",
             str(point.data), "--concurrency-range", str(point.concurrency)]  # fmt: skip
     args += point.extra
+    if point.protocol == "grpc":
+        args += ["-i", "grpc"]
     if point.concurrency > 1:
         args.append("--async")
     if point.shape:

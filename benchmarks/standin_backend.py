@@ -7,7 +7,10 @@ to the tokens of a batch. The device is a clock, not a thread: a launch books th
 from when it is free for `launch_us + tokens * ns_per_token`, and the wait sleeps (GIL
 released, as `cudaEventSynchronize` does) until then. The instances of one model share one
 clock, as two CUDA streams share one GPU. The CPU work is the engine's own: the packed
-tokens are copied into a reused staging slot, and the logits copied out of one.
+tokens are copied into a reused staging slot, and the logits copied out of one. As the
+engine's, a pass tells when it is done (`InFlight.ready`) where the server's build knows
+InFlight; on an older build (a baseline's src/) it is a plain callable, as that build's
+engine returned.
 
 The server loads it when this folder's `standin_site/` is on PYTHONPATH (its
 `sitecustomize.py` adds the backend to the registry): `benchmarks/frontend_cpu.py` does that.
@@ -22,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +39,11 @@ from bertserve.backends.io_spec import (
 from bertserve.backends.packing import PackedBatch, PackingSpec, pack, unpack
 from bertserve.backends.parameters import ModelParameters
 from bertserve.booleans import parse_bool
+
+try:
+    from bertserve.backends.base import InFlight
+except ImportError:  # a build from before InFlight
+    InFlight = None
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2
@@ -58,6 +66,13 @@ class _Clock:
             start = max(self.free_at, time.perf_counter())
             self.free_at = start + seconds
             return self.free_at
+
+
+def _then(wait: Callable[[], Any], after: Callable[[Any], Any]) -> Callable[[], Any]:
+    """`wait`'s result through `after`, telling when it is done as `wait` does."""
+    if InFlight is not None and isinstance(wait, InFlight):
+        return wait.then(after)
+    return lambda: after(wait())
 
 
 class StandInInstance(ModelInstance):
@@ -95,7 +110,9 @@ class StandInInstance(ModelInstance):
                 time.sleep(delay)
             return out[:, :n].copy()
 
-        return wait
+        if InFlight is None:
+            return wait
+        return InFlight(wait, lambda: time.perf_counter() >= ready)
 
     def launch_packed(
         self, batch: PackedBatch, outputs: list[str]
@@ -104,20 +121,22 @@ class StandInInstance(ModelInstance):
         tokens = batch.tokens
         columns = [tokens["input_ids"], tokens.get("token_type_ids", np.zeros(n, np.int64))]
         wait = self._start(columns, n)
-        return lambda: dict(zip(OUTPUTS, wait(), strict=True))
+        return _then(wait, lambda logits: dict(zip(OUTPUTS, logits, strict=True)))
 
     def launch(
         self, inputs: Mapping[str, np.ndarray], outputs: list[str]
     ) -> Callable[[], dict[str, np.ndarray]]:
         if self.packing is not None:
-            batch = pack([inputs], self.packing)
+            batch, fill = pack([inputs], self.packing), self.packing.fill
             wait_packed = self.launch_packed(batch, outputs)
-            return lambda: unpack(wait_packed(), batch, self.packing.fill)[0]  # type: ignore[union-attr]
+            return _then(wait_packed, lambda out: unpack(out, batch, fill)[0])
         ids = np.asarray(inputs["input_ids"])
         shape = ids.shape
         columns = [np.asarray(inputs[name]).reshape(-1) for name in INPUTS if name in inputs]
         wait = self._start(columns, ids.size)
-        return lambda: {k: v.reshape(shape) for k, v in zip(OUTPUTS, wait(), strict=True)}
+        return _then(
+            wait, lambda logits: {k: v.reshape(shape) for k, v in zip(OUTPUTS, logits, strict=True)}
+        )
 
     def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         return self.launch(inputs, outputs)()

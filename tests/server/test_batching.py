@@ -10,8 +10,9 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from bertserve.backends.base import ModelInstance
+from bertserve.backends.base import InFlight, ModelInstance
 from bertserve.batching import BatchingPolicy, Scheduler, split_outputs, stack_inputs
+from bertserve.batching import scheduler as scheduler_module
 from bertserve.errors import QueueFull, RequestTimeout, ServerShuttingDown
 from bertserve.stats import ModelStats, RequestTiming
 
@@ -399,11 +400,14 @@ async def test_under_load_the_instance_threads_launch_so_batches_can_grow():
     await s.stop()
 
 
-async def test_bursts_and_lulls_leave_no_request_behind():
+@pytest.mark.parametrize("tells", [False, True], ids=["plain", "in-flight"])
+async def test_bursts_and_lulls_leave_no_request_behind(tells: bool):
     """Waves of requests with lulls between them, on three asynchronous instances whose
     device takes a random while: the scheduler goes from idle (the loop launches) to loaded
     (the threads launch) and back many times; every request comes back, right, and none
-    waits on a wake that never comes (each wave must finish on its own, nothing after it)."""
+    waits on a wake that never comes (each wave must finish on its own, nothing after it).
+    With `tells`, the passes say when they are done: the loop watches its own launches and
+    parks their instance again, or hands them over when a request queues."""
     rng = np.random.default_rng(7)
 
     class Jittery(ModelInstance):
@@ -420,12 +424,13 @@ async def test_bursts_and_lulls_leave_no_request_behind():
             with self.lock:
                 pause = float(self.rng.uniform(0, 0.002))
             x = inputs["x"]
+            due = time.perf_counter() + pause
 
             def wait():
-                time.sleep(pause)
+                time.sleep(max(0.0, due - time.perf_counter()))
                 return {"y": x * 2}
 
-            return wait
+            return InFlight(wait, lambda: time.perf_counter() >= due) if tells else wait
 
     s = Scheduler("m", BatchingPolicy(max_batch_size=8, dynamic=True),
                   [Jittery(i) for i in range(3)], ModelStats("m", "1"))  # fmt: skip
@@ -461,3 +466,158 @@ async def test_a_request_one_pass_cannot_hold_is_launched_by_its_thread():
     launches = {v: ident for kind, v, ident in inst.threads if kind == "launch"}
     assert launches[1.0] == loop_thread and launches[2.0] != loop_thread
     await s.stop()
+
+
+class Watched(AsyncDoubler):
+    """An asynchronous instance whose passes tell when they are done (InFlight): a pass is
+    done once the gate is open; ready() is counted, and fails for `fail_ready_on`."""
+
+    def __init__(self, fail_wait_on: float | None = None, fail_ready_on: float | None = None):
+        super().__init__(fail_wait_on)
+        self.fail_ready_on = fail_ready_on
+        self.polls = 0
+
+    def launch(self, inputs: Mapping[str, np.ndarray], outputs: list[str]):
+        wait = super().launch(inputs, outputs)
+        value = float(inputs["x"][0, 0])
+
+        def ready() -> bool:
+            self.polls += 1
+            if value == self.fail_ready_on:
+                raise RuntimeError("event query failed")
+            return self.gate.is_set()
+
+        return InFlight(wait, ready)
+
+
+async def test_the_loop_finishes_a_pass_it_launched_without_waking_a_thread(monkeypatch):
+    """A lone request on an idle instance whose pass tells when it is done: the loop launches
+    it, polls it between its other callbacks (the loop keeps running meanwhile), waits for
+    it and resolves it itself; the instance thread is parked again, never woken, so the next
+    lone request goes the same way."""
+    monkeypatch.setattr(scheduler_module, "WATCH_NS", 10**10)  # a slow test machine's pauses
+    inst = Watched()
+    s = _scheduler(inst, dynamic=False)
+    s.start()
+    loop_thread = threading.get_ident()
+    await asyncio.sleep(0.05)  # the instance thread parks
+    first = _submit(s, 1.0)
+    ticks = 0
+    while inst.polls < 4:  # the loop runs other work while it watches (a poll in submit)
+        ticks += 1
+        await asyncio.sleep(0)
+    assert ticks == 3 and not first.done()
+    inst.gate.set()
+    assert float((await first)["y"][0, 0]) == 2.0
+    second = await _submit(s, 2.0)
+    assert float(second["y"][0, 0]) == 4.0
+    assert inst.threads == [
+        ("launch", 1.0, loop_thread), ("wait", 1.0, loop_thread),
+        ("launch", 2.0, loop_thread), ("wait", 2.0, loop_thread),
+    ]  # fmt: skip
+    assert len(s._parked) == 1  # the worker, parked again
+    assert s.stats.to_json()["execution_count"] == 2
+    await s.stop()
+
+
+async def test_a_request_that_queues_while_the_loop_watches_takes_the_pass_to_the_thread(
+    monkeypatch,
+):
+    """A second request while the loop watches the first: the instance thread is handed the
+    watched pass and launches the second before it waits for the first, as under load."""
+    monkeypatch.setattr(scheduler_module, "WATCH_NS", 10**10)
+    inst = Watched()
+    s = _scheduler(inst, dynamic=False)
+    s.start()
+    loop_thread = threading.get_ident()
+    await asyncio.sleep(0.05)
+    first = _submit(s, 1.0)
+    await asyncio.sleep(0.01)
+    second = _submit(s, 2.0)
+    for _ in range(200):  # the thread launches the second while the first is still held
+        if ("launch", 2.0) in inst.events:
+            break
+        await asyncio.sleep(0.005)
+    assert not first.done()
+    inst.gate.set()
+    results = await asyncio.gather(first, second)
+    assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0]
+    by = {(kind, value): ident for kind, value, ident in inst.threads}
+    assert by[("launch", 1.0)] == loop_thread
+    assert loop_thread != by[("launch", 2.0)] == by[("wait", 1.0)] == by[("wait", 2.0)]
+    assert inst.events == [("launch", 1.0), ("launch", 2.0), ("wait", 1.0), ("wait", 2.0)]
+    await s.stop()
+
+
+async def test_a_request_that_queues_as_the_watched_pass_ends_wakes_the_thread(monkeypatch):
+    """The watched pass is done by the poll after a second request queued: the loop finishes
+    the first and parks its instance thread again, which must then take the second."""
+    monkeypatch.setattr(scheduler_module, "WATCH_NS", 10**10)
+    inst = Watched()
+    s = _scheduler(inst, dynamic=False)
+    s.start()
+    loop_thread = threading.get_ident()
+    await asyncio.sleep(0.05)
+    first = _submit(s, 1.0)
+    inst.gate.set()
+    second = _submit(s, 2.0)  # queued before the loop polls again
+    results = await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0]
+    by = {(kind, value): ident for kind, value, ident in inst.threads}
+    assert by[("wait", 1.0)] == loop_thread != by[("launch", 2.0)]
+    await s.stop()
+
+
+async def test_a_pass_longer_than_the_watch_goes_to_the_thread(monkeypatch):
+    monkeypatch.setattr(scheduler_module, "WATCH_NS", 2_000_000)
+    inst = Watched()
+    s = _scheduler(inst, dynamic=False)
+    s.start()
+    loop_thread = threading.get_ident()
+    await asyncio.sleep(0.05)
+    held = _submit(s, 1.0)
+    await asyncio.sleep(0.05)  # past the watch: the loop stopped polling
+    polls = inst.polls
+    await asyncio.sleep(0.02)
+    assert inst.polls == polls > 0 and not held.done()
+    inst.gate.set()
+    assert float((await held)["y"][0, 0]) == 2.0
+    waits = [ident for kind, _, ident in inst.threads if kind == "wait"]
+    assert waits and waits[0] != loop_thread
+    await s.stop()
+
+
+@pytest.mark.parametrize("fault", ["wait", "ready"])
+async def test_a_watched_pass_that_fails_fails_its_request_and_the_model_serves_on(
+    fault, monkeypatch
+):
+    """A device fault shows in the pass's wait, and may show first in its ready() (an event
+    query): either way the request fails with it, on the loop, and nothing else does."""
+    monkeypatch.setattr(scheduler_module, "WATCH_NS", 10**10)
+    inst = Watched(fail_wait_on=-1.0, fail_ready_on=-1.0 if fault == "ready" else None)
+    inst.gate.set()
+    s = _scheduler(inst, dynamic=False)
+    s.start()
+    loop_thread = threading.get_ident()
+    await asyncio.sleep(0.05)
+    with pytest.raises(Exception, match="device fault"):
+        await _submit(s, -1.0)
+    assert inst.polls == 1
+    for v in (1.0, 2.0):
+        assert float((await _submit(s, v))["y"][0, 0]) == 2 * v
+    assert [i for k, v, i in inst.threads if v > 0] == [loop_thread] * 4
+    await s.stop()
+
+
+async def test_stop_drains_a_pass_the_loop_watches():
+    inst = Watched()
+    s = _scheduler(inst, dynamic=False)
+    s.start()
+    await asyncio.sleep(0.05)
+    held = _submit(s, 5.0)
+    stopping = asyncio.ensure_future(s.stop(drain=True))
+    await asyncio.sleep(0.01)
+    assert not stopping.done() and not held.done()
+    inst.gate.set()
+    await asyncio.wait_for(stopping, 5)
+    assert float(held.result()["y"][0, 0]) == 10.0

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -22,6 +22,7 @@ __all__ = [
     "Backend",
     "CallModel",
     "Device",
+    "InFlight",
     "LoadContext",
     "ModelInstance",
     "StartModel",
@@ -33,6 +34,36 @@ __all__ = [
 CallModel = Callable[[str, str, dict[str, np.ndarray]], dict[str, np.ndarray]]
 #: Same arguments; submits the call and returns a callable that waits for its outputs.
 StartModel = Callable[[str, str, dict[str, np.ndarray]], Callable[[], dict[str, np.ndarray]]]
+
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+def _ready() -> bool:
+    return True
+
+
+class InFlight(Generic[T]):
+    """A started pass: calling it waits for its result; `ready()` says, without blocking,
+    whether a call would return at once (a GPU's: the pass's event has been reached). A
+    launch may return one instead of a plain callable: the scheduler then watches a batch
+    the event loop launched on an idle instance from the loop itself, with no thread to
+    wake on the way back (Scheduler._watch)."""
+
+    __slots__ = ("_wait", "ready")
+
+    def __init__(self, wait: Callable[[], T], ready: Callable[[], bool] = _ready) -> None:
+        self._wait = wait
+        self.ready = ready
+
+    def __call__(self) -> T:
+        return self._wait()
+
+    def then(self, after: Callable[[T], U]) -> InFlight[U]:
+        """The same pass, its result passed through `after` when waited for."""
+        wait = self._wait
+        return InFlight(lambda: after(wait()), self.ready)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +122,9 @@ class ModelInstance(ABC):
     def launch(
         self, inputs: Mapping[str, np.ndarray], outputs: list[str]
     ) -> Callable[[], dict[str, np.ndarray]]:
-        """Start one batch; the returned callable waits for it and returns what run() would.
-        At most two launched batches are unfinished at a time, finished in launch order."""
+        """Start one batch; the returned callable waits for it and returns what run() would
+        (an InFlight also tells when it is done). At most two launched batches are
+        unfinished at a time, finished in launch order."""
         result = self.run(inputs, outputs)
         return lambda: result
 

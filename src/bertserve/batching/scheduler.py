@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bertserve.backends.base import ModelInstance
+from bertserve.backends.base import InFlight, ModelInstance
 from bertserve.backends.packing import PackedBatch, pack, row_lengths, unpack
 from bertserve.batching.batch import shape_key, split_outputs, stack_inputs
 from bertserve.batching.policy import BatchingPolicy
@@ -38,6 +38,14 @@ log = logging.getLogger("bertserve.scheduler")
 #: One line per executed batch at INFO (`serve --log-verbose 1`).
 batch_log = logging.getLogger("bertserve.batches")
 _now = time.perf_counter_ns
+
+#: How long the event loop watches a pass it launched on an idle instance before handing it
+#: to the instance's thread (ns): a batch-1 BERT-base pass takes ~0.5 ms on an H200.
+WATCH_NS = 2_000_000
+
+
+def _call(callback: Callable[..., None], *args: object) -> None:
+    callback(*args)
 
 
 @dataclass(slots=True, eq=False)
@@ -121,7 +129,9 @@ class Scheduler:
     without waiting for that thread to wake and take the GIL, and the thread wakes while the
     device computes (batch-1 p50 through HTTP 1.36-1.45 -> 1.21 ms on an H200). Only then:
     under load a woken thread takes what queued while it woke, and launching each request on
-    arrival instead made batches of one (-20% at batch 4, concurrency 256)."""
+    arrival instead made batches of one (-20% at batch 4, concurrency 256). A pass that tells
+    when it is done (InFlight, a GPU's) is then watched by the loop itself until another
+    request queues: a lone request goes and comes back with no thread woken at all."""
 
     def __init__(
         self,
@@ -247,14 +257,46 @@ class Scheduler:
         return pending.batch_size <= self._one_pass_rows
 
     def _launch_idle(self, worker: _Worker, batch: list[Pending]) -> None:
-        """Launch `batch` on the idle `worker`'s instance from the loop and hand it over: the
-        worker waits for it as for a batch of its own. A launch that fails has failed its
+        """Launch `batch` on the idle `worker`'s instance from the loop. A pass that tells when
+        it is done (InFlight) is watched from the loop (_watch); any other is handed over:
+        the worker waits for it as for a batch of its own. A launch that fails has failed its
         requests (or queued them to run alone) already; the worker goes back to the queue."""
         launched = self._launch(worker.instance, batch)
+        if launched is not None and isinstance(launched.wait, InFlight):
+            self._watch(worker, launched, launched.started + WATCH_NS)
+            return
+        self._hand_over(worker, launched)
+
+    def _hand_over(self, worker: _Worker, launched: _Launched | None) -> None:
         with self._lock:
             worker.claimed = False
             worker.handed = launched
             worker.cond.notify()
+
+    def _watch(self, worker: _Worker, launched: _Launched, until: int) -> None:
+        """On the loop: finish a pass the loop launched once it is done, polling it once a
+        loop iteration (other callbacks and I/O run between polls), so that a lone request
+        comes back without two thread wakes (the worker's, then the loop's: 85-300 us at
+        batch 1 on the H200 hosts). The claimed worker is handed the pass instead when
+        another request queues (it launches that one before it waits, as under load) or
+        after WATCH_NS (a long pass should not keep the loop spinning)."""
+        assert isinstance(launched.wait, InFlight) and self._loop is not None
+        try:
+            done = launched.wait.ready()
+        except Exception:  # noqa: BLE001 - waiting raises it again, and fails the batch
+            done = True
+        if not done:
+            if not self._queue and _now() < until:
+                self._loop.call_soon(self._watch, worker, launched, until)
+            else:
+                self._hand_over(worker, launched)
+            return
+        self._finish(launched, deliver=_call)
+        with self._lock:  # the worker never woke: it is parked again, first in line
+            worker.claimed = False
+            self._parked.insert(0, worker)
+            if self._queue:
+                self._wake_one()
 
     def _wake_one(self) -> None:
         """Under the lock: wake the worker parked longest (it takes the queue from here)."""
@@ -537,8 +579,9 @@ class Scheduler:
             return None
         return _Launched(batch, wait, t0, t1, packed)
 
-    def _finish(self, launched: _Launched) -> None:
-        """Wait for a launched batch, split its outputs, hand them to the loop, time it."""
+    def _finish(self, launched: _Launched, deliver: Callable[..., None] | None = None) -> None:
+        """Wait for a launched batch, split its outputs, hand them to the loop (`deliver`:
+        on the loop already, a direct call), time it."""
         batch = launched.batch
         try:
             outputs = launched.wait()
@@ -571,7 +614,7 @@ class Scheduler:
                 self.name, len(batch), batch_items, (t1 - t0) / 1e6, (t2 - t1) / 1e6,
                 (t3 - t2) / 1e6,
             )  # fmt: skip
-        self._to_loop(self._complete, batch, results)
+        (deliver or self._to_loop)(self._complete, batch, results)
 
     def _retry_alone(self, batch: list[Pending], exc: Exception) -> None:
         """A failed batch of several requests goes back to the front of the queue, each

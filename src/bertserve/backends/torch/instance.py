@@ -5,13 +5,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bertserve.backends.base import Device, ModelInstance
+from bertserve.backends.base import Device, InFlight, ModelInstance
 from bertserve.backends.packing import PackedBatch, PackingSpec, pack, unpack
 from bertserve.backends.torch.buckets import (
     pick_bucket,
@@ -133,7 +133,7 @@ class TorchInstance(ModelInstance):
 
     def launch(
         self, inputs: Mapping[str, np.ndarray], outputs: list[str]
-    ) -> Callable[[], dict[str, np.ndarray]]:
+    ) -> InFlight[dict[str, np.ndarray]]:
         """Start the batch on this instance's stream; the callable waits for its logits.
         A batch larger than the largest profile runs in pieces, one after another. A
         packing instance packs the rows (trimmed to their masks) and runs them that way."""
@@ -143,8 +143,9 @@ class TorchInstance(ModelInstance):
         if spec is not None:
             self.check_request(inputs)
             batch = pack([inputs], spec)
-            wait_packed = self.launch_packed(batch, outputs)
-            return lambda: unpack(wait_packed(), batch, spec.fill)[0]
+            return self.launch_packed(batch, outputs).then(
+                lambda logits: unpack(logits, batch, spec.fill)[0]
+            )
         ids = _as_2d(inputs, INPUT_IDS, required=True)
         assert ids is not None
         mask = _as_2d(inputs, ATTENTION_MASK, like=ids)
@@ -159,7 +160,7 @@ class TorchInstance(ModelInstance):
         seq = pick_bucket(length, self.seq_buckets)
         chunks = plan_chunks(n, self.settings.batch_buckets)
 
-        def start(lo: int, hi: int, bucket: int) -> Callable[[], np.ndarray]:
+        def start(lo: int, hi: int, bucket: int) -> InFlight[np.ndarray]:
             return self.profiles[(bucket, seq)].launch(
                 ids[lo:hi],
                 None if mask is None else mask[lo:hi],
@@ -171,15 +172,14 @@ class TorchInstance(ModelInstance):
                 logits = np.empty((2, n, length), dtype=np.float32)
                 for lo, hi, bucket in chunks:
                     logits[:, lo:hi] = start(lo, hi, bucket)()
-                result = _named(logits, outputs)
-                return lambda: result
+                return InFlight(lambda: _named(logits, outputs))
             ((lo, hi, bucket),) = chunks
-            wait = start(lo, hi, bucket)
-        return lambda: _named(wait().copy(), outputs)
+            running = start(lo, hi, bucket)
+        return running.then(lambda logits: _named(logits.copy(), outputs))
 
     def launch_packed(
         self, batch: PackedBatch, outputs: list[str]
-    ) -> Callable[[], dict[str, np.ndarray]]:
+    ) -> InFlight[dict[str, np.ndarray]]:
         """Start a packed batch: the smallest token bucket that holds it, or, for a batch
         over the largest, pieces one after another. Outputs per token, (tokens,)."""
         import torch
@@ -199,11 +199,10 @@ class TorchInstance(ModelInstance):
         assert spec is not None
         chunks = plan_token_chunks(lengths.tolist(), top, spec.max_rows)
         if not chunks:  # no tokens at all (every row masked out)
-            empty = _named(np.empty((2, 0), dtype=np.float32), outputs)
-            return lambda: empty
+            return InFlight(lambda: _named(np.empty((2, 0), dtype=np.float32), outputs))
         bounds = np.concatenate([[0], np.cumsum(lengths)])
 
-        def start(rows: range) -> Callable[[], np.ndarray]:
+        def start(rows: range) -> InFlight[np.ndarray]:
             lo, hi = int(bounds[rows.start]), int(bounds[rows.stop])
             part = lengths[rows.start : rows.stop]
             bucket = pick_token_bucket(hi - lo, len(part), tuple(self.packed), spec.max_rows)
@@ -221,9 +220,9 @@ class TorchInstance(ModelInstance):
                     pieces.append(waits.popleft()().copy())
                 pieces.append(waits.popleft()().copy())
                 result = _named(np.concatenate(pieces, axis=1), outputs)
-                return lambda: result
-            wait = start(chunks[0])
-        return lambda: _named(wait().copy(), outputs)
+                return InFlight(lambda: result)
+            running = start(chunks[0])
+        return running.then(lambda logits: _named(logits.copy(), outputs))
 
     def _device(self) -> Any:
         import torch

@@ -11,11 +11,12 @@ id checks, so they index the embeddings safely, and what they compute is never r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from bertserve.backends.base import InFlight
 from bertserve.backends.torch.names import INPUT_IDS, TOKEN_TYPE_IDS
 from bertserve.backends.torch.profile import Owner, run_staged
 
@@ -77,7 +78,7 @@ class PackedProfile:
 
     def launch(
         self, tokens: Mapping[str, np.ndarray], positions: np.ndarray, lengths: np.ndarray
-    ) -> Callable[[], np.ndarray]:
+    ) -> InFlight[np.ndarray]:
         """Stage packed rows (1-D token arrays, each token's index in its row, row lengths)
         into the next slot and start the pass; the callable waits and gives the (2, n) float32
         logits, a view of the slot that stays valid until the launch after next on this

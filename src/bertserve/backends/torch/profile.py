@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from bertserve.backends.base import InFlight
+
 if TYPE_CHECKING:
     import torch
 
@@ -93,7 +95,7 @@ class Profile:
 
     def launch(
         self, ids: np.ndarray, mask: np.ndarray | None, types: np.ndarray | None
-    ) -> Callable[[], np.ndarray]:
+    ) -> InFlight[np.ndarray]:
         """Pad (n, L) inputs into the next staging slot and start the pass on the stream;
         the returned callable waits and gives the (2, n, L) float32 logits, a view of the
         slot that stays valid until the launch after next on this profile."""
@@ -125,15 +127,16 @@ def run_staged(
     compute: Callable[[], None],
     copy_out: tuple[Any, Any],
     out: np.ndarray,
-) -> Callable[[], np.ndarray]:
+) -> InFlight[np.ndarray]:
     """Copy a staging slot in, compute, copy the result out, on `stream` (None: the CPU, now);
-    the callable waits for `done` (the slot's event) and gives `out`, a view of the slot."""
+    the pass waits for `done` (the slot's event, which its ready() queries) and gives `out`,
+    a view of the slot."""
     (dev_in, host_in), (host_out, dev_out) = copy_in, copy_out
     if stream is None:
         dev_in.copy_(host_in)
         compute()
         host_out.copy_(dev_out)
-        return lambda: out
+        return InFlight(lambda: out)
     import torch
 
     # Stream order keeps the shared device buffers safe: this copy-in lands after the
@@ -148,4 +151,4 @@ def run_staged(
         done.synchronize()
         return out
 
-    return wait
+    return InFlight(wait, done.query)
