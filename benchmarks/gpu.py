@@ -363,6 +363,7 @@ def stage_frontend(run: Run) -> None:
             Point("pk16 own -b1 c1", "pk16", data["own"], 1, 1),
             Point("pk16 own -b1 c1 grpc", "pk16", data["own"], 1, 1, protocol="grpc"),
             Point("pk16 own -b1 c2", "pk16", data["own"], 1, 2),
+            Point("pk16 own -b1 c4", "pk16", data["own"], 1, 4),
             Point("pk8 mix -b64 c16", "pk8", data["mix"], b(64), 16, 384),
             Point("pk16 qa-windows -b32 c16", "pk16", qa_data, b(32), 16, 384),
             text,
@@ -505,6 +506,7 @@ def stage_builds(run: Run) -> None:
             Point("pk16 own -b1 c1", "pk16", data["own"], 1, 1),
             Point("pk16 own -b1 c1 grpc", "pk16", data["own"], 1, 1, protocol="grpc"),
             Point("pk16 own -b1 c2", "pk16", data["own"], 1, 2),
+            Point("pk16 own -b1 c4", "pk16", data["own"], 1, 4),
             Point("pk8 mix -b64 c16", "pk8", data["mix"], b(64), 16, 384),
             Point("pk16 qa-windows -b32 c16", "pk16", qa_data, b(32), 16, 384),
         ]

@@ -3,7 +3,8 @@ queues the batch on a "stream" (one thread of its own, in launch order) and retu
 with an InFlight that tells when the batch is done, so the scheduler launches a lone request
 from the event loop and watches it there. Doubles INPUT0; a request whose first value is
 -1 is refused by the launch, -2 fails on the device (its wait raises), -3 fails on the
-device and in the query of its state. Each launch and wait is logged with its thread's name
+device and in the query of its state (the first value of any row of a batch: a batch holds
+several requests). Each launch and wait is logged for every row with its thread's name
 (`LOG`), for the tests to see which path a request took."""
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class _Stream:
     def compute(self, x: np.ndarray) -> concurrent.futures.Future[np.ndarray]:
         def work() -> np.ndarray:
             threading.Event().wait(0.002)  # the device's time
-            if x.flat[0] in (-2, -3):
+            if np.isin(x[:, 0], (-2, -3)).any():
                 raise RuntimeError("device fault: an illegal memory access")
             return x * 2
 
@@ -52,18 +53,20 @@ class DeviceLikeInstance(ModelInstance):
 
     def launch(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> InFlight[Any]:
         x = np.asarray(inputs["INPUT0"])
-        first = float(x.flat[0])
-        LOG.append(("launch", first, threading.current_thread().name))
-        if first == -1.0:
+        firsts = [float(v) for v in x[:, 0]]  # each row's (a batch holds several requests)
+        thread = threading.current_thread().name
+        LOG.extend(("launch", first, thread) for first in firsts)
+        if -1.0 in firsts:
             raise InvalidInput("INPUT0 starts with -1, which this model refuses")
         done = self.stream.compute(x)
 
         def wait() -> dict[str, np.ndarray]:
-            LOG.append(("wait", first, threading.current_thread().name))
+            thread = threading.current_thread().name
+            LOG.extend(("wait", first, thread) for first in firsts)
             return {"OUTPUT0": done.result(5)}
 
         def ready() -> bool:
-            if first == -3.0 and done.done():
+            if -3.0 in firsts and done.done():
                 raise RuntimeError("device fault: the event query failed")
             return done.done()
 

@@ -375,28 +375,32 @@ async def test_stop_drains_a_batch_the_loop_launched():
     assert float(held.result()["y"][0, 0]) == 10.0
 
 
-async def test_under_load_the_instance_threads_launch_so_batches_can_grow():
-    """With a request already in flight, a new one is not launched from the loop even where
-    another instance is idle: that instance's thread takes it, with whatever else queued
-    meanwhile (launching each request on arrival would make batches of one)."""
-    busy, idle = AsyncDoubler(), AsyncDoubler()
-    idle.gate.set()
-    s = Scheduler("m", BatchingPolicy(max_batch_size=8, dynamic=True), [busy, idle],
+async def test_past_light_load_the_instance_threads_launch_so_batches_can_grow():
+    """Under light load (fewer requests in flight than instances) each arrival is launched
+    from the loop on an idle instance. From as many as there are instances on, a new one is
+    not: an instance's thread takes it, with whatever else queued meanwhile (launching each
+    request on arrival would make batches of one)."""
+    a, b = AsyncDoubler(), AsyncDoubler()  # each holds its first wait at its gate
+    s = Scheduler("m", BatchingPolicy(max_batch_size=8, dynamic=True), [a, b],
                   ModelStats("m", "1"))  # fmt: skip
     s.start()
     loop_thread = threading.get_ident()
     await asyncio.sleep(0.05)
-    first = _submit(s, 1.0)  # nothing in flight: launched from the loop, held in its wait
-    await asyncio.sleep(0.05)
-    rest = [_submit(s, 2.0), _submit(s, 3.0)]
-    results = await asyncio.wait_for(asyncio.gather(*rest), 5)  # `busy` is still held
-    assert [float(r["y"][0, 0]) for r in results] == [4.0, 6.0]
-    launches = [(v, ident) for kind, v, ident in busy.threads + idle.threads if kind == "launch"]
-    assert (1.0, loop_thread) in launches
-    assert all(ident != loop_thread for v, ident in launches if v != 1.0)
-    assert ("launch", 2.0) in idle.events and ("launch", 3.0) not in busy.events + idle.events
-    busy.gate.set()
-    await first
+    first = _submit(s, 1.0)  # nothing in flight: from the loop
+    second = _submit(s, 2.0)  # one in flight, two instances: from the loop, on the other
+    rest = [_submit(s, 3.0), _submit(s, 4.0)]  # both instances busy: queued
+    for _ in range(200):  # a thread launches them together while both first waits are held
+        if ("launch", 3.0) in a.events + b.events:
+            break
+        await asyncio.sleep(0.005)
+    launches = {v: ident for kind, v, ident in a.threads + b.threads if kind == "launch"}
+    assert launches[1.0] == launches[2.0] == loop_thread != launches[3.0]
+    assert 4.0 not in launches  # in 3.0's batch
+    assert {("launch", 1.0), ("launch", 2.0)} <= {a.events[0], b.events[0]}
+    a.gate.set()
+    b.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(first, second, *rest), 5)
+    assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0, 6.0, 8.0]
     await s.stop()
 
 
@@ -621,3 +625,55 @@ async def test_stop_drains_a_pass_the_loop_watches():
     inst.gate.set()
     await asyncio.wait_for(stopping, 5)
     assert float(held.result()["y"][0, 0]) == 10.0
+
+
+async def test_under_light_load_each_request_is_launched_and_watched_by_the_loop(monkeypatch):
+    """Two instances, two requests in flight at a time (as a client at concurrency 2): each
+    arrival finds an instance idle and is launched and watched by the loop, none by a
+    thread, and each comes back right."""
+    monkeypatch.setattr(scheduler_module, "WATCH_NS", 10**10)
+    a, b = Watched(), Watched()
+    s = Scheduler("m", BatchingPolicy(max_batch_size=8, dynamic=True), [a, b],
+                  ModelStats("m", "1"))  # fmt: skip
+    s.start()
+    loop_thread = threading.get_ident()
+    await asyncio.sleep(0.05)
+    pending = {_submit(s, 1.0): 1.0}
+    for value in range(2, 12):
+        pending[_submit(s, float(value))] = float(value)  # the second in flight
+        done, _ = await asyncio.wait(list(pending), timeout=0.01)
+        assert not done  # both held: each on an instance of its own, watched
+        gate = a.gate if a.events[-1][1] == min(pending.values()) else b.gate
+        gate.set()  # the older one's device finishes
+        (finished,), _ = await asyncio.wait(list(pending), return_when="FIRST_COMPLETED")
+        assert float(finished.result()["y"][0, 0]) == 2 * pending.pop(finished)
+        gate.clear()
+    a.gate.set()
+    b.gate.set()
+    for future, value in pending.items():
+        assert float((await future)["y"][0, 0]) == 2 * value
+    assert {ident for _, _, ident in a.threads + b.threads} == {loop_thread}
+    await s.stop()
+
+
+async def test_the_loop_never_launches_what_queued_before_a_request():
+    """Light load, but an older request waits in the queue (its delay not up): a new one that
+    makes the batch due is not launched from the loop, whose batch would be both requests,
+    more than one pass holds (its launch would wait for its first piece on the loop)."""
+    a, b = AsyncDoubler(), AsyncDoubler()
+    for inst in (a, b):
+        inst.gate.set()
+        inst.batch_buckets = (1, 4)
+    s = Scheduler("m", BatchingPolicy(max_batch_size=8, dynamic=True,
+                                      max_queue_delay_us=200_000),
+                  [a, b], ModelStats("m", "1"))  # fmt: skip
+    s.start()
+    loop_thread = threading.get_ident()
+    await asyncio.sleep(0.05)
+    older = _submit(s, 1.0, batch=3)  # not due for 200 ms: queued
+    await asyncio.sleep(0.01)
+    newer = _submit(s, 2.0, batch=3)  # 6 rows: due (over the aim of 4), two pieces
+    await asyncio.wait_for(asyncio.gather(older, newer), 5)
+    launches = [ident for kind, _, ident in a.threads + b.threads if kind == "launch"]
+    assert launches and loop_thread not in launches
+    await s.stop()
