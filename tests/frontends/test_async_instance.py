@@ -42,6 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         # The loop watches a pass for as long as it takes: a busy test machine's pauses must
         # not hand it to the thread (tests/server/test_batching.py covers that hand-over).
         patch.setattr(scheduler_module, "WATCH_NS", 10**10)
+        patch.setattr(scheduler_module, "BUSY_NS", 10**10)
         patch.setitem(base._BACKENDS, "device_like",
                       "tests.frontends.device_backend:DeviceLikeBackend")  # fmt: skip
         with running(settings(repo)) as served:

@@ -500,6 +500,7 @@ async def test_the_loop_finishes_a_pass_it_launched_without_waking_a_thread(monk
     it and resolves it itself; the instance thread is parked again, never woken, so the next
     lone request goes the same way."""
     monkeypatch.setattr(scheduler_module, "WATCH_NS", 10**10)  # a slow test machine's pauses
+    monkeypatch.setattr(scheduler_module, "BUSY_NS", 10**10)
     inst = Watched()
     s = _scheduler(inst, dynamic=False)
     s.start()
@@ -530,6 +531,7 @@ async def test_a_request_that_queues_while_the_loop_watches_takes_the_pass_to_th
     """A second request while the loop watches the first: the instance thread is handed the
     watched pass and launches the second before it waits for the first, as under load."""
     monkeypatch.setattr(scheduler_module, "WATCH_NS", 10**10)
+    monkeypatch.setattr(scheduler_module, "BUSY_NS", 10**10)
     inst = Watched()
     s = _scheduler(inst, dynamic=False)
     s.start()
@@ -557,6 +559,7 @@ async def test_a_request_that_queues_as_the_watched_pass_ends_wakes_the_thread(m
     """The watched pass is done by the poll after a second request queued: the loop finishes
     the first and parks its instance thread again, which must then take the second."""
     monkeypatch.setattr(scheduler_module, "WATCH_NS", 10**10)
+    monkeypatch.setattr(scheduler_module, "BUSY_NS", 10**10)
     inst = Watched()
     s = _scheduler(inst, dynamic=False)
     s.start()
@@ -569,6 +572,33 @@ async def test_a_request_that_queues_as_the_watched_pass_ends_wakes_the_thread(m
     assert [float(r["y"][0, 0]) for r in results] == [2.0, 4.0]
     by = {(kind, value): ident for kind, value, ident in inst.threads}
     assert by[("wait", 1.0)] == loop_thread != by[("launch", 2.0)]
+    await s.stop()
+
+
+async def test_a_busy_loop_hands_the_watched_pass_to_the_thread(monkeypatch):
+    """Another callback holds the loop for longer than BUSY_NS between two looks at the
+    watched pass (the loop reading other requests): the pass goes to the instance's thread,
+    which waits for it there."""
+    monkeypatch.setattr(scheduler_module, "WATCH_NS", 10**10)
+    monkeypatch.setattr(scheduler_module, "BUSY_NS", 20_000_000)
+    inst = Watched()
+    s = _scheduler(inst, dynamic=False)
+    s.start()
+    loop_thread = threading.get_ident()
+    await asyncio.sleep(0.05)
+    held = _submit(s, 1.0)
+    for _ in range(5):  # short iterations: still watched by the loop
+        await asyncio.sleep(0)
+    polls = inst.polls
+    assert polls >= 3
+    time.sleep(0.05)  # this callback holds the loop for 50 ms
+    await asyncio.sleep(0)
+    await asyncio.sleep(0.02)
+    assert inst.polls == polls + 1  # one look after the busy stretch, then handed over
+    inst.gate.set()
+    assert float((await held)["y"][0, 0]) == 2.0
+    waits = [ident for kind, _, ident in inst.threads if kind == "wait"]
+    assert waits and waits[0] != loop_thread
     await s.stop()
 
 
@@ -598,6 +628,7 @@ async def test_a_watched_pass_that_fails_fails_its_request_and_the_model_serves_
     """A device fault shows in the pass's wait, and may show first in its ready() (an event
     query): either way the request fails with it, on the loop, and nothing else does."""
     monkeypatch.setattr(scheduler_module, "WATCH_NS", 10**10)
+    monkeypatch.setattr(scheduler_module, "BUSY_NS", 10**10)
     inst = Watched(fail_wait_on=-1.0, fail_ready_on=-1.0 if fault == "ready" else None)
     inst.gate.set()
     s = _scheduler(inst, dynamic=False)
@@ -632,6 +663,7 @@ async def test_under_light_load_each_request_is_launched_and_watched_by_the_loop
     arrival finds an instance idle and is launched and watched by the loop, none by a
     thread, and each comes back right."""
     monkeypatch.setattr(scheduler_module, "WATCH_NS", 10**10)
+    monkeypatch.setattr(scheduler_module, "BUSY_NS", 10**10)
     a, b = Watched(), Watched()
     s = Scheduler("m", BatchingPolicy(max_batch_size=8, dynamic=True), [a, b],
                   ModelStats("m", "1"))  # fmt: skip

@@ -42,6 +42,11 @@ _now = time.perf_counter_ns
 #: How long the event loop watches a pass it launched on an idle instance before handing it
 #: to the instance's thread (ns): a batch-1 BERT-base pass takes ~0.5 ms on an H200.
 WATCH_NS = 2_000_000
+#: A loop iteration longer than this (ns) between two looks at a watched pass means the loop
+#: has other requests to read: the pass goes to its thread, so that watching and finishing it
+#: take nothing from them (one request's arrival takes ~0.1-0.2 ms of the loop; a loaded
+#: loop's iteration reads many).
+BUSY_NS = 250_000
 
 
 def _call(callback: Callable[..., None], *args: object) -> None:
@@ -265,7 +270,8 @@ class Scheduler:
         requests (or queued them to run alone) already; the worker goes back to the queue."""
         launched = self._launch(worker.instance, batch)
         if launched is not None and isinstance(launched.wait, InFlight):
-            self._watch(worker, launched, launched.started + WATCH_NS)
+            now = _now()
+            self._watch(worker, launched, launched.started + WATCH_NS, now)
             return
         self._hand_over(worker, launched)
 
@@ -275,21 +281,24 @@ class Scheduler:
             worker.handed = launched
             worker.cond.notify()
 
-    def _watch(self, worker: _Worker, launched: _Launched, until: int) -> None:
+    def _watch(self, worker: _Worker, launched: _Launched, until: int, last: int) -> None:
         """On the loop: finish a pass the loop launched once it is done, polling it once a
         loop iteration (other callbacks and I/O run between polls), so that a lone request
         comes back without two thread wakes (the worker's, then the loop's: batch-1 p50
         over HTTP on an H200 1.13-1.27 -> 0.93-1.04 ms). The claimed worker is handed the
         pass instead when another request queues (it launches that one before it waits, as
-        under load) or after WATCH_NS (a long pass should not keep the loop spinning)."""
+        under load), when the loop is busy (an iteration since the last look took over
+        BUSY_NS: requests are being read, whose time the watch would take), or after
+        WATCH_NS (a long pass should not keep the loop spinning)."""
         assert isinstance(launched.wait, InFlight) and self._loop is not None
         try:
             done = launched.wait.ready()
         except Exception:  # noqa: BLE001 - waiting raises it again, and fails the batch
             done = True
         if not done:
-            if not self._queue and _now() < until:
-                self._loop.call_soon(self._watch, worker, launched, until)
+            now = _now()
+            if not self._queue and now < until and now - last < BUSY_NS:
+                self._loop.call_soon(self._watch, worker, launched, until, now)
             else:
                 self._hand_over(worker, launched)
             return
