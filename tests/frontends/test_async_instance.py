@@ -29,6 +29,9 @@ output { name: "OUTPUT0" data_type: TYPE_INT64 dims: [4] }
 instance_group { count: 1 kind: KIND_CPU }
 """
 
+#: The same model on two instances: two clients at a time each get one from the loop.
+CONFIG2 = CONFIG.replace('name: "dev"', 'name: "dev2"').replace("count: 1", "count: 2")
+
 LOOP = "bertserve-under-test"  # the thread tests.frontends.conftest.running runs the loop on
 
 
@@ -38,6 +41,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (repo / "dev" / "1").mkdir(parents=True)
     (repo / "dev" / "config.pbtxt").write_text(CONFIG)
     (repo / "dev" / "1" / "model.device").write_bytes(b"")
+    (repo / "dev2" / "1").mkdir(parents=True)
+    (repo / "dev2" / "config.pbtxt").write_text(CONFIG2)
+    (repo / "dev2" / "1" / "model.device").write_bytes(b"")
     with pytest.MonkeyPatch.context() as patch:
         # The loop watches a pass for as long as it takes: a busy test machine's pauses must
         # not hand it to the thread (tests/server/test_batching.py covers that hand-over).
@@ -63,10 +69,10 @@ def _infer_apart(client: Client, first: float, rows: int = 1) -> None:
         _infer(own, first, rows)
 
 
-def _infer(client: Client, first: float, rows: int = 1) -> np.ndarray:
+def _infer(client: Client, first: float, rows: int = 1, model: str = "dev") -> np.ndarray:
     x = np.arange(rows * 4, dtype=np.int64).reshape(rows, 4) + 100
     x[0, 0] = first
-    answer = client.infer("dev", client.inputs({"INPUT0": x}))
+    answer = client.infer(model, client.inputs({"INPUT0": x}))
     out = answer.as_numpy("OUTPUT0")
     np.testing.assert_array_equal(out, x * 2)
     return out
@@ -81,6 +87,26 @@ def test_a_lone_request_is_launched_and_watched_by_the_loop(client: Client) -> N
         first += 10 * PROTOCOLS.index(client.protocol)
         _infer(client, first, rows=1 + i)
         assert _entries(first) == [("launch", LOOP), ("wait", LOOP)]
+
+
+def test_two_clients_on_two_instances_are_each_launched_and_watched_by_the_loop(
+    client: Client,
+) -> None:
+    """Light load: never more requests in flight than the model has instances, so each
+    request finds one idle and the loop launches and watches it, none a thread."""
+    base_value = 3000.0 + 1000 * PROTOCOLS.index(client.protocol)
+
+    def one_client(offset: int) -> list[float]:
+        values = [base_value + offset + 2 * i for i in range(12)]
+        with Client(client.protocol, client.url) as own:
+            for value in values:
+                _infer(own, value, model="dev2")
+        return values
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        values = [v for vs in pool.map(one_client, (0, 1)) for v in vs]
+    for value in values:
+        assert _entries(value) == [("launch", LOOP), ("wait", LOOP)]
 
 
 def test_requests_that_come_together_are_answered_each_with_its_own(client: Client) -> None:
