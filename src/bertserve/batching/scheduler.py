@@ -136,8 +136,8 @@ class Scheduler:
     request on arrival instead made batches of one (-20% at batch 4, concurrency 256). A pass
     that tells when it is done (InFlight, a GPU's) is then watched by the loop itself until
     another request queues (-> 0.93-1.04 ms), and any other is handed to the instance's
-    thread to wait for; two clients on two instances each get one (concurrency 2: 1.58-1.75
-    -> 1.24-1.30 ms, +25-30% requests/s)."""
+    thread to wait for; two clients on two instances each get one (concurrency 2: p50
+    1.38-1.98 -> 1.23-1.42 ms in six rounds of seven)."""
 
     def __init__(
         self,
