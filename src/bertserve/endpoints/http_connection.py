@@ -12,6 +12,10 @@ No client may hold the server's connections, memory or compute for as long as it
 - a request whose client disconnects while the engine holds it is cancelled (its queued work
   is dropped, see Engine.infer).
 
+A response goes out in one write where uvicorn makes two (the status line and headers, then
+the body): `_HeadWithBody` holds the headers back for the body that must follow them, and
+writes both at once (one `writev`, one TCP segment for a small reply).
+
 uvicorn's protocol class is subclassed (its parser callbacks and `data_received`), so this
 module follows uvicorn's: tests/frontends/test_protection.py covers every limit."""
 
@@ -74,6 +78,51 @@ def _refusal(status: int, message: str) -> bytes:
         b"content-type: application/json\r\n", retry,
         b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(body), body,
     ])  # fmt: skip
+
+
+class _HeadWithBody:
+    """The transport as one request's response cycle sees it: the status line and headers
+    are held back when a body must follow them (a Content-Length above zero, not HEAD) and
+    written with the body's first bytes in one `writelines`. A dev-VM profile of the server
+    at 256 connections had the two writes at 29% of the event loop's time (each a send, and
+    on loopback the peer's receive, of its own). The interim 100 Continue (written before
+    the response starts) and everything after the first body write pass straight through;
+    `close` writes what is held first."""
+
+    __slots__ = ("_transport", "_cycle", "_head", "_started")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any) -> None:
+        self._transport = transport
+        self._cycle = cycle  # uvicorn's RequestResponseCycle
+        self._head: bytes | None = None
+        self._started = False  # the response's first write is done (or held)
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.writelines((head, data))
+            return
+        cycle = self._cycle
+        if cycle.response_started and not self._started:
+            self._started = True
+            if (
+                cycle.chunked_encoding is False
+                and cycle.expected_content_length > 0
+                and cycle.scope["method"] != "HEAD"
+            ):
+                self._head = data
+                return
+        self._transport.write(data)
+
+    def close(self) -> None:
+        head, self._head = self._head, None
+        if head is not None and not self._transport.is_closing():
+            self._transport.write(head)
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -240,6 +289,9 @@ class GuardedProtocol(HttpToolsProtocol):
         if size > self.limits.max_header_bytes:
             raise _Refused(431, self._too_large())
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None:  # uvicorn made it for this request (its task starts later)
+            cycle.transport = cast(asyncio.Transport, _HeadWithBody(self.transport, cycle))
 
     def on_message_complete(self) -> None:
         self._part = None
