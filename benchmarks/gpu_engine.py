@@ -276,6 +276,17 @@ def full_row(row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return full
 
 
+def run_ms(inst: Any, x: dict[str, np.ndarray], reps: int, warmup: int) -> list[float]:
+    """`inst.run(x)` timed `reps` times after `warmup` untimed calls, in milliseconds."""
+    times = []
+    for i in range(reps + warmup):
+        t = time.perf_counter()
+        inst.run(x, list(OUTPUTS))
+        if i >= warmup:
+            times.append((time.perf_counter() - t) * 1e3)
+    return times
+
+
 def latency(res: Results, vdir: Path, target: Target) -> None:
     """Batch-1 `run()` latency, padded vs packed: a 384-token row and a 156-token one."""
     reps = 20 if target.dry_run else 300
@@ -290,12 +301,7 @@ def latency(res: Results, vdir: Path, target: Target) -> None:
                 ("b1 384 tokens", full),
                 (f"b1 {short['input_ids'].shape[1]} tokens", short),
             ):
-                times = []
-                for i in range(reps + 5):
-                    t = time.perf_counter()
-                    inst.run(x, list(OUTPUTS))
-                    if i >= 5:
-                        times.append((time.perf_counter() - t) * 1e3)
+                times = run_ms(inst, x, reps, warmup=5)
                 p50, p99 = float(np.percentile(times, 50)), float(np.percentile(times, 99))
                 res.add("latency", {"engine": engine, "load": label, "p50_ms": p50, "p99_ms": p99})
                 res.line(

@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from gpu_common import Results, Target, free_engines, load_engine, stack_rows
-from gpu_engine import engine_params, full_row, typical_row
-from gpu_latency import OUTPUTS
+from gpu_engine import OUTPUTS, engine_params, full_row, run_ms, typical_row
 
 __all__ = ["handoff"]
 
@@ -39,12 +38,8 @@ def handoff(res: Results, vdir: Path, target: Target, reps: int = 300, rounds: i
     for label, packed, x in (("padded fp16 384", False, full_row(row)),
                              ("packed fp16 own", True, stack_rows([row]))):  # fmt: skip
         inst = load_engine(vdir, engine_params("fp16", packed), 256, target)
-        times = []
-        for _ in range(reps + 20):
-            t = time.perf_counter()
-            inst.run(x, list(OUTPUTS))
-            times.append(time.perf_counter() - t)
-        record: dict[str, Any] = {"engine": label, "run_us": _p50(times)}
+        run_us = round(statistics.median(run_ms(inst, x, reps, warmup=20)) * 1e3)
+        record: dict[str, Any] = {"engine": label, "run_us": run_us}
         for _ in range(rounds):
             for case, waiter_spins, launcher_spins, query in CASES:
                 flush = inst.stream.query if query and inst.stream is not None else None

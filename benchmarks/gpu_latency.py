@@ -13,11 +13,9 @@ from typing import Any
 import numpy as np
 
 from gpu_common import Results, Target, free_engines, load_engine, stack_rows
-from gpu_engine import engine_params, full_row, kernel_profile, typical_row
+from gpu_engine import OUTPUTS, engine_params, full_row, kernel_profile, run_ms, typical_row
 
-__all__ = ["OUTPUTS", "kernels_b1", "scheduler_hop"]
-
-OUTPUTS = ("start_logits", "end_logits")
+__all__ = ["kernels_b1", "scheduler_hop"]
 
 
 def _profile(
@@ -86,12 +84,7 @@ def scheduler_hop(res: Results, vdir: Path, target: Target, reps: int = 400) -> 
         ("packed fp16 own", True, stack_rows([row])),
     ):
         inst = load_engine(vdir, engine_params("fp16", packed), 256, target)
-        run_times = []
-        for i in range(reps + 20):
-            t = time.perf_counter()
-            inst.run(x, list(OUTPUTS))
-            if i >= 20:
-                run_times.append((time.perf_counter() - t) * 1e3)
+        run_times = run_ms(inst, x, reps, warmup=20)
         try:
             import uvloop
 
