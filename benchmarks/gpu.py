@@ -77,6 +77,7 @@ class Run:
     repeat: int = 1  # builds, textpath (with `only`) stages: rounds over the chosen points
     profile: bool = False  # textpath stage with `only`: keep the points' py-spy profiles
     this_flags: tuple[str, ...] = ()  # builds stage: more `bertserve serve` flags for "this"
+    this_src: str = ""  # builds stage: "this" server's src/ (empty: the carried checkout's)
 
     def checkpoint(self) -> Path:
         vdir = self.work / "ckpt" / "bert_base" / "1"
@@ -473,8 +474,15 @@ def stage_builds(run: Run) -> None:
         "pk16": ModelSpec("fp16", True, gpus=gpu),
         "pk8": ModelSpec("fp8", True, gpus=gpu),
     }
+    # this build's wide model loads only where a point of it is chosen: otherwise both
+    # servers hold the same models (an A/A pair, or a pair with the roles swapped)
     wide = {"pk8w": ModelSpec("fp8", True, max_batch=512, gpus=gpu, max_tokens=65536)}
-    builds = {"base": [Path(run.baseline_src)] if run.baseline_src else [], "this": []}
+    if not any(_chosen(label, run.only) for label in WIDE_POINTS):
+        wide = {}
+    builds = {
+        "base": [Path(run.baseline_src)] if run.baseline_src else [],
+        "this": [Path(run.this_src)] if run.this_src else [],
+    }
     servers = {}
     for label, path in builds.items():
         repo = write_repo(run.work / f"repo-{label}", vdir,
@@ -511,9 +519,8 @@ def stage_builds(run: Run) -> None:
             Point("pk16 qa-windows -b32 c16", "pk16", qa_data, b(32), 16, 384),
         ]
         only_this = [
-            Point("pk8w mix -b64 c32", "pk8w", data["mix"], b(64), 32, 384),
-            Point("pk8w mix -b32 c64", "pk8w", data["mix"], b(32), 64, 384),
-            Point("pk8w mix -b64 c48", "pk8w", data["mix"], b(64), 48, 384),
+            Point(label, "pk8w", data["mix"], b(rows), clients, 384)
+            for label, (rows, clients) in WIDE_POINTS.items()
         ]
         chosen = [p for p in points + only_this if _chosen(p.label, run.only)]
         for point in [p for _ in range(run.repeat) for p in chosen]:
@@ -616,6 +623,14 @@ def stage_buildqa(run: Run) -> None:
             measure(res, "build", server.http_url, point, [server.pid], run.window_ms)
     finally:
         server.stop()
+
+
+#: the builds stage's points of this build's wide model: label -> (rows, concurrency)
+WIDE_POINTS = {
+    "pk8w mix -b64 c32": (64, 32),
+    "pk8w mix -b32 c64": (32, 64),
+    "pk8w mix -b64 c48": (64, 48),
+}
 
 
 def _chosen(label: str, only: tuple[str, ...]) -> bool:
@@ -834,6 +849,12 @@ def main(argv: list[str] | None = None) -> int:
         "'--http-workers 4'; with no --baseline-src the other server is this build without them)",
     )
     parser.add_argument(
+        "--this-src",
+        default="",
+        help="builds stage: this build's server from another src/ (e.g. the baseline's, with "
+        "--baseline-src this checkout's: the two builds with their roles swapped)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -852,7 +873,7 @@ def main(argv: list[str] | None = None) -> int:
         target, res, args.work, args.seconds, args.window_ms, args.train_seconds,
         args.nginx, args.py_spy, args.baseline_src, args.budget_seconds,
         args.inprocess_seconds, tuple(filter(None, args.only.split(","))), args.repeat,
-        args.profile, tuple(args.this_flags.split()),
+        args.profile, tuple(args.this_flags.split()), args.this_src,
     )  # fmt: skip
     res.put("env", environment(target))
     print(res.data["env"], flush=True)
