@@ -205,59 +205,6 @@ def test_packing_instance_checks_each_request(checkpoint: tuple) -> None:
         inst.check_request(dict(good, input_ids=np.full((2, 6), 100, dtype=np.int64)))
 
 
-@pytest.mark.parametrize(
-    ("declared", "left_to_the_server"),
-    [({"vocab_size": "100"}, True), ({"vocab_size": "60"}, True), ({"vocab_size": "500"}, False)],
-)
-def test_a_range_the_config_declares_is_read_once(
-    checkpoint: tuple, declared: dict[str, str], left_to_the_server: bool
-) -> None:
-    """The server checks the ranges the config declares before check_request
-    (`TokenRanges`): one no wider than the encoder's (vocabulary 100) is not read again on the
-    event loop; a wider one is, as is any range on a direct launch, which nothing checked."""
-    kind, version_dir, _ = checkpoint
-    _, inst = _load(version_dir, {"seq_buckets": "16", **declared})
-    feed = dict(
-        _rows(np.random.default_rng(6), [4, 2], 6, kind),
-        input_ids=np.full((2, 6), 100, dtype=np.int64),  # outside the encoder's 0..99
-    )
-    if left_to_the_server:
-        inst.check_request(feed)
-    else:
-        with pytest.raises(InvalidInput, match="input_ids"):
-            inst.check_request(feed)
-    with pytest.raises(InvalidInput, match="input_ids"):
-        inst.run(feed, OUTPUTS)
-
-
-def test_an_out_of_range_id_is_refused_once_the_check_is_left_to_the_server(
-    checkpoint: tuple,
-) -> None:
-    """End to end: with vocab_size declared, the engine's check (`TokenRanges`) refuses an id
-    the encoder does not hold, alone, and the model answers the next request."""
-    from bertserve.engine.validation import Signature
-    from bertserve.messages import InferInput, InferRequest
-
-    kind, version_dir, _ = checkpoint
-    config, inst = _load(version_dir, {"seq_buckets": "16", "vocab_size": "100"})
-    signature = Signature(config)
-    good = _rows(np.random.default_rng(7), [4, 2], 6, kind)
-
-    def request(feed: dict[str, np.ndarray]) -> InferRequest:
-        inputs = [
-            InferInput(n, "INT64", a.shape, np.ascontiguousarray(a).view(np.uint8).reshape(-1))
-            for n, a in feed.items()
-        ]
-        return InferRequest(model_name="m", model_version="", inputs=inputs)
-
-    bad = dict(good, input_ids=np.where(good["attention_mask"] > 0, 100, 0))
-    with pytest.raises(InvalidInput, match="input_ids.*outside 0..99"):
-        signature.check_inputs(request(bad))
-    checked, _ = signature.check_inputs(request(good))
-    inst.check_request(checked)
-    assert inst.run(checked, OUTPUTS)["start_logits"].shape == (2, 6)
-
-
 def test_packing_parameters_are_checked(checkpoint: tuple) -> None:
     _, version_dir, _ = checkpoint
     with pytest.raises(ConfigError, match="max_tokens"):

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from bertserve.errors import InvalidInput
-from bertserve.held import NotRightPadded, right_padded_lengths
 
 __all__ = ["PackedBatch", "PackingSpec", "pack", "row_lengths", "unpack"]
 
@@ -86,23 +85,25 @@ def row_lengths(inputs: Mapping[str, np.ndarray], spec: PackingSpec) -> np.ndarr
     """Per-row token counts of one request from its mask, or None when every row is full.
 
     Raises InvalidInput for a mask that is not right-padded (a zero before a one): such a
-    row cannot be trimmed to a prefix. This runs on the event loop for every request: a
-    request's mask is read without letting go of the GIL (`bertserve.held`)."""
+    row cannot be trimmed to a prefix."""
     if spec.length_input is None or spec.length_input not in inputs:
         return None
-    mask = np.asarray(inputs[spec.length_input])
-    if mask.ndim != 2:
+    # Three passes over the mask (this runs on the event loop for every request): a row is
+    # right-padded exactly when its count of ones is where its first zero is.
+    real = np.asarray(inputs[spec.length_input]) != 0
+    if real.ndim != 2:
         return None  # not [rows, width]: pack refuses it by name
-    try:
-        lengths = right_padded_lengths(mask)
-    except NotRightPadded as exc:
+    lengths: np.ndarray = real.sum(axis=1)
+    width = real.shape[1]
+    if not len(lengths) or int(lengths.min()) == width:
+        return None
+    first_zero = real.argmin(axis=1)
+    if not np.all((first_zero == lengths) | (lengths == width)):
         raise InvalidInput(
             f"input '{spec.length_input}' must be right-padded (ones, then zeros) on a model "
-            f"that packs sequences: move the padding of row {exc.row} to its end"
-        ) from None
-    if min(lengths, default=mask.shape[1]) == mask.shape[1]:
-        return None
-    return np.array(lengths, dtype=np.int64)
+            "that packs sequences: move each row's padding to its end"
+        )
+    return lengths.astype(np.int64)
 
 
 def pack(

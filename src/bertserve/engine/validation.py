@@ -16,7 +16,6 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2
 
 from bertserve.errors import ConfigError, InvalidInput
-from bertserve.held import all_below
 from bertserve.messages import InferInput, InferRequest, RequestedOutput
 from bertserve.tensors import config_type_to_datatype, datatype_to_numpy
 
@@ -338,12 +337,15 @@ def _size_parameter(config: model_config_pb2.ModelConfig, key: str) -> int | Non
 
 
 def _check_below(array: np.ndarray, name: str, limit: int, what: str) -> None:
-    """Every value in 0..limit-1. One maximum, the array read as unsigned (a negative integer
-    is then larger than any limit), without letting go of the GIL (this runs on the event
-    loop for every request)."""
-    if array.dtype.kind not in "iu":
+    """Every value in 0..limit-1. One reduction: viewed as unsigned, a negative integer reads
+    2**(bits-1) or more. (This runs for every request: no more than that reduction.)"""
+    unsigned = _UNSIGNED.get(array.dtype)
+    if unsigned is None and array.dtype.kind != "u":
         return  # not integers: the datatype check speaks for them
-    if all_below(array, limit):
+    view = array if unsigned is None else array.view(unsigned)
+    # past the signed maximum, only a negative value reads larger
+    read_limit = limit if unsigned is None else min(limit, 1 << (8 * array.dtype.itemsize - 1))
+    if not array.size or int(view.max()) < read_limit:
         return
     where = np.argwhere((array < 0) | (array >= limit))[0]
     value = int(array[tuple(where)])
@@ -351,3 +353,7 @@ def _check_below(array: np.ndarray, name: str, limit: int, what: str) -> None:
         f"input '{name}' holds {value} at {list(map(int, where))}, outside 0..{limit - 1} "
         f"({what}): send token ids from this model's tokenizer"
     )
+
+
+# signed integer dtype -> the unsigned one of its size, for _check_below's one reduction
+_UNSIGNED = {np.dtype(f"<i{n}"): np.dtype(f"<u{n}") for n in (1, 2, 4, 8)}

@@ -32,7 +32,6 @@ from bertserve.backends.torch.profile import Profile, capture_lock
 from bertserve.backends.torch.settings import EngineSettings
 from bertserve.backends.torch.weights import WeightsKey, acquire_encoder, release_encoder
 from bertserve.errors import ConfigError, InvalidInput
-from bertserve.held import all_below
 
 __all__ = ["TorchInstance"]
 
@@ -113,18 +112,10 @@ class TorchInstance(ModelInstance):
         vocabulary (an out-of-range index on the GPU is a device-side assert that kills the
         CUDA context for every model on it), inputs of one shape, rows no longer than the
         longest profile. (A packing model's mask is checked where its rows are measured: the
-        scheduler's admission, `pack`.) A range the config declares no wider than the
-        encoder's the server has checked already (`EngineSettings.declared_ranges`): it is
-        not read twice."""
-        self._check(inputs, self.settings.declared_ranges)
-
-    def _check(self, inputs: Mapping[str, np.ndarray], checked: tuple[int, int]) -> None:
-        """check_request's checks; `checked`: the vocabulary and token-type sizes the ids
-        were checked against already (0: not)."""
+        scheduler's admission, `pack`.)"""
         ids = _as_2d(inputs, INPUT_IDS, required=True)
         assert ids is not None
-        types = _as_2d(inputs, TOKEN_TYPE_IDS, like=ids)
-        self._check_ids(ids, types, checked)
+        self._check_ids(ids, _as_2d(inputs, TOKEN_TYPE_IDS, like=ids))
         _as_2d(inputs, ATTENTION_MASK, like=ids)
         if ids.shape[1] > self.max_row:
             raise InvalidInput(
@@ -132,16 +123,10 @@ class TorchInstance(ModelInstance):
                 f"holds {self.max_row}: split the text into windows of at most that"
             )
 
-    def _check_ids(
-        self, ids: np.ndarray, types: np.ndarray | None, checked: tuple[int, int] = (0, 0)
-    ) -> None:
-        vocab, type_vocab = self.encoder.config.vocab, max(1, self.encoder.config.type_vocab)
-        if ids.dtype.kind not in "iu":
-            checked = (0, 0)  # the server's range check reads integers only
-        if not 0 < checked[0] <= vocab:
-            _check_range(ids, INPUT_IDS, vocab)
-        if types is not None and not 0 < checked[1] <= type_vocab:
-            _check_range(types, TOKEN_TYPE_IDS, type_vocab)
+    def _check_ids(self, ids: np.ndarray, types: np.ndarray | None) -> None:
+        _check_range(ids, INPUT_IDS, self.encoder.config.vocab)
+        if types is not None:
+            _check_range(types, TOKEN_TYPE_IDS, max(1, self.encoder.config.type_vocab))
 
     def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         return self.launch(inputs, outputs)()
@@ -156,7 +141,7 @@ class TorchInstance(ModelInstance):
 
         spec = self.packing
         if spec is not None:
-            self._check(inputs, (0, 0))  # a direct call: nothing was checked before it
+            self.check_request(inputs)
             batch = pack([inputs], spec)
             return self.launch_packed(batch, outputs).then(
                 lambda logits: unpack(logits, batch, spec.fill)[0]
@@ -283,9 +268,9 @@ def _as_2d(
 def _check_range(arr: np.ndarray, name: str, limit: int) -> None:
     if not arr.size:
         return
-    if arr.dtype.kind in "iu":
-        # one maximum, keeping the GIL: this runs on the event loop
-        bad = not all_below(arr, limit)
+    if arr.dtype == np.int64 and arr.flags.c_contiguous:
+        # One pass instead of a min and a max: as unsigned, a negative id is huge.
+        bad = int(arr.view(np.uint64).max()) >= limit
     else:
         bad = int(arr.min()) < 0 or int(arr.max()) >= limit
     if bad:

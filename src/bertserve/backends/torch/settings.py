@@ -37,10 +37,6 @@ class EngineSettings:
     packing: bool = False
     token_buckets: tuple[int, ...] = ()
     max_rows: int = 1  # rows in one packed batch (max_batch_size)
-    #: The id ranges the config declares (parameters vocab_size, type_vocab_size; 0: none),
-    #: which the server checks every request against before the instance sees it
-    #: (`engine.validation.TokenRanges`).
-    declared_ranges: tuple[int, int] = (0, 0)
 
     @classmethod
     def from_config(
@@ -84,12 +80,8 @@ class EngineSettings:
                 f"must not exceed the model's max_position_embeddings {arch.max_positions}",
             )
         graphs = params.boolean("cuda_graphs", True) and gpu
-        declared = (
-            params.integer("vocab_size", 0, minimum=1),
-            params.integer("type_vocab_size", 0, minimum=1),
-        )
         if not params.boolean("packing", False):
-            return cls(options, batch, seq, graphs, arch.type_vocab > 0, declared_ranges=declared)
+            return cls(options, batch, seq, graphs, arch.type_vocab > 0)
         if config.max_batch_size < 1:
             raise params.invalid(
                 "packing",
@@ -113,7 +105,6 @@ class EngineSettings:
         return cls(
             options, batch, seq, graphs, arch.type_vocab > 0,
             packing=True, token_buckets=tokens, max_rows=config.max_batch_size,
-            declared_ranges=declared,
         )  # fmt: skip
 
 
