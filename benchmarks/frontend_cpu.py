@@ -16,9 +16,7 @@ point here is the server, not the device.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import urllib.request
 from pathlib import Path
 
 from bertserve.launch import ServerProcess
@@ -75,13 +73,6 @@ def points(data: dict[str, Path]) -> list[Point]:
     ]
 
 
-def _counts(address: str, model: str) -> tuple[int, int]:
-    """(inferences, executions) of `model` so far, from the server's statistics."""
-    with urllib.request.urlopen(f"http://{address}/v2/models/{model}/stats", timeout=10) as r:
-        stats = json.loads(r.read())["model_stats"][0]
-    return int(stats["inference_count"]), int(stats["execution_count"])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
@@ -105,13 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             address = server.address("http")
             for point in wanted:
-                before = _counts(address, point.model)
-                record = measure(res, label, address, point, [server.pid], args.window_ms)
-                after = _counts(address, point.model)
-                if record is not None:  # the mean batch over the whole point, warm-up included
-                    mean = (after[0] - before[0]) / max(1, after[1] - before[1])
-                    res.data["server"][-1]["mean_batch"] = mean
-                    res.save()
+                measure(res, label, address, point, [server.pid], args.window_ms)
         finally:
             server.stop()
     print("\n== summary")

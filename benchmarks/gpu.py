@@ -477,7 +477,7 @@ def stage_builds(run: Run) -> None:
     # this build's wide model loads only where a point of it is chosen: otherwise both
     # servers hold the same models (an A/A pair, or a pair with the roles swapped)
     wide = {"pk8w": ModelSpec("fp8", True, max_batch=512, gpus=gpu, max_tokens=65536)}
-    if not any(_chosen(label, run.only) for label in WIDE_POINTS):
+    if not any(_chosen(label, run.only) for label, _, _ in WIDE_POINTS):
         wide = {}
     builds = {
         "base": [Path(run.baseline_src)] if run.baseline_src else [],
@@ -520,7 +520,7 @@ def stage_builds(run: Run) -> None:
         ]
         only_this = [
             Point(label, "pk8w", data["mix"], b(rows), clients, 384)
-            for label, (rows, clients) in WIDE_POINTS.items()
+            for label, rows, clients in WIDE_POINTS
         ]
         chosen = [p for p in points + only_this if _chosen(p.label, run.only)]
         for point in [p for _ in range(run.repeat) for p in chosen]:
@@ -625,12 +625,12 @@ def stage_buildqa(run: Run) -> None:
         server.stop()
 
 
-#: the builds stage's points of this build's wide model: label -> (rows, concurrency)
-WIDE_POINTS = {
-    "pk8w mix -b64 c32": (64, 32),
-    "pk8w mix -b32 c64": (32, 64),
-    "pk8w mix -b64 c48": (64, 48),
-}
+#: the builds stage's points of this build's wide model: (label, rows, concurrency)
+WIDE_POINTS = (
+    ("pk8w mix -b64 c32", 64, 32),
+    ("pk8w mix -b32 c64", 32, 64),
+    ("pk8w mix -b64 c48", 64, 48),
+)
 
 
 def _chosen(label: str, only: tuple[str, ...]) -> bool:

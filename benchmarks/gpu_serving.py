@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,10 +251,23 @@ class Point:
     protocol: str = "http"  # "grpc": the url given to measure() is the gRPC one
 
 
+def batch_counts(address: str, model: str) -> tuple[int, int] | None:
+    """(inferences, executions) of `model` so far, from the server's HTTP statistics, or
+    None where they cannot be read."""
+    url = f"http://{address}/v2/models/{model}/stats"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            stats = json.loads(reply.read())["model_stats"][0]
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
 def measure(
     res: Results, topology: str, url: str, point: Point, pids: Sequence[int], window_ms: int
 ) -> dict[str, Any] | None:
-    """One perf_analyzer point, with the CPU the server processes spent during it."""
+    """One perf_analyzer point, with the CPU the server processes spent during it and (over
+    HTTP) the mean batch the model ran, warm-up included."""
     args = ["-m", point.model, "-u", url, "-b", str(point.batch), "--input-data",
             str(point.data), "--concurrency-range", str(point.concurrency)]  # fmt: skip
     args += point.extra
@@ -264,6 +278,7 @@ def measure(
     if point.shape:
         for name in INPUTS:
             args += ["--shape", f"{name}:{point.shape}"]
+    counted = batch_counts(url, point.model) if point.protocol == "http" else None
     before, t0 = thread_cpu(pids), time.perf_counter()
     m = None
     # Once more with a longer window and a looser stability rule if the first try finds no
@@ -301,11 +316,15 @@ def measure(
     }  # fmt: skip
     total_cores = sum(used.values()) / elapsed
     record["server_cpu_us_per_request"] = total_cores / max(requests_per_s, 1e-9) * 1e6
+    counts = batch_counts(url, point.model) if counted is not None else None
+    if counted is not None and counts is not None:
+        record["mean_batch"] = (counts[0] - counted[0]) / max(1, counts[1] - counted[1])
     res.add("server", record)
     busiest = max(used.items(), key=lambda kv: kv[1], default=("-", 0.0))
     res.line(
         f"{topology:14s} {point.label:34s} {m.throughput:8.0f} inf/s {requests_per_s:7.0f} req/s "
         f"p50 {record['p50_ms']:7.2f} p99 {record['p99_ms']:7.2f} ms | cpu {total_cores:4.1f} "
         f"cores, busiest {busiest[0]} {busiest[1] / elapsed:.2f}"
+        + (f" | batch {record['mean_batch']:.1f}" if "mean_batch" in record else "")
     )
     return record

@@ -391,7 +391,10 @@ class Scheduler:
         """One instance's loop. An asynchronous instance keeps one batch launched ahead: the
         next batch is formed and launched before the thread waits for the current one, so
         the CPU work between batches (stacking, the GIL, handing results back) overlaps the
-        device's work instead of leaving it idle."""
+        device's work instead of leaving it idle. Only a batch worth it goes ahead (half the
+        model's batch or more, `_due`): a smaller one waits for the pass on the device and
+        takes what queued meanwhile (small batches launched ahead under load kept every
+        batch small: a third less throughput for four-row requests at concurrency 256)."""
         instance = worker.instance
         inflight: _Launched | None = None
         try:
@@ -434,7 +437,7 @@ class Scheduler:
                     self._park(worker)
                     continue
                 now = _now()
-                batch = self._due(now)
+                batch = self._due(now, ahead=not wait)
                 if batch is not None:
                     return batch
                 if not self._queue:
@@ -452,9 +455,11 @@ class Scheduler:
             if worker in self._parked:  # a timeout, not a wake (a wake takes it off the list)
                 self._parked.remove(worker)
 
-    def _due(self, now: int) -> list[Pending] | None:
+    def _due(self, now: int, ahead: bool = False) -> list[Pending] | None:
         """Under the lock: the batch due now, taken from the queue, or None (the queue empty
-        once expired requests are dropped, or the head's delay not up)."""
+        once expired requests are dropped, or the head's delay not up). `ahead`: for an
+        instance with a pass of its own on the device, which takes only a full batch or one
+        of half the target or more; the rest waits for that pass (or for an idle instance)."""
         self._expire(now)
         if not self._queue:
             return None
@@ -463,6 +468,8 @@ class Scheduler:
         picked, total, full = self._fit()
         if full or total >= self._target or self._stopping:
             return self._take(self._cut(picked))
+        if ahead and total * 2 < self._target:
+            return None
         if self._send_at:
             cut = self._cut(picked)
             if sum(p.batch_size for p in cut) in self._send_at:
