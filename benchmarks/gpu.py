@@ -20,7 +20,8 @@ goes on):
   sharing one GPU behind nginx.
 - builds: this build against `--baseline-src` (another checkout's src/), two servers on one
   GPU measured in turn at each point, with the accuracy fine-tune while they load and a probe
-  of what a batch's page faults cost.
+  of what a batch's page faults cost; `--this-src` runs "this" from another src/ (the pair
+  with its roles swapped), and each HTTP point records the model's mean batch.
 - textpath: the QA pipeline in several instance/batch shapes, the tokenizer's threads on
   and off, a QA model with a queue delay, py-spy over every thread and over the GIL's holder
   (`--only` picks points by label, `--repeat` rounds, `--profile` keeps py-spy with them).
