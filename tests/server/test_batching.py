@@ -42,6 +42,15 @@ def _submit(s: Scheduler, value: float, batch: int = 1, timeout_us: int = 0):
     return s.submit({"x": x}, ["y"], batch, RequestTiming(time.perf_counter_ns()), timeout_us)
 
 
+async def _started(inst: ModelInstance, **policy: object) -> tuple[Scheduler, int]:
+    """A scheduler over `inst` (`_scheduler`'s policy), started, its instance thread parked;
+    and the thread of the loop (the one running the test)."""
+    s = _scheduler(inst, **policy)
+    s.start()
+    await asyncio.sleep(0.05)  # the instance thread parks
+    return s, threading.get_ident()
+
+
 def test_stack_and_split_are_inverse():
     a, b = np.ones((2, 3)), np.zeros((1, 3))
     stacked = stack_inputs([{"x": a}, {"x": b}])
@@ -301,10 +310,7 @@ async def test_an_idle_asynchronous_instance_is_launched_from_the_loop():
     once (no wait for the instance thread to wake); the thread waits for it. A request that
     comes while the instance is busy is launched by the instance thread, as before."""
     inst = AsyncDoubler()
-    s = _scheduler(inst, dynamic=False)
-    s.start()
-    loop_thread = threading.get_ident()
-    await asyncio.sleep(0.05)  # the instance thread parks
+    s, loop_thread = await _started(inst, dynamic=False)
     first = _submit(s, 1.0)
     assert inst.events == [("launch", 1.0)]  # launched inside submit, before any await
     await asyncio.sleep(0.05)  # the instance thread now waits for it, held at the gate
@@ -396,11 +402,10 @@ async def test_a_busy_instance_launches_ahead_only_half_a_batch_or_more():
     waiting for it only when that batch holds half the model's batch or more; a smaller one
     waits for the pass and goes with whatever queued meanwhile. (Under load, small batches
     launched ahead kept every batch small: pk16 `-b4` c256 on an H200 ran batches of 32-57
-    rows; held back, 57-104, and 7-35% more requests a second, docs/gpu-notes.md round 7.)"""
+    rows; held back, 57-104, and a median 17% more requests a second, docs/gpu-notes.md
+    round 7.)"""
     inst = AsyncDoubler()  # holds its first wait at its gate
-    s = _scheduler(inst)  # dynamic, eight rows, no delay
-    s.start()
-    await asyncio.sleep(0.05)
+    s, _ = await _started(inst)  # dynamic, eight rows, no delay
     first = _submit(s, 0.0)  # launched by the loop, handed to the thread to wait for
     small = [_submit(s, float(v)) for v in (1, 2, 3)]  # queued: three rows, under half
     await asyncio.sleep(0.05)  # the thread has looked at the queue and waits for its pass
@@ -412,9 +417,7 @@ async def test_a_busy_instance_launches_ahead_only_half_a_batch_or_more():
     await s.stop()
 
     inst = AsyncDoubler()
-    s = _scheduler(inst)
-    s.start()
-    await asyncio.sleep(0.05)
+    s, _ = await _started(inst)
     first = _submit(s, 0.0)
     half = _submit(s, 1.0, batch=4)  # queued: four rows of eight, launched ahead
     for _ in range(200):
@@ -483,10 +486,7 @@ async def test_a_request_one_pass_cannot_hold_is_launched_by_its_thread():
     inst = AsyncDoubler()
     inst.gate.set()
     inst.batch_buckets = (1, 4)
-    s = _scheduler(inst, dynamic=False)
-    s.start()
-    loop_thread = threading.get_ident()
-    await asyncio.sleep(0.05)
+    s, loop_thread = await _started(inst, dynamic=False)
     await _submit(s, 1.0, batch=4)  # one pass holds it: from the loop
     await asyncio.sleep(0.05)
     await _submit(s, 2.0, batch=6)  # two pieces: from the instance thread
@@ -526,6 +526,17 @@ class Watched(AsyncDoubler):
         return InFlight(wait, ready)
 
 
+async def _answered_after_a_thread_waited(
+    inst: AsyncDoubler, held: asyncio.Future, loop_thread: int
+) -> None:
+    """Open the gate: the held request (1.0) is answered, its pass waited for on the
+    instance's thread, not on the loop."""
+    inst.gate.set()
+    assert float((await held)["y"][0, 0]) == 2.0
+    waits = [ident for kind, _, ident in inst.threads if kind == "wait"]
+    assert waits and waits[0] != loop_thread
+
+
 @pytest.mark.usefixtures("unbounded_watch")
 async def test_the_loop_finishes_a_pass_it_launched_without_waking_a_thread():
     """A lone request on an idle instance whose pass tells when it is done: the loop launches
@@ -533,10 +544,7 @@ async def test_the_loop_finishes_a_pass_it_launched_without_waking_a_thread():
     it and resolves it itself; the instance thread is parked again, never woken, so the next
     lone request goes the same way."""
     inst = Watched()
-    s = _scheduler(inst, dynamic=False)
-    s.start()
-    loop_thread = threading.get_ident()
-    await asyncio.sleep(0.05)  # the instance thread parks
+    s, loop_thread = await _started(inst, dynamic=False)
     first = _submit(s, 1.0)
     ticks = 0
     while inst.polls < 4:  # the loop runs other work while it watches (a poll in submit)
@@ -561,10 +569,7 @@ async def test_a_request_that_queues_while_the_loop_watches_takes_the_pass_to_th
     """A second request while the loop watches the first: the instance thread is handed the
     watched pass and launches the second before it waits for the first, as under load."""
     inst = Watched()
-    s = _scheduler(inst, dynamic=False)
-    s.start()
-    loop_thread = threading.get_ident()
-    await asyncio.sleep(0.05)
+    s, loop_thread = await _started(inst, dynamic=False)
     first = _submit(s, 1.0)
     await asyncio.sleep(0.01)
     second = _submit(s, 2.0)
@@ -588,10 +593,7 @@ async def test_a_request_that_queues_as_the_watched_pass_ends_wakes_the_thread()
     """The watched pass is done by the poll after a second request queued: the loop finishes
     the first and parks its instance thread again, which must then take the second."""
     inst = Watched()
-    s = _scheduler(inst, dynamic=False)
-    s.start()
-    loop_thread = threading.get_ident()
-    await asyncio.sleep(0.05)
+    s, loop_thread = await _started(inst, dynamic=False)
     first = _submit(s, 1.0)
     inst.gate.set()
     second = _submit(s, 2.0)  # queued before the loop polls again
@@ -609,10 +611,7 @@ async def test_a_busy_loop_hands_the_watched_pass_to_the_thread(monkeypatch):
     monkeypatch.setattr(scheduler_module, "WATCH_NS", 10**10)
     monkeypatch.setattr(scheduler_module, "BUSY_NS", 20_000_000)
     inst = Watched()
-    s = _scheduler(inst, dynamic=False)
-    s.start()
-    loop_thread = threading.get_ident()
-    await asyncio.sleep(0.05)
+    s, loop_thread = await _started(inst, dynamic=False)
     held = _submit(s, 1.0)
     for _ in range(5):  # short iterations: still watched by the loop
         await asyncio.sleep(0)
@@ -622,29 +621,20 @@ async def test_a_busy_loop_hands_the_watched_pass_to_the_thread(monkeypatch):
     await asyncio.sleep(0)
     await asyncio.sleep(0.02)
     assert inst.polls == polls + 1  # one look after the busy stretch, then handed over
-    inst.gate.set()
-    assert float((await held)["y"][0, 0]) == 2.0
-    waits = [ident for kind, _, ident in inst.threads if kind == "wait"]
-    assert waits and waits[0] != loop_thread
+    await _answered_after_a_thread_waited(inst, held, loop_thread)
     await s.stop()
 
 
 async def test_a_pass_longer_than_the_watch_goes_to_the_thread(monkeypatch):
     monkeypatch.setattr(scheduler_module, "WATCH_NS", 2_000_000)
     inst = Watched()
-    s = _scheduler(inst, dynamic=False)
-    s.start()
-    loop_thread = threading.get_ident()
-    await asyncio.sleep(0.05)
+    s, loop_thread = await _started(inst, dynamic=False)
     held = _submit(s, 1.0)
     await asyncio.sleep(0.05)  # past the watch: the loop stopped polling
     polls = inst.polls
     await asyncio.sleep(0.02)
     assert inst.polls == polls > 0 and not held.done()
-    inst.gate.set()
-    assert float((await held)["y"][0, 0]) == 2.0
-    waits = [ident for kind, _, ident in inst.threads if kind == "wait"]
-    assert waits and waits[0] != loop_thread
+    await _answered_after_a_thread_waited(inst, held, loop_thread)
     await s.stop()
 
 
@@ -655,10 +645,7 @@ async def test_a_watched_pass_that_fails_fails_its_request_and_the_model_serves_
     query): either way the request fails with it, on the loop, and nothing else does."""
     inst = Watched(fail_wait_on=-1.0, fail_ready_on=-1.0 if fault == "ready" else None)
     inst.gate.set()
-    s = _scheduler(inst, dynamic=False)
-    s.start()
-    loop_thread = threading.get_ident()
-    await asyncio.sleep(0.05)
+    s, loop_thread = await _started(inst, dynamic=False)
     with pytest.raises(Exception, match="device fault"):
         await _submit(s, -1.0)
     assert inst.polls == 1
