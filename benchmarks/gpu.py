@@ -509,6 +509,8 @@ def stage_builds(run: Run) -> None:
         small = 1 if target.dry_run else 4
         points = [
             Point("qa16 text -b8 c64", "qa16", _qa_text(), 8, 64),
+            Point("qa16 text -b8 c256", "qa16", _qa_text(), 8, 256),
+            Point("qa16 text -b1 c1", "qa16", _qa_text(), 1, 1),
             Point(f"pk16 mix -b{small} c256", "pk16", data["mix"], small, 256, 384),
             Point(f"pad16 full384 -b{small} c256", "pad16", data["full"], small, 256, 384),
             Point("pad16 full384 -b1 c1", "pad16", data["full"], 1, 1, 384),

@@ -118,3 +118,19 @@ def write_repository(
         lines.append(f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}')
     (root / "qa" / "config.pbtxt").write_text("\n".join(lines) + "\n")
     return root
+
+
+#: (question, context, the message) of a bad second item: each fails its request alone.
+BAD_ITEMS = [
+    (b"", b"text", "input 'question' item 1 is empty"),
+    (b"why?", b"\xc3\x28", "input 'context' item 1 is not valid UTF-8"),
+    (b"why?", b"x" * 70_000, "input 'context' item 1 is 70000 bytes"),
+]
+
+
+def with_bad_second(question: bytes, context: bytes) -> dict[str, np.ndarray]:
+    """A two-pair batch whose second pair is (question, context)."""
+    return {
+        "question": np.array([[b"ok?"], [question]], dtype=object),
+        "context": np.array([[b"fine text"], [context]], dtype=object),
+    }

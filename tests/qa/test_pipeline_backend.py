@@ -17,7 +17,13 @@ from bertserve.backends.base import Device, LoadContext, get_backend
 from bertserve.backends.qa_pipeline import OUTPUTS, PipelineSettings, QAPipelineInstance
 from bertserve.errors import ConfigError, InternalError, InvalidInput
 from bertserve.qa.squad import load_squad, sample_path
-from tests.qa.qa_toys import onnx_call_model, steered_table, write_repository
+from tests.qa.qa_toys import (
+    BAD_ITEMS,
+    onnx_call_model,
+    steered_table,
+    with_bad_second,
+    write_repository,
+)
 
 QUESTION = "What fuel did the keepers switch to in 1890?"
 
@@ -50,16 +56,6 @@ def _inputs(questions: list[str], contexts: list[str]) -> dict[str, np.ndarray]:
 def sample() -> dict[str, str]:
     _, examples = load_squad(sample_path())
     return {e.id: e.context for e in examples}
-
-
-@pytest.fixture
-def repo(tmp_path: Path, tokenizer: Tokenizer) -> Path:
-    return write_repository(
-        tmp_path,
-        tokenizer,
-        steered_table(tokenizer, "paraffin", "paraffin"),
-        {"max_seq_len": "128", "doc_stride": "32", "buckets": "32,64"},
-    )
 
 
 def test_autocomplete_fills_the_signature(repo: Path) -> None:
@@ -245,22 +241,12 @@ def test_unanswerable_with_a_squad2_style_model(tmp_path: Path, tokenizer: Token
     assert out["start_char"][0, 0] == -1 and out["end_char"][0, 0] == -1
 
 
-@pytest.mark.parametrize(
-    ("question", "context", "message"),
-    [
-        (b"", b"text", "input 'question' item 1 is empty"),
-        (b"why?", b"\xc3\x28", "input 'context' item 1 is not valid UTF-8"),
-        (b"why?", b"x" * 70_000, "input 'context' item 1 is 70000 bytes"),
-    ],
-)
+@pytest.mark.parametrize(("question", "context", "message"), BAD_ITEMS)
 def test_bad_item_is_invalid_input(
     repo: Path, question: bytes, context: bytes, message: str
 ) -> None:
     instance = _load(repo)
-    inputs = {
-        "question": np.array([[b"ok?"], [question]], dtype=object),
-        "context": np.array([[b"fine text"], [context]], dtype=object),
-    }
+    inputs = with_bad_second(question, context)
     with pytest.raises(InvalidInput, match=message):
         instance.check_request(inputs)
     with pytest.raises(InvalidInput, match=message):
@@ -342,5 +328,9 @@ def test_many_instances_switch_the_tokenizer_pool_off_unless_the_user_chose(
     else:
         assert said == []
     inputs = _inputs([QUESTION], ["It ran on paraffin."])
-    for instance in loaded:
-        assert instance.run(inputs, list(OUTPUTS))["answer"][0, 0] == b"paraffin"
+    try:
+        for instance in loaded:
+            assert instance.run(inputs, list(OUTPUTS))["answer"][0, 0] == b"paraffin"
+    finally:
+        for instance in loaded:
+            instance.close()

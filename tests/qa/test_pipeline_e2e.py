@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,6 +41,14 @@ SLOW_BATCH = (
     'parameters { key: "qa_model" value { string_value: "toy_qa" } }\n'
 )
 
+# The text work in processes of the instances' own, batching as SLOW_BATCH does.
+PROCESSES = (
+    'backend: "bertserve_qa"\nmax_batch_size: 8\ninstance_group { count: 2 kind: KIND_CPU }\n'
+    "dynamic_batching { max_queue_delay_microseconds: 200000 }\n"
+    'parameters { key: "qa_model" value { string_value: "toy_qa" } }\n'
+    'parameters { key: "processes" value { string_value: "true" } }\n'
+)
+
 
 @pytest.fixture(scope="module")
 def qa_server(
@@ -46,7 +56,11 @@ def qa_server(
 ) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("qa_repo")
     write_repository(root, tokenizer, steered_table(tokenizer, "paraffin", "paraffin"), {})
-    for name, config in (("qa_per_request", PER_REQUEST), ("qa_slow_batch", SLOW_BATCH)):
+    for name, config in (
+        ("qa_per_request", PER_REQUEST),
+        ("qa_slow_batch", SLOW_BATCH),
+        ("qa_processes", PROCESSES),
+    ):
         (root / name / "1").mkdir(parents=True)
         (root / name / "config.pbtxt").write_text(config)
     server = start_server(root)
@@ -79,9 +93,10 @@ def _infer(
         client.close()
 
 
-def test_http_answer_with_offsets(qa_server: ServerProcess) -> None:
+@pytest.mark.parametrize("model", ["qa", "qa_processes"])
+def test_http_answer_with_offsets(qa_server: ServerProcess, model: str) -> None:
     out = _infer(
-        qa_server.http_url, "qa", _texts(QUESTION, "Why?"), _texts(CONTEXT, "Because of paraffin.")
+        qa_server.http_url, model, _texts(QUESTION, "Why?"), _texts(CONTEXT, "Because of paraffin.")
     )
     assert out["answer"][:, 0].tolist() == [b"paraffin", b"paraffin"]
     start, end = int(out["start_char"][0, 0]), int(out["end_char"][0, 0])
@@ -99,6 +114,7 @@ def test_long_context_through_the_server(qa_server: ServerProcess) -> None:
     assert long_context[answer.start_char : answer.end_char] == "paraffin"
 
 
+@pytest.mark.parametrize("model", ["qa_per_request", "qa_processes"])
 @pytest.mark.parametrize(
     ("question", "context", "message"),
     [
@@ -108,10 +124,10 @@ def test_long_context_through_the_server(qa_server: ServerProcess) -> None:
     ],
 )
 def test_bad_input_is_a_clear_400(
-    qa_server: ServerProcess, question: bytes, context: bytes, message: str
+    qa_server: ServerProcess, model: str, question: bytes, context: bytes, message: str
 ) -> None:
     with pytest.raises(InferenceServerException, match=message) as info:
-        _infer(qa_server.http_url, "qa_per_request", _texts(question), _texts(context))
+        _infer(qa_server.http_url, model, _texts(question), _texts(context))
     assert info.value.status() == "400"
 
 
@@ -141,13 +157,15 @@ def test_bad_request_fails_alone_without_pipeline_batching(qa_server: ServerProc
     assert isinstance(bad, InferenceServerException) and "is empty" in str(bad)
 
 
-def test_bad_request_fails_alone_in_a_dynamic_batch(qa_server: ServerProcess) -> None:
-    good, bad = _good_and_bad_together(qa_server.http_url, "qa_slow_batch")
+@pytest.mark.parametrize("model", ["qa_slow_batch", "qa_processes"])
+def test_bad_request_fails_alone_in_a_dynamic_batch(qa_server: ServerProcess, model: str) -> None:
+    good, bad = _good_and_bad_together(qa_server.http_url, model)
     assert good == b"paraffin"
     assert isinstance(bad, InferenceServerException) and "is empty" in str(bad)
 
 
-def test_grpc_answer(qa_server: ServerProcess) -> None:
+@pytest.mark.parametrize("model", ["qa", "qa_processes"])
+def test_grpc_answer(qa_server: ServerProcess, model: str) -> None:
     if "grpc" not in qa_server.ports:
         pytest.skip("this server build has no gRPC endpoint yet")
     import tritonclient.grpc as grpcclient
@@ -159,7 +177,7 @@ def test_grpc_answer(qa_server: ServerProcess) -> None:
             tensor = grpcclient.InferInput(name, [1, 1], "BYTES")
             tensor.set_data_from_numpy(data)
             tensors.append(tensor)
-        result = client.infer("qa", tensors)
+        result = client.infer(model, tensors)
         assert result.as_numpy("answer")[0, 0] == b"paraffin"
         assert (
             CONTEXT[result.as_numpy("start_char")[0, 0] : result.as_numpy("end_char")[0, 0]]
@@ -167,6 +185,64 @@ def test_grpc_answer(qa_server: ServerProcess) -> None:
         )
     finally:
         client.close()
+
+
+def _text_processes(server: ServerProcess) -> list[int]:
+    """The pids of the server's text processes (its children running qa_process)."""
+    pids = []
+    for task in Path(f"/proc/{server.pid}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except FileNotFoundError:
+                continue
+            if b"bertserve.backends.qa_process" in command:
+                pids.append(int(pid))
+    return sorted(pids)
+
+
+def test_a_text_process_that_dies_costs_one_batch_and_stop_ends_them_all(
+    tmp_path: Path, tokenizer: Tokenizer
+) -> None:
+    """Through the real server: a killed text process fails the one batch it held
+    (a 500 naming the model), the pipeline answers again, and stopping the server leaves no
+    text process behind."""
+    write_repository(tmp_path, tokenizer, steered_table(tokenizer, "paraffin", "paraffin"), {})
+    (tmp_path / "qa_processes" / "1").mkdir(parents=True)
+    (tmp_path / "qa_processes" / "config.pbtxt").write_text(PROCESSES)
+    server = start_server(tmp_path)
+    try:
+        children = _text_processes(server)
+        assert len(children) == 2  # one per instance
+        os.kill(children[0], signal.SIGKILL)
+        answers: list[bytes] = []
+        failures: list[InferenceServerException] = []
+        for _ in range(20):  # until the killed one's instance took a batch and replaced it
+            try:
+                # two pairs: a lone pair is answered on the instance's thread
+                out = _infer(
+                    server.http_url,
+                    "qa_processes",
+                    _texts(QUESTION, QUESTION),
+                    _texts(CONTEXT, CONTEXT),
+                )
+                answers.extend(out["answer"][:, 0])
+            except InferenceServerException as exc:
+                failures.append(exc)
+            now = _text_processes(server)
+            if len(now) == 2 and children[0] not in now:
+                break
+        else:
+            pytest.fail(f"the killed text process was not replaced: {now}")
+        assert len(failures) == 1 and set(answers) == {b"paraffin"}
+        for failure in failures:
+            assert failure.status() == "500"
+            assert "model 'qa_processes': the text process" in str(failure)
+        children = _text_processes(server)
+    finally:
+        server.stop()
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists()
 
 
 def test_ask_command(

@@ -22,6 +22,9 @@ config.pbtxt parameters (all strings, as Triton's `parameters` are):
   max_windows_per_call 4 (keep <= the QA model's max_batch_size)
   allow_impossible    "true" for SQuAD2-style models; null_threshold 0.0
   max_question_bytes 4096, max_context_bytes 65536
+  processes           "true": each instance tokenizes, assembles windows and decodes spans in
+                      a process of its own (backends/qa_process.py), off the engine's GIL;
+                      default true from 4 instances (docs/qa.md, "Text processes")
   qa_inputs           "input_ids,attention_mask,token_type_ids" (drop token_type_ids for
                       DistilBERT); qa_outputs "start_logits,end_logits"
 """
@@ -29,9 +32,9 @@ config.pbtxt parameters (all strings, as Triton's `parameters` are):
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -45,12 +48,18 @@ from bertserve.backends.base import (
     ModelInstance,
     StartModel,
 )
-from bertserve.backends.parameters import ModelParameters, confined_file
+from bertserve.backends.qa_process import TextProcess
+from bertserve.backends.qa_settings import (
+    MANY_INSTANCES,
+    PipelineSettings,
+    find_tokenizer,
+    instance_count,
+)
+from bertserve.backends.qa_text import NO_TOKENS_ANSWER, Logits, TextWork
 from bertserve.errors import BertserveError, ConfigError, InternalError
-from bertserve.qa.buckets import pad_windows, plan_calls
-from bertserve.qa.spans import Answer, SpanSettings, extract_answers
-from bertserve.qa.texts import TextLimits, decode_pairs
-from bertserve.qa.windows import Window, Windower, WindowSettings
+from bertserve.qa.spans import Answer
+from bertserve.qa.texts import decode_pairs
+from bertserve.qa.windows import Windower
 
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2
@@ -77,111 +86,36 @@ OUTPUTS: dict[str, str] = {
     "end_char": "TYPE_INT64",
     "is_impossible": "TYPE_BOOL",
 }
-_ROLES = ("input_ids", "attention_mask", "token_type_ids")
-_DEFAULT_BUCKETS = (64, 128, 256, 384)
 
 _T = TypeVar("_T")
 
-#: The answer of a pair whose context holds no token (e.g. only zero-width characters).
-NO_TOKENS_ANSWER = Answer("", 0.0, -1, -1, True)
 
-
-@dataclass(frozen=True, slots=True)
-class PipelineSettings:
-    qa_model: str
-    qa_model_version: str
-    tokenizer: str
-    windows: WindowSettings
-    spans: SpanSettings
-    limits: TextLimits
-    buckets: tuple[int, ...]
-    max_windows_per_call: int
-    qa_inputs: tuple[str, ...]
-    qa_outputs: tuple[str, str]
-
-    @classmethod
-    def from_config(cls, config: model_config_pb2.ModelConfig) -> PipelineSettings:
-        params = ModelParameters(config)
-        qa_model = params.required("qa_model", "name the QA model this pipeline calls")
-        if qa_model in (".", "..") or any(sep in qa_model for sep in "/\\"):
-            raise params.invalid("qa_model", "must be the name of a model in this repository")
-        version = params.text("qa_model_version")
-        if version and not version.isdigit():
-            raise params.invalid("qa_model_version", "must be a version number, or absent")
-        windows = WindowSettings(
-            max_seq_len=params.integer("max_seq_len", 384, minimum=1),
-            doc_stride=params.integer("doc_stride", 128, minimum=0),
-            max_query_len=params.integer("max_query_len", 64, minimum=1),
-        )
-        spans = SpanSettings(
-            max_answer_len=params.integer("max_answer_len", 30, minimum=1),
-            allow_impossible=params.boolean("allow_impossible", False),
-            null_threshold=params.number("null_threshold", 0.0),
-        )
-        limits = TextLimits(
-            max_question_bytes=params.integer("max_question_bytes", 4096, minimum=1),
-            max_context_bytes=params.integer("max_context_bytes", 65536, minimum=1),
-        )
-        buckets = params.integers(
-            "buckets", tuple(b for b in _DEFAULT_BUCKETS if b < windows.max_seq_len), minimum=1
-        )
-        if buckets and buckets[-1] > windows.max_seq_len:
-            raise params.invalid("buckets", f"must not exceed max_seq_len {windows.max_seq_len}")
-        qa_inputs = params.names("qa_inputs", _ROLES, allowed=_ROLES)
-        if "input_ids" not in qa_inputs:
-            raise params.invalid(
-                "qa_inputs", "must list input_ids and any of attention_mask, token_type_ids"
-            )
-        qa_outputs = params.names("qa_outputs", ("start_logits", "end_logits"))
-        if len(qa_outputs) != 2:
-            raise params.invalid("qa_outputs", "must name two outputs: start, end logits")
-        return cls(
-            qa_model=qa_model,
-            qa_model_version=version,
-            tokenizer=params.text("tokenizer"),
-            windows=windows,
-            spans=spans,
-            limits=limits,
-            # max_seq_len is always a bucket: every window fits somewhere.
-            buckets=tuple(sorted({*buckets, windows.max_seq_len})),
-            max_windows_per_call=params.integer("max_windows_per_call", 4, minimum=1),
-            qa_inputs=qa_inputs,
-            qa_outputs=(qa_outputs[0], qa_outputs[1]),
-        )
-
-
-def find_tokenizer(settings: PipelineSettings, version_dir: Path) -> Path:
-    """The tokenizer.json the settings name (inside the pipeline's folder, relative to its
-    version folder), else the QA model's own."""
-    if settings.tokenizer:
-        return confined_file(
-            settings.tokenizer, version_dir, "parameters.tokenizer", in_folder="tokenizer.json"
-        )
-    root = version_dir.resolve().parent.parent
-    model_dir = root / settings.qa_model
-    versions = sorted(
-        (p for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()),
-        key=lambda p: int(p.name),
-        reverse=True,
-    )
-    if settings.qa_model_version:
-        versions = [model_dir / settings.qa_model_version]
-    for folder in (*versions, model_dir):
-        for candidate in (folder / "tokenizer" / "tokenizer.json", folder / "tokenizer.json"):
-            if candidate.is_file():
-                return candidate
-    raise ConfigError(
-        f"no tokenizer.json found for QA model '{settings.qa_model}' under {model_dir}: "
-        "copy it into the pipeline's folder and set parameters.tokenizer to its path (relative "
-        "to the pipeline's version folder)"
-    )
+#: With `processes`, a batch of at most this many pairs is still worked on the instance's
+#: own thread: its GIL time is small, and the two round trips to the process are not (a
+#: lone question's p50 +0.5-0.9 ms on the development VM, +1.3-1.5 ms on an H200 host).
+#: Under load the dynamic batcher gathers batches far larger (54 pairs on average at
+#: concurrency 64 of eight-pair requests), and those go to the process.
+ON_THREAD_PAIRS = 1
 
 
 class QAPipelineInstance(ModelInstance):
-    def __init__(self, settings: PipelineSettings, windower: Windower, start_model: StartModel):
+    """One pipeline instance. Its text work (`qa_text.TextWork`) runs on the instance's
+    thread, or with `processes` in a process of its own (`qa_process.TextProcess`) for any
+    batch of more than ON_THREAD_PAIRS pairs; the calls to the QA model are made from the
+    thread either way."""
+
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        windower: Windower,
+        start_model: StartModel,
+        text: TextWork | TextProcess | None = None,
+    ):
         self.settings = settings
         self.windower = windower
         self.start_model = start_model
+        self.local = TextWork(settings, windower)
+        self.text = text if text is not None else self.local
 
     def check_request(self, inputs: Mapping[str, np.ndarray]) -> None:
         """One request's texts, before it joins a batch; raises InvalidInput naming the input
@@ -189,52 +123,42 @@ class QAPipelineInstance(ModelInstance):
         decode_pairs(inputs, self.settings.limits)
 
     def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        questions, contexts = decode_pairs(inputs, self.settings.limits)
-        answers = self.answer(questions, contexts)
-        shape = np.asarray(inputs["question"]).shape
-        columns: dict[str, np.ndarray] = {
-            "answer": np.array([a.text.encode("utf-8") for a in answers], dtype=object),
-            "score": np.array([a.score for a in answers], dtype=np.float32),
-            "start_char": np.array([a.start_char for a in answers], dtype=np.int64),
-            "end_char": np.array([a.end_char for a in answers], dtype=np.int64),
-            "is_impossible": np.array([a.is_impossible for a in answers], dtype=bool),
-        }
+        # The text work decodes and checks the texts again: nothing unchecked is computed
+        # when an instance is driven directly.
+        shape = np.shape(inputs["question"]) if "question" in inputs else (0,)
+        text = self.text if math.prod(shape) > ON_THREAD_PAIRS else self.local
+        feeds = text.prepare(inputs)
+        columns = text.answer_columns(self._call(feeds))
         return {name: columns[name].reshape(shape) for name in outputs}
 
     def answer(self, questions: list[str], contexts: list[str]) -> list[Answer]:
-        windows = self.windower.split(questions, contexts)
-        starts, ends = self._logits(windows)
-        answers = extract_answers(contexts, windows, starts, ends, self.settings.spans)
-        return [NO_TOKENS_ANSWER if a is None else a for a in answers]
+        """Answers for texts already decoded, on this thread (benchmarks, tests)."""
+        work = TextWork(self.settings, self.windower)
+        return work.answer(self._call(work.prepare_texts(questions, contexts)))
 
-    def _logits(self, windows: list[Window]) -> tuple[np.ndarray, np.ndarray]:
-        """Start and end logits of every window, (windows, longest window) float32."""
+    def close(self) -> None:
+        if isinstance(self.text, TextProcess):
+            self.text.close()
+
+    def _call(self, feeds: list[dict[str, np.ndarray]]) -> list[Logits]:
+        """The QA model's start and end logits of each call. Every call is in the QA model's
+        queue before the first is waited for: its batcher sees the whole batch's windows at
+        once, and this batch pays one round trip."""
         s = self.settings
-        width = max((len(w) for w in windows), default=0)
-        starts = np.zeros((len(windows), width), dtype=np.float32)
-        ends = np.zeros((len(windows), width), dtype=np.float32)
-        calls = plan_calls([len(w) for w in windows], s.buckets, s.max_windows_per_call)
-        # Every call is in the QA model's queue before the first is waited for: its batcher
-        # sees the whole batch's windows at once, and this batch pays one round trip.
-        waits = []
-        for call in calls:
-            padded = pad_windows([windows[i] for i in call.windows], call.length)
-            feed = {name: padded[name] for name in s.qa_inputs}
-            waits.append(self._guarded(self.start_model, s.qa_model, s.qa_model_version, feed))
-        for call, wait in zip(calls, waits, strict=True):
+        waits = [
+            self._guarded(self.start_model, s.qa_model, s.qa_model_version, feed) for feed in feeds
+        ]
+        logits = []
+        for wait in waits:
             result = self._guarded(wait)
             try:
-                start, end = result[s.qa_outputs[0]], result[s.qa_outputs[1]]
+                logits.append((result[s.qa_outputs[0]], result[s.qa_outputs[1]]))
             except KeyError as exc:
                 raise InternalError(
                     f"QA model '{s.qa_model}' returned no output {exc}: set "
                     "parameters.qa_outputs to its start and end logits outputs"
                 ) from None
-            rows = np.asarray(call.windows)
-            cut = min(call.length, width)
-            starts[rows, :cut] = start[:, :cut]
-            ends[rows, :cut] = end[:, :cut]
-        return starts, ends
+        return logits
 
     def _guarded(self, step: Callable[..., _T], *args: object) -> _T:
         """One step of a QA model call; its failures become server errors naming the model."""
@@ -246,10 +170,8 @@ class QAPipelineInstance(ModelInstance):
             raise InternalError(f"QA model '{self.settings.qa_model}' failed: {exc}") from exc
 
 
-#: The tokenizers library's switch for its thread pool, and the instance count from which a
-#: pipeline is faster without the pool (docs/qa.md: 8 instances gained 8-30%, 2 lost 37-42%).
+#: The tokenizers library's switch for its thread pool.
 TOKENIZER_POOL = "TOKENIZERS_PARALLELISM"
-MANY_INSTANCES = 4
 
 
 class QAPipelineBackend(Backend):
@@ -301,9 +223,12 @@ class QAPipelineBackend(Backend):
             raise ConfigError(
                 f"model '{config.name}' is a pipeline but this server cannot call other models"
             )
-        windower = Windower.from_file(find_tokenizer(settings, model_path), settings.windows)
+        tokenizer = find_tokenizer(settings, model_path)
+        windower = Windower.from_file(tokenizer, settings.windows)
+        # The child reads the same tokenizer, checked above; it inherits the pool's switch.
+        text = TextProcess(config.name, settings, tokenizer) if settings.processes else None
         return QAPipelineInstance(
-            settings, windower, context.start_model or _starter(context.call_model)
+            settings, windower, context.start_model or _starter(context.call_model), text
         )
 
 
@@ -313,7 +238,7 @@ def choose_tokenizer_pool(config: model_config_pb2.ModelConfig) -> None:
     its instances tokenize on their own threads faster than they share the pool (docs/qa.md,
     "Instances and the tokenizer's threads"). The variable is the process's and the library
     reads it at every call; a value set before `bertserve serve` starts, either way, is kept."""
-    instances = sum(group.count for group in config.instance_group)
+    instances = instance_count(config)
     if instances < MANY_INSTANCES or os.environ.get(TOKENIZER_POOL) is not None:
         return
     os.environ[TOKENIZER_POOL] = "false"
