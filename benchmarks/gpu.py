@@ -35,6 +35,8 @@ goes on):
   thread does meanwhile, against `run()` on one thread.
 - buildqa: the pipeline `bertserve build` writes for a GPU model of max batch 256, against
   the narrow shape it wrote before, and the model alone on the same windows.
+- refqa: the pipeline `bertserve build` writes over the reference's own batching (max batch
+  4, a 200 ms queue delay), the baseline build against this one.
 
 Same-machine ratios: `builds` can end with the packed engine in process
 (`--inprocess-seconds`); `env.python_loop_us` records the host's single-thread speed.
@@ -560,6 +562,70 @@ def stage_builds(run: Run) -> None:
         ))  # fmt: skip
 
 
+def _build_seed(run: Run, repo: Path, flags: tuple[str, ...] = ()) -> tuple[str, str]:
+    """`bertserve build` of the seed's bert_base_trt_gpu with random weights into `repo`
+    (the tiny preset's CPU model on a dry run), with more build `flags`; (preset, model),
+    or ("", "") when the build failed (noted)."""
+    res = run.res
+    preset, model = ("tiny", "bert_tiny_onnx_cpu") if run.target.dry_run else (
+        "seed", "bert_base_trt_gpu")  # fmt: skip
+    cmd = [sys.executable, "-m", "bertserve", "build", "--preset", preset, "--only", model,
+           *flags, "--weights", "random", "--output", str(repo), "--force"]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # noqa: S603
+    record = {"seconds": round(time.perf_counter() - started, 1), "exit": done.returncode,
+              "tail": done.stdout[-800:]}  # fmt: skip
+    res.put(f"build {repo.name}", record)
+    if done.returncode:
+        res.note(f"bertserve build failed: {done.stderr[-800:]}")
+        return "", ""
+    return preset, model
+
+
+def stage_refqa(run: Run) -> None:
+    """The QA pipeline over the reference's own batching, as `bertserve build` writes it:
+    the seed's bert_base_trt_gpu (max batch 4, preferred 4, a 200 ms queue delay) and its
+    `_qa` pipeline (2 instances x 8 pairs, 4 windows a call), served by the baseline build
+    and this one side by side and measured in turn: a lone question, eight-pair requests at
+    c16 and c64, and the model alone on the pipeline's windows (batches of 4)."""
+    from gpu_serving import Point, measure, qa_windows_file, start_server
+
+    res = run.res
+    repo = run.work / "repo-ref"
+    preset, model = _build_seed(run, repo)
+    if not preset:
+        return
+    res.put("refqa_configs", {name: (repo / name / "config.pbtxt").read_text()
+                              for name in (model, f"{model}_qa")})  # fmt: skip
+    windows_file, pairs, windows = qa_windows_file(repo, model, run.work)
+    res.put("qa_sample", {"pairs": pairs, "windows": windows})
+    servers = {
+        label: start_server(
+            repo, res.out / f"server-ref-{label}.log", pythonpath=path, ready=False
+        )  # fmt: skip
+        for label, path in (
+            ("base", [Path(run.baseline_src)] if run.baseline_src else []),
+            ("this", [Path(run.this_src)] if run.this_src else []),
+        )
+    }
+    _drop_failed(res, servers, _start_together(servers)())
+    text, qa = _qa_text(), f"{model}_qa"
+    points = [
+        Point(f"{qa} text -b1 c1", qa, text, 1, 1),
+        Point(f"{qa} text -b8 c16", qa, text, 8, 16),
+        Point(f"{qa} text -b8 c64", qa, text, 8, 64),
+        Point(f"{model} qa-windows -b4 c16", model, windows_file, 4, 16, 384),
+    ]
+    chosen = [p for p in points if _chosen(p.label, run.only)]
+    try:
+        for point in [p for _ in range(run.repeat) for p in chosen]:
+            for label, server in servers.items():
+                measure(res, label, server.http_url, point, [server.pid], run.window_ms)
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
 def stage_buildqa(run: Run) -> None:
     """The QA pipeline as `bertserve build` writes it, as a user gets it: the seed's
     bert_base_trt_gpu built with max batch 256 and random weights, its `_qa` pipeline (the
@@ -576,31 +642,8 @@ def stage_buildqa(run: Run) -> None:
 
     target, res = run.target, run.res
     repo = run.work / "repo-build"
-    preset, model = ("tiny", "bert_tiny_onnx_cpu") if target.dry_run else (
-        "seed", "bert_base_trt_gpu")  # fmt: skip
-    cmd = [
-        sys.executable,
-        "-m",
-        "bertserve",
-        "build",
-        "--preset",
-        preset,
-        "--only",
-        model,
-        "--max-batch-size",
-        "256",
-        "--weights",
-        "random",
-        "--output",
-        str(repo),
-        "--force",
-    ]
-    started = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # noqa: S603
-    res.put("buildqa_build", {"seconds": round(time.perf_counter() - started, 1),
-                              "exit": done.returncode, "tail": done.stdout[-800:]})  # fmt: skip
-    if done.returncode:
-        res.note(f"bertserve build failed: {done.stderr[-800:]}")
+    preset, model = _build_seed(run, repo, ("--max-batch-size", "256"))
+    if not preset:
         return
     (variant,) = resolve_preset(preset, Overrides(only=(model,), max_batch_size=256))
     narrow = pipeline_config(
@@ -805,6 +848,7 @@ STAGES: Mapping[str, Callable[[Run], None]] = MappingProxyType(
         "builds": stage_builds,
         "textpath": stage_textpath,
         "buildqa": stage_buildqa,
+        "refqa": stage_refqa,
         "kernels": stage_kernels,
         "attention": stage_attention,
         "small": stage_small,

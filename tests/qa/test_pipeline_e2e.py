@@ -7,9 +7,11 @@ import json
 import os
 import shutil
 import signal
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -243,6 +245,68 @@ def test_a_text_process_that_dies_costs_one_batch_and_stop_ends_them_all(
         server.stop()
     for pid in children:
         assert not Path(f"/proc/{pid}").exists()
+
+
+# The reference's GPU batching (max batch 4, preferred 4, 200 ms): here 2 s, so that a wait
+# cannot hide in a test's timing.
+HOLDING_QA_MODEL = (
+    'platform: "onnxruntime_onnx"\nmax_batch_size: 4\n'
+    "dynamic_batching { preferred_batch_size: [4] max_queue_delay_microseconds: 2000000 }\n"
+    'parameters { key: "weights" value { string_value: "random" } }\n'
+)
+
+
+@pytest.mark.parametrize("processes", ["false", "true"])
+def test_calls_are_never_held_for_the_qa_models_queue_delay(
+    tmp_path: Path, tokenizer: Tokenizer, processes: str
+) -> None:
+    """Over a QA model that holds any batch but a full one for its queue delay, the
+    pipeline's calls go at once (a pipeline has sent all of a batch's windows; nothing more
+    of its own is coming): a lone question, and two long ones whose windows leave a partial
+    call, are answered in well under the 2 s the model would hold them, and correctly."""
+    params = {"max_seq_len": "128", "doc_stride": "32", "processes": processes}
+    write_repository(tmp_path, tokenizer, steered_table(tokenizer, "paraffin", "paraffin"), params)
+    (tmp_path / "toy_qa" / "config.pbtxt").write_text(HOLDING_QA_MODEL)
+    _, examples = load_squad(sample_path())
+    long_context = max((e.context for e in examples), key=len) + " " + CONTEXT
+    server = start_server(tmp_path)
+    try:
+        for questions, contexts in (
+            (_texts(QUESTION), _texts(CONTEXT)),
+            (_texts(QUESTION, QUESTION), _texts(long_context, long_context)),
+        ):
+            started = time.monotonic()
+            out = _infer(server.http_url, "qa", questions, contexts)
+            assert time.monotonic() - started < 1.0
+            assert set(out["answer"][:, 0]) == {b"paraffin"}
+        stats = _statistics(server.http_url, "toy_qa")
+        sizes = {int(b["batch_size"]) for b in stats["batch_stats"]}
+        assert 1 in sizes  # the lone question's one window went alone, unpadded
+        # an external client's partial batch is still held, as the config says
+        started = time.monotonic()
+        client = httpclient.InferenceServerClient(server.http_url)
+        try:
+            ids = np.ones((1, 16), np.int64)
+            tensors = []
+            for name in ("input_ids", "attention_mask", "token_type_ids"):
+                tensor = httpclient.InferInput(name, [1, 16], "INT64")
+                tensor.set_data_from_numpy(ids if name != "token_type_ids" else ids * 0)
+                tensors.append(tensor)
+            client.infer("toy_qa", tensors)
+        finally:
+            client.close()
+        assert time.monotonic() - started >= 1.9
+    finally:
+        server.stop()
+
+
+def _statistics(url: str, model: str) -> dict[str, Any]:
+    client = httpclient.InferenceServerClient(url)
+    try:
+        (stats,) = client.get_inference_statistics(model)["model_stats"]
+        return dict(stats)
+    finally:
+        client.close()
 
 
 def test_ask_command(

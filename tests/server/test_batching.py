@@ -722,3 +722,36 @@ async def test_the_loop_never_launches_what_queued_before_a_request():
     launches = [ident for kind, _, ident in a.threads + b.threads if kind == "launch"]
     assert launches and loop_thread not in launches
     await s.stop()
+
+
+async def test_a_flush_request_is_not_held_for_the_queue_delay() -> None:
+    """A pipeline's call (flush) goes at once, taking what is queued with it; a request
+    queued before it that it cannot share a batch with goes first, at once too; a plain
+    request alone is still held for the delay."""
+    inst = Doubler()
+    s, _ = await _started(inst, max_queue_delay_us=10_000_000)
+    try:
+        plain = _submit(s, 1.0)
+        await asyncio.sleep(0.2)
+        assert not plain.done()  # held: its delay is 10 s
+        flushed = s.submit(
+            {"x": np.full((1, 3), 2.0, np.float32)}, ["y"], 1,
+            RequestTiming(time.perf_counter_ns()), flush=True,
+        )  # fmt: skip
+        results = await asyncio.wait_for(asyncio.gather(plain, flushed), 2)
+        assert [r["y"][0, 0] for r in results] == [2.0, 4.0]
+        assert inst.batches == [2]  # one batch: the flush took the plain request along
+        # a head of another shape (it cannot join the flush request's batch) goes first
+        other = s.submit(
+            {"x": np.full((1, 5), 3.0, np.float32)}, ["y"], 1,
+            RequestTiming(time.perf_counter_ns()),
+        )  # fmt: skip
+        await asyncio.sleep(0.05)
+        flushed = s.submit(
+            {"x": np.full((1, 3), 4.0, np.float32)}, ["y"], 1,
+            RequestTiming(time.perf_counter_ns()), flush=True,
+        )  # fmt: skip
+        await asyncio.wait_for(asyncio.gather(other, flushed), 2)
+        assert inst.batches == [2, 1, 1]
+    finally:
+        await s.stop()

@@ -73,6 +73,9 @@ class Pending:
     #: starts at row `offset` of the request.
     joined: _Joined | None = None
     offset: int = 0
+    #: Not held for the queue delay (a pipeline's call: nothing more of its batch is coming);
+    #: while one waits, the batch at the head of the queue is due.
+    flush: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -191,6 +194,7 @@ class Scheduler:
             self._max_rows = min(self._max_rows, self._packing.max_rows)
             self._max_cost = self._target = self._packing.max_tokens
         self._delay_ns = policy.max_queue_delay_us * 1000
+        self._flushed = False  # a flush request was ever queued (else none is looked for)
 
     # -- admission (event loop) --------------------------------------------------------------
 
@@ -201,8 +205,11 @@ class Scheduler:
         batch_size: int,
         timing: RequestTiming,
         timeout_us: int = 0,
+        flush: bool = False,
     ) -> asyncio.Future[dict[str, np.ndarray]]:
-        """Queue a request; the future resolves to its outputs. Raises QueueFull at once."""
+        """Queue a request; the future resolves to its outputs. Raises QueueFull at once.
+        `flush`: the request is not held for the queue delay, nor is anything queued before
+        it (a pipeline's call, `Engine.infer`)."""
         if self._stopping:
             raise ServerShuttingDown(
                 f"model '{self.name}' is unloading or the server is stopping; retry elsewhere"
@@ -229,7 +236,9 @@ class Scheduler:
             future=future,
             timing=timing,
             deadline_ns=timing.arrival + timeout_us * 1000 if timeout_us else 0,
+            flush=flush,
         )
+        self._flushed = self._flushed or flush
         with self._lock:
             self.check_room()
             self._queue.append(pending)
@@ -475,9 +484,14 @@ class Scheduler:
             cut = self._cut(picked)
             if sum(p.batch_size for p in cut) in self._send_at:
                 return self._take(cut)
-        if self._queue[0].timing.arrival + self._delay_ns - now <= 0:
+        if self._queue[0].timing.arrival + self._delay_ns - now <= 0 or self._flush_waits():
             return self._take(picked)
         return None
+
+    def _flush_waits(self) -> bool:
+        """Under the lock: a request not to be held for the delay is queued (it may sit
+        behind a head it cannot share a batch with, which then goes first)."""
+        return self._flushed and any(p.flush for p in self._queue)
 
     def _fit(self) -> tuple[list[Pending], int, bool]:
         """Requests, in arrival order, that can share a batch with the oldest one.
@@ -530,7 +544,7 @@ class Scheduler:
             outputs=pending.outputs, batch_size=count, cost=cost, key=pending.key,
             future=pending.future, timing=pending.timing, deadline_ns=pending.deadline_ns,
             lengths=None if full else lengths[:count], joined=pending.joined,
-            offset=pending.offset,
+            offset=pending.offset, flush=pending.flush,
         )  # fmt: skip
         pending.inputs = {name: array[count:] for name, array in pending.inputs.items()}
         pending.lengths = None if full else lengths[count:]

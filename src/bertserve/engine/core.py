@@ -474,7 +474,9 @@ class Engine:
             served.stats.record_failure(None, "REJECTED", _now())
             raise
 
-    async def infer(self, request: InferRequest) -> InferResponse:
+    async def infer(self, request: InferRequest, *, flush: bool = False) -> InferResponse:
+        """Run one request through its model's checks and batcher. `flush`: not held for the
+        model's queue delay (a pipeline's call, `_start_model`)."""
         timing = RequestTiming(_now())
         if self._stopping:
             raise ServerShuttingDown("the server is shutting down; retry on another replica")
@@ -492,7 +494,9 @@ class Engine:
                 outputs = signature.check_outputs(request)
                 feed, batch = signature.check_inputs(request)
                 served.scheduler.instances[0].check_request(feed)
-                future = served.scheduler.submit(feed, outputs, batch, timing, request.timeout_us)
+                future = served.scheduler.submit(
+                    feed, outputs, batch, timing, request.timeout_us, flush
+                )
                 try:
                     results = await future
                 except asyncio.CancelledError:  # the client went away: drop its work
@@ -581,7 +585,10 @@ class Engine:
         self, name: str, version: str, inputs: dict[str, np.ndarray]
     ) -> Callable[[], dict[str, np.ndarray]]:
         """For pipeline backends, from an instance thread: submit a request for another
-        model through its scheduler (so its batching applies); the callable waits for it."""
+        model through its scheduler (so it joins what is queued there); the callable waits
+        for it. The call is not held for that model's queue delay: a pipeline submits all of
+        a batch's calls at once, so waiting would only delay its answer (the reference's GPU
+        config holds a partial batch for 200 ms, its CPU config for 2 s)."""
         assert self._loop is not None
         request = InferRequest(
             model_name=name,
@@ -591,7 +598,7 @@ class Engine:
                 for n, a in inputs.items()
             ],
         )
-        future = asyncio.run_coroutine_threadsafe(self.infer(request), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self.infer(request, flush=True), self._loop)
 
         def wait() -> dict[str, np.ndarray]:
             return {o.name: o.data for o in future.result().outputs}
