@@ -587,7 +587,8 @@ def stage_refqa(run: Run) -> None:
     the seed's bert_base_trt_gpu (max batch 4, preferred 4, a 200 ms queue delay) and its
     `_qa` pipeline (2 instances x 8 pairs, 4 windows a call), served by the baseline build
     and this one side by side and measured in turn: a lone question, eight-pair requests at
-    c16 and c64, and the model alone on the pipeline's windows (batches of 4)."""
+    c16 and c64, and the model alone on the pipeline's windows (batches of 4); and the same
+    pipeline with eight instances (`_qa8`) beside it."""
     from gpu_serving import Point, measure, qa_windows_file, start_server
 
     res = run.res
@@ -597,6 +598,17 @@ def stage_refqa(run: Run) -> None:
         return
     res.put("refqa_configs", {name: (repo / name / "config.pbtxt").read_text()
                               for name in (model, f"{model}_qa")})  # fmt: skip
+    # the same pipeline with eight instances (in processes, the default from four), beside it
+    from google.protobuf import text_format
+
+    from bertserve.backends.qa_pipeline import pipeline_config
+    from bertserve.builder.presets import Overrides, resolve_preset
+    from bertserve.builder.qa import pipeline_parameters
+
+    (variant,) = resolve_preset(preset, Overrides(only=(model,)))
+    eight = pipeline_config(f"{model}_qa8", model, pipeline_parameters(variant), instances=8)
+    (repo / f"{model}_qa8" / "1").mkdir(parents=True, exist_ok=True)
+    (repo / f"{model}_qa8" / "config.pbtxt").write_text(text_format.MessageToString(eight))
     windows_file, pairs, windows = qa_windows_file(repo, model, run.work)
     res.put("qa_sample", {"pairs": pairs, "windows": windows})
     servers = {
@@ -615,6 +627,8 @@ def stage_refqa(run: Run) -> None:
         Point(f"{qa} text -b8 c16", qa, text, 8, 16),
         Point(f"{qa} text -b8 c64", qa, text, 8, 64),
         Point(f"{model} qa-windows -b4 c16", model, windows_file, 4, 16, 384),
+        Point(f"{qa}8 text -b8 c64", f"{qa}8", text, 8, 64),
+        Point(f"{qa}8 text -b8 c16", f"{qa}8", text, 8, 16),
     ]
     chosen = [p for p in points if _chosen(p.label, run.only)]
     try:

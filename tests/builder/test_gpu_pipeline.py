@@ -51,11 +51,13 @@ def test_gpu_pipeline_windows_fit_the_engine() -> None:
 
 def test_a_gpu_model_with_large_batches_gets_the_wide_pipeline(tmp_path: Path) -> None:
     """Eight instances of 64 pairs, 64 windows a call, in front of a GPU model that takes 64
-    rows or more; the reference's small batches and CPU models keep two of eight and four."""
+    rows or more; eight of eight pairs and four windows in front of the reference's small
+    batches; two of eight and four in front of a CPU model. Eight instances run their text
+    work in processes (the default from four), two on their threads."""
     wide = Batching(max_batch_size=256, preferred_batch_sizes=(), max_queue_delay_us=0, instances=2)
     cases = [
         (Variant("g", ARCHITECTURES["bert-base"], "gpu", "fp16", SEQ, wide), (8, 64, 64)),
-        (_variant("bert-base"), (2, 8, 4)),
+        (_variant("bert-base"), (8, 8, 4)),
         (Variant("c", ARCHITECTURES["bert-base"], "cpu", "fp32", 384, wide), (2, 8, 4)),
     ]
     for variant, (instances, pairs, windows) in cases:
@@ -65,7 +67,9 @@ def test_a_gpu_model_with_large_batches_gets_the_wide_pipeline(tmp_path: Path) -
         )
         assert config.instance_group[0].count == instances
         assert config.max_batch_size == pairs
-        assert PipelineSettings.from_config(config).max_windows_per_call == windows
+        settings = PipelineSettings.from_config(config)
+        assert settings.max_windows_per_call == windows
+        assert settings.processes is (instances >= 4)
 
 
 @pytest.mark.e2e

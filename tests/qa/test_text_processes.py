@@ -221,6 +221,23 @@ def test_the_process_exits_when_its_parent_end_closes(
     assert child.wait(10) == 0
 
 
+def test_a_child_that_cannot_start_again_fails_the_batch_as_a_server_error(
+    load: Callable[..., QAPipelineInstance], tmp_path: Path
+) -> None:
+    """The tokenizer gone after the load: the dead child's replacement cannot read it, and
+    the batch fails as a server error naming the model, not as a load error."""
+    instance = load()
+    assert isinstance(instance.text, TextProcess)
+    pid = _child(instance)
+    instance.text.tokenizer = tmp_path / "gone" / "tokenizer.json"
+    os.kill(pid, signal.SIGKILL)
+    two = _inputs([QUESTION] * 2, ["It ran on paraffin."] * 2)
+    with pytest.raises(InternalError, match="the text process"):
+        instance.run(two, ["answer"])
+    with pytest.raises(InternalError, match="model 'qa': a new text process could not start"):
+        instance.run(two, ["answer"])
+
+
 def test_a_child_that_cannot_read_its_tokenizer_fails_the_load(repo: Path, tmp_path: Path) -> None:
     settings = PipelineSettings.from_config(_config(repo))
     missing = tmp_path / "gone" / "tokenizer.json"

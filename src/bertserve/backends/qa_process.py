@@ -93,7 +93,12 @@ class TextProcess:
     def _ask(self, *message: object) -> Any:
         with self._lock:
             if self._conn is None:  # the last child died: a new one for this batch
-                self._start()
+                try:
+                    self._start()
+                except BertserveError as exc:
+                    raise InternalError(
+                        f"model '{self.model}': a new text process could not start: {exc}"
+                    ) from None
             assert self._conn is not None
             try:
                 self._conn.send(message)
@@ -158,7 +163,8 @@ class TextProcess:
                 code = child.wait()
         if conn is not None:
             conn.close()
-        log.error("model '%s': text process %s exited (code %s)", self.model, child, code)
+        pid = child.pid if child is not None else None
+        log.error("model '%s': text process %s exited (code %s)", self.model, pid, code)
         return InternalError(
             f"model '{self.model}': the text process of this request's batch exited (code "
             f"{code}); a new one starts for the next batch"

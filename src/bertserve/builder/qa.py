@@ -51,15 +51,20 @@ _WIDE_FROM = 64
 def pipeline_shape(variant: Variant) -> tuple[int, int, int]:
     """(instances, pairs a batch, windows a call) of the pipeline in front of `variant`.
 
-    Two instances of eight pairs, four windows a call, in front of a CPU model or a GPU
-    model with small batches (the reference's max batch 4). In front of a GPU model that
-    takes batches of 64 rows or more, eight instances of 64 pairs and 64 windows a call:
-    the shape that kept an H200's packing BERT-base busiest of those measured (docs/qa.md;
-    smaller calls from more instances fill the model's batches less)."""
+    In front of a CPU model, two instances of eight pairs, four windows a call: the cores
+    are the limit there, and the model's own threads want them. In front of a GPU model,
+    eight instances (their text work in processes of their own, the default from four):
+    of 64 pairs and 64 windows a call where the model takes batches of 64 rows or more, the
+    shape that kept an H200's packing BERT-base busiest of those measured (docs/qa.md;
+    smaller calls from more instances fill the model's batches less); of eight pairs and
+    four windows a call where it takes small batches (the reference's max batch 4), which
+    answered 1.9-2.0x the questions of two instances there (docs/benchmarks.md, round 8)."""
     mbs = variant.batching.max_batch_size
-    if variant.device == "gpu" and mbs >= _WIDE_FROM:
+    if variant.device != "gpu":
+        return 2, 8, min(4, mbs)
+    if mbs >= _WIDE_FROM:
         return 8, _WIDE_FROM, _WIDE_FROM
-    return 2, 8, min(4, mbs)
+    return 8, 8, min(4, mbs)
 
 
 def write_pipeline(variant: Variant, root: Path) -> Path:
