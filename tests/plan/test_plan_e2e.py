@@ -201,8 +201,10 @@ def test_an_interrupted_plan_puts_the_original_configs_back(
     assert proc.stdout is not None
     candidates = 0
     deadline = time.monotonic() + 120
+    read: list[str] = []
     # Interrupt once the search has moved off the seed (a candidate config is loaded).
     for line in proc.stdout:
+        read.append(f"{time.monotonic() - deadline + 120:6.2f} s  {line.rstrip()}")
         if line.rstrip().endswith("]") and "seed:" not in line:
             candidates += 1
             if candidates == 1:
@@ -210,8 +212,10 @@ def test_an_interrupted_plan_puts_the_original_configs_back(
                 proc.send_signal(sig)
                 break
         assert time.monotonic() < deadline, "the search never left the seed"
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    rest, err = proc.communicate(timeout=120)
+    # what the plan printed, so that a plan that ended on its own says how
+    printed = "\n".join(read) + "\n--- after the signal:\n" + rest[-3000:]
+    assert proc.returncode == 130, f"{err}\n{printed}"
     assert "interrupted; every model the plan changed was put back as it was" in err
     assert state(explicit) == before
 
