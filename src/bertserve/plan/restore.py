@@ -118,6 +118,10 @@ def interruptible() -> Iterator[None]:
         # Through SIGINT's own handler, not by raising here: inside a measurement that is
         # the event loop's, which cancels the sweep cleanly; raising from an arbitrary
         # point could land inside a transport callback and break a connection instead.
+        # A plan started with SIGINT ignored (a shell's background job, nohup) has no such
+        # handler: there SIGTERM raises, so that it still ends the plan and restores.
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            raise KeyboardInterrupt
         signal.raise_signal(signal.SIGINT)
 
     previous = signal.signal(signal.SIGTERM, stop)
