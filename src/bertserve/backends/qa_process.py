@@ -153,18 +153,10 @@ class TextProcess:
 
     def _died(self) -> InternalError:
         child, conn = self._child, self._conn
+        assert child is not None and conn is not None  # set and cleared together
         self._child = self._conn = None
-        code = None
-        if child is not None:
-            try:
-                code = child.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                code = child.wait()
-        if conn is not None:
-            conn.close()
-        pid = child.pid if child is not None else None
-        log.error("model '%s': text process %s exited (code %s)", self.model, pid, code)
+        code = _end(child, conn)
+        log.error("model '%s': text process %s exited (code %s)", self.model, child.pid, code)
         return InternalError(
             f"model '{self.model}': the text process of this request's batch exited (code "
             f"{code}); a new one starts for the next batch"
@@ -186,13 +178,16 @@ def _texts(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: inputs[name] for name in ("question", "context") if name in inputs}
 
 
-def _end(child: subprocess.Popen[bytes], conn: Connection) -> None:
+def _end(child: subprocess.Popen[bytes], conn: Connection) -> int:
+    """Wait for `child` to exit (killed after STOP_TIMEOUT_S), close its connection; its
+    exit code."""
     try:
-        child.wait(STOP_TIMEOUT_S)
+        code = child.wait(STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         child.kill()
-        child.wait()
+        code = child.wait()
     conn.close()
+    return code
 
 
 # -- the child -------------------------------------------------------------------------------
