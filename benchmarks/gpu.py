@@ -36,7 +36,8 @@ goes on):
 - buildqa: the pipeline `bertserve build` writes for a GPU model of max batch 256, against
   the narrow shape it wrote before, and the model alone on the same windows.
 - refqa: the pipeline `bertserve build` writes over the reference's own batching (max batch
-  4, a 200 ms queue delay), the baseline build against this one.
+  4, a 200 ms queue delay), the baseline build against this one, and the two-instance shape
+  it wrote before beside it.
 
 Same-machine ratios: `builds` can end with the packed engine in process
 (`--inprocess-seconds`); `env.python_loop_us` records the host's single-thread speed.
@@ -482,10 +483,7 @@ def stage_builds(run: Run) -> None:
     wide = {"pk8w": ModelSpec("fp8", True, max_batch=512, gpus=gpu, max_tokens=65536)}
     if not any(_chosen(label, run.only) for label, _, _ in WIDE_POINTS):
         wide = {}
-    builds = {
-        "base": [Path(run.baseline_src)] if run.baseline_src else [],
-        "this": [Path(run.this_src)] if run.this_src else [],
-    }
+    builds = _builds(run)
     servers = {}
     for label, path in builds.items():
         repo = write_repo(run.work / f"repo-{label}", vdir,
@@ -562,6 +560,15 @@ def stage_builds(run: Run) -> None:
         ))  # fmt: skip
 
 
+def _builds(run: Run) -> dict[str, list[Path]]:
+    """The two builds a stage compares: label -> the src/ put first on the server's path
+    (none: the carried checkout's)."""
+    return {
+        "base": [Path(run.baseline_src)] if run.baseline_src else [],
+        "this": [Path(run.this_src)] if run.this_src else [],
+    }
+
+
 def _build_seed(run: Run, repo: Path, flags: tuple[str, ...] = ()) -> tuple[str, str]:
     """`bertserve build` of the seed's bert_base_trt_gpu with random weights into `repo`
     (the tiny preset's CPU model on a dry run), with more build `flags`; (preset, model),
@@ -584,11 +591,11 @@ def _build_seed(run: Run, repo: Path, flags: tuple[str, ...] = ()) -> tuple[str,
 
 def stage_refqa(run: Run) -> None:
     """The QA pipeline over the reference's own batching, as `bertserve build` writes it:
-    the seed's bert_base_trt_gpu (max batch 4, preferred 4, a 200 ms queue delay) and its
-    `_qa` pipeline (2 instances x 8 pairs, 4 windows a call), served by the baseline build
-    and this one side by side and measured in turn: a lone question, eight-pair requests at
-    c16 and c64, and the model alone on the pipeline's windows (batches of 4); and the same
-    pipeline with eight instances (`_qa8`) beside it."""
+    the seed's bert_base_trt_gpu (max batch 4, a 200 ms queue delay) and its `_qa` pipeline
+    (8 instances x 8 pairs in processes, 4 windows a call), served by the baseline build and
+    this one side by side and measured in turn: a lone question, eight-pair requests at c16
+    and c64, and the model alone on the pipeline's windows (batches of 4); and beside it the
+    two-instance shape `bertserve build` wrote before round 8 (`_qa2`, call BI's `_qa`)."""
     from gpu_serving import Point, measure, qa_windows_file, start_server
 
     res = run.res
@@ -598,7 +605,7 @@ def stage_refqa(run: Run) -> None:
         return
     res.put("refqa_configs", {name: (repo / name / "config.pbtxt").read_text()
                               for name in (model, f"{model}_qa")})  # fmt: skip
-    # the same pipeline with eight instances (in processes, the default from four), beside it
+    # the two-instance shape build wrote before (on the instances' threads), beside it
     from google.protobuf import text_format
 
     from bertserve.backends.qa_pipeline import pipeline_config
@@ -606,19 +613,16 @@ def stage_refqa(run: Run) -> None:
     from bertserve.builder.qa import pipeline_parameters
 
     (variant,) = resolve_preset(preset, Overrides(only=(model,)))
-    eight = pipeline_config(f"{model}_qa8", model, pipeline_parameters(variant), instances=8)
-    (repo / f"{model}_qa8" / "1").mkdir(parents=True, exist_ok=True)
-    (repo / f"{model}_qa8" / "config.pbtxt").write_text(text_format.MessageToString(eight))
+    two = pipeline_config(f"{model}_qa2", model, pipeline_parameters(variant), instances=2)
+    (repo / f"{model}_qa2" / "1").mkdir(parents=True, exist_ok=True)
+    (repo / f"{model}_qa2" / "config.pbtxt").write_text(text_format.MessageToString(two))
     windows_file, pairs, windows = qa_windows_file(repo, model, run.work)
     res.put("qa_sample", {"pairs": pairs, "windows": windows})
     servers = {
         label: start_server(
             repo, res.out / f"server-ref-{label}.log", pythonpath=path, ready=False
         )  # fmt: skip
-        for label, path in (
-            ("base", [Path(run.baseline_src)] if run.baseline_src else []),
-            ("this", [Path(run.this_src)] if run.this_src else []),
-        )
+        for label, path in _builds(run).items()
     }
     _drop_failed(res, servers, _start_together(servers)())
     text, qa = _qa_text(), f"{model}_qa"
@@ -627,8 +631,8 @@ def stage_refqa(run: Run) -> None:
         Point(f"{qa} text -b8 c16", qa, text, 8, 16),
         Point(f"{qa} text -b8 c64", qa, text, 8, 64),
         Point(f"{model} qa-windows -b4 c16", model, windows_file, 4, 16, 384),
-        Point(f"{qa}8 text -b8 c64", f"{qa}8", text, 8, 64),
-        Point(f"{qa}8 text -b8 c16", f"{qa}8", text, 8, 16),
+        Point(f"{qa}2 text -b8 c64", f"{qa}2", text, 8, 64),
+        Point(f"{qa}2 text -b8 c16", f"{qa}2", text, 8, 16),
     ]
     chosen = [p for p in points if _chosen(p.label, run.only)]
     try:
