@@ -170,21 +170,26 @@ def test_bad_request_fails_alone_in_a_dynamic_batch(qa_server: ServerProcess, mo
 def test_grpc_answer(qa_server: ServerProcess, model: str) -> None:
     if "grpc" not in qa_server.ports:
         pytest.skip("this server build has no gRPC endpoint yet")
+    out = _infer_grpc(qa_server.grpc_url, model, _texts(QUESTION), _texts(CONTEXT))
+    assert out["answer"][0, 0] == b"paraffin"
+    assert CONTEXT[out["start_char"][0, 0] : out["end_char"][0, 0]] == "paraffin"
+
+
+def _infer_grpc(
+    url: str, model: str, questions: np.ndarray, contexts: np.ndarray
+) -> dict[str, np.ndarray]:
+    """`_infer` over gRPC."""
     import tritonclient.grpc as grpcclient
 
-    client = grpcclient.InferenceServerClient(qa_server.grpc_url)
+    client = grpcclient.InferenceServerClient(url)
     try:
         tensors = []
-        for name, data in (("question", _texts(QUESTION)), ("context", _texts(CONTEXT))):
-            tensor = grpcclient.InferInput(name, [1, 1], "BYTES")
+        for name, data in (("question", questions), ("context", contexts)):
+            tensor = grpcclient.InferInput(name, list(data.shape), "BYTES")
             tensor.set_data_from_numpy(data)
             tensors.append(tensor)
         result = client.infer(model, tensors)
-        assert result.as_numpy("answer")[0, 0] == b"paraffin"
-        assert (
-            CONTEXT[result.as_numpy("start_char")[0, 0] : result.as_numpy("end_char")[0, 0]]
-            == "paraffin"
-        )
+        return {n: result.as_numpy(n) for n in ("answer", "start_char", "end_char")}
     finally:
         client.close()
 
@@ -263,7 +268,8 @@ def test_calls_are_never_held_for_the_qa_models_queue_delay(
     """Over a QA model that holds any batch but a full one for its queue delay, the
     pipeline's calls go at once (a pipeline has sent all of a batch's windows; nothing more
     of its own is coming): a lone question, and two long ones whose windows leave a partial
-    call, are answered in well under the 2 s the model would hold them, and correctly."""
+    call, are answered in well under the 2 s the model would hold them, and correctly, over
+    HTTP and gRPC."""
     params = {"max_seq_len": "128", "doc_stride": "32", "processes": processes}
     write_repository(tmp_path, tokenizer, steered_table(tokenizer, "paraffin", "paraffin"), params)
     (tmp_path / "toy_qa" / "config.pbtxt").write_text(HOLDING_QA_MODEL)
@@ -271,14 +277,15 @@ def test_calls_are_never_held_for_the_qa_models_queue_delay(
     long_context = max((e.context for e in examples), key=len) + " " + CONTEXT
     server = start_server(tmp_path)
     try:
-        for questions, contexts in (
-            (_texts(QUESTION), _texts(CONTEXT)),
-            (_texts(QUESTION, QUESTION), _texts(long_context, long_context)),
-        ):
-            started = time.monotonic()
-            out = _infer(server.http_url, "qa", questions, contexts)
-            assert time.monotonic() - started < 1.0
-            assert set(out["answer"][:, 0]) == {b"paraffin"}
+        for infer, url in ((_infer, server.http_url), (_infer_grpc, server.grpc_url)):
+            for questions, contexts in (
+                (_texts(QUESTION), _texts(CONTEXT)),
+                (_texts(QUESTION, QUESTION), _texts(long_context, long_context)),
+            ):
+                started = time.monotonic()
+                out = infer(url, "qa", questions, contexts)
+                assert time.monotonic() - started < 1.0
+                assert set(out["answer"][:, 0]) == {b"paraffin"}
         stats = _statistics(server.http_url, "toy_qa")
         sizes = {int(b["batch_size"]) for b in stats["batch_stats"]}
         assert 1 in sizes  # the lone question's one window went alone, unpadded
